@@ -1,0 +1,158 @@
+//! `drrun plan`: the dry run. Renders every step as far as it is known before the run,
+//! in parallel levels, and asks each kind for a read-only preview.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Result;
+use serde_json::{Value, json};
+
+use super::load_plan;
+use crate::cli::{Output, PlanArgs};
+use crate::plan::{Phase, Plan};
+use crate::playbook::template::Templates;
+use crate::report::printer::out;
+use crate::steps::{Preview, PreviewCtx, StepConfig};
+
+pub fn plan(args: PlanArgs) -> Result<ExitCode> {
+    let plan = load_plan(&args.playbook, &args.vars)?;
+    let ctx = PreviewCtx {
+        offline: args.offline,
+        guards: Arc::new(plan.guards.clone()),
+        base_dir: plan.base_dir.clone(),
+    };
+    let rendered = render_plan(&plan, &ctx);
+    match args.output {
+        Output::Json => out(&serde_json::to_string_pretty(&rendered)?),
+        Output::Human => out(&human(&plan, &rendered)),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The plan as JSON: phases -> levels -> steps with rendered settings and previews.
+pub fn render_plan(plan: &Plan, preview_ctx: &PreviewCtx) -> Value {
+    let templates = Templates::new();
+    let ctx = plan.preview_context();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let mut phases = serde_json::Map::new();
+    for phase in [Phase::Main, Phase::Finally] {
+        let levels: Vec<Value> = plan
+            .levels(phase)
+            .iter()
+            .map(|level| {
+                Value::Array(
+                    level
+                        .iter()
+                        .map(|&i| {
+                            let step = &plan.steps[i];
+                            let with = templates.render_json(&step.with, &ctx).unwrap_or_else(|_| step.with.clone());
+                            // Values known only at run time stay placeholders; type them
+                            // for the preview only when that works.
+                            let preview = match StepConfig::from_with(step.kind.name, with.clone()) {
+                                Ok(config) => runtime.block_on(config.preview(preview_ctx)),
+                                Err(_) => Preview::cannot("depends on values known only at run time"),
+                            };
+                            json!({
+                                "id": step.id,
+                                "kind": step.kind.name,
+                                "effect": step.kind.effect.as_str(),
+                                "description": step.description,
+                                "needs": step.deps.iter().map(|d| plan.steps[*d].id.clone()).collect::<Vec<_>>(),
+                                "when": step.when,
+                                "timeout": crate::duration::format_duration(step.timeout),
+                                "retry_attempts": step.retry.attempts,
+                                "with": with,
+                                "preview": preview,
+                            })
+                        })
+                        .collect(),
+                )
+            })
+            .collect();
+        phases.insert(
+            if phase == Phase::Main {
+                "steps"
+            } else {
+                "finally"
+            }
+            .into(),
+            Value::Array(levels),
+        );
+    }
+    json!({
+        "playbook": plan.file.display().to_string(),
+        "name": plan.name,
+        "offline": preview_ctx.offline,
+        "objectives": crate::plan::context::objectives_json(&plan.objectives),
+        "guards": plan.guards,
+        "phases": phases,
+    })
+}
+
+fn human(plan: &Plan, rendered: &Value) -> String {
+    let mut text = format!("plan for {} ({})\n", plan.name, plan.file.display());
+    if let Some(d) = &plan.description {
+        text.push_str(&format!("  {d}\n"));
+    }
+    for (phase, title) in [("steps", "steps"), ("finally", "finally (always runs)")] {
+        let levels = rendered["phases"][phase]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if levels.is_empty() {
+            continue;
+        }
+        text.push_str(&format!("\n{title}:\n"));
+        for (n, level) in levels.iter().enumerate() {
+            let steps = level.as_array().cloned().unwrap_or_default();
+            let parallel = if steps.len() > 1 {
+                format!(" ({} in parallel)", steps.len())
+            } else {
+                String::new()
+            };
+            text.push_str(&format!("  level {}{parallel}\n", n + 1));
+            for s in steps {
+                let needs: Vec<&str> = s["needs"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                text.push_str(&format!(
+                    "    {} [{}, {}]{}\n",
+                    s["id"].as_str().unwrap_or(""),
+                    s["kind"].as_str().unwrap_or(""),
+                    s["effect"].as_str().unwrap_or(""),
+                    if needs.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" needs: {}", needs.join(", "))
+                    }
+                ));
+                if let Some(d) = s["description"].as_str() {
+                    text.push_str(&format!("      # {d}\n"));
+                }
+                if let Some(w) = s["when"].as_str() {
+                    text.push_str(&format!("      when: {w}\n"));
+                }
+                let yaml = serde_yaml_ng::to_string(&s["with"]).unwrap_or_default();
+                for line in yaml.lines().filter(|l| *l != "{}") {
+                    text.push_str(&format!("      {line}\n"));
+                }
+                if let Some(reason) = s["preview"]["cannot_preview"].as_str() {
+                    text.push_str(&format!("      preview: {reason}\n"));
+                }
+                for line in s["preview"]["lines"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                {
+                    text.push_str(&format!("      => {line}\n"));
+                }
+            }
+        }
+    }
+    text
+}

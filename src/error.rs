@@ -1,0 +1,43 @@
+//! Errors that reach the command line, and their exit codes.
+
+use crate::diag::Diagnostics;
+use crate::exec::EngineError;
+use crate::state::StateError;
+
+/// Exit codes: 0 drill passed, 1 drill failed, 2 playbook or usage error, 130 interrupted.
+pub const EXIT_FAILED: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Already rendered with positions; printed as is.
+    #[error("{0}")]
+    Playbook(Diagnostics),
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+impl Error {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Playbook(_) | Self::Read { .. } | Self::Usage(_) => EXIT_USAGE,
+            Self::Engine(EngineError::Secret { .. }) => EXIT_USAGE,
+            Self::Engine(EngineError::State(e)) | Self::State(e) => match e {
+                StateError::Locked { .. }
+                | StateError::NoSuchRun(_)
+                | StateError::NothingToResume(_) => EXIT_USAGE,
+                _ => EXIT_FAILED,
+            },
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! One step's attempts: time limit, retries with backoff, cancellation.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::duration::HumanDuration;
+use crate::plan::RetryPolicy;
+use crate::playbook::model::FailureClass;
+use crate::report::{Event, Reporter};
+use crate::state::journal::{Journal, Record, now};
+use crate::state::redact::Redactor;
+use crate::steps::guard::Guards;
+use crate::steps::{Effect, Outputs, StepConfig, StepCtx, StepError};
+
+/// How long a cancelled step gets to clean up (kill its processes) before it is dropped.
+const CLEANUP_GRACE: Duration = Duration::from_secs(10);
+
+pub enum TaskOutcome {
+    Succeeded {
+        outputs: Outputs,
+        attempts: u32,
+        duration: Duration,
+        fingerprint: String,
+    },
+    Failed {
+        error: StepError,
+        attempts: u32,
+        duration: Duration,
+        #[allow(dead_code)]
+        fingerprint: String,
+    },
+    Cancelled {
+        attempts: u32,
+        duration: Duration,
+    },
+}
+
+pub struct Attempt {
+    pub step_id: String,
+    pub fingerprint: String,
+    pub effect: Effect,
+    pub timeout: Duration,
+    pub retry: RetryPolicy,
+    pub config: StepConfig,
+    pub run_id: String,
+    pub journal: Arc<Journal>,
+    pub reporter: Arc<dyn Reporter>,
+    pub redactor: Arc<Redactor>,
+    pub work_dir: PathBuf,
+    pub base_dir: PathBuf,
+    pub guards: Arc<Guards>,
+}
+
+impl Attempt {
+    pub async fn run(self, cancel: CancellationToken) -> TaskOutcome {
+        let started = Instant::now();
+        let mut attempt = 1;
+        loop {
+            let token = cancel.child_token();
+            let ctx = StepCtx {
+                step_id: self.step_id.clone(),
+                attempt,
+                run_id: self.run_id.clone(),
+                cancel: token.clone(),
+                events: self.reporter.clone(),
+                work_dir: self.work_dir.clone(),
+                base_dir: self.base_dir.clone(),
+                guards: self.guards.clone(),
+                redactor: self.redactor.clone(),
+            };
+            let fut = self.config.run(&ctx);
+            tokio::pin!(fut);
+            let result = tokio::select! {
+                r = &mut fut => r,
+                _ = tokio::time::sleep(self.timeout) => {
+                    token.cancel();
+                    let _ = tokio::time::timeout(CLEANUP_GRACE, &mut fut).await;
+                    Err(StepError::new(FailureClass::Timeout, format!("step timed out after {}", HumanDuration(self.timeout))))
+                }
+                _ = cancel.cancelled() => {
+                    let _ = tokio::time::timeout(CLEANUP_GRACE, &mut fut).await;
+                    return TaskOutcome::Cancelled { attempts: attempt, duration: started.elapsed() };
+                }
+            };
+            match result {
+                Ok(outputs) => {
+                    let outputs = match self
+                        .redactor
+                        .redact_json(&serde_json::Value::Object(outputs))
+                    {
+                        serde_json::Value::Object(o) => o,
+                        _ => unreachable!("an object stays an object"),
+                    };
+                    return TaskOutcome::Succeeded {
+                        outputs,
+                        attempts: attempt,
+                        duration: started.elapsed(),
+                        fingerprint: self.fingerprint,
+                    };
+                }
+                Err(_) if cancel.is_cancelled() => {
+                    return TaskOutcome::Cancelled {
+                        attempts: attempt,
+                        duration: started.elapsed(),
+                    };
+                }
+                Err(e) => {
+                    let error = StepError::new(e.class, self.redactor.redact(&e.message));
+                    if attempt < self.retry.attempts && self.retry.retries(error.class, self.effect)
+                    {
+                        let delay = self.retry.delay_before(attempt + 1);
+                        let record = Record::StepRetrying {
+                            step: self.step_id.clone(),
+                            attempt: attempt + 1,
+                            class: error.class,
+                            error: error.message.clone(),
+                            delay_ms: delay.as_millis() as u64,
+                            at: now(),
+                        };
+                        if let Err(e) = self.journal.append(&record) {
+                            return self.failed(
+                                StepError::new(FailureClass::Other, format!("journal: {e}")),
+                                attempt,
+                                started,
+                            );
+                        }
+                        self.reporter.event(&Event::StepRetrying {
+                            step: self.step_id.clone(),
+                            attempt: attempt + 1,
+                            delay_ms: delay.as_millis() as u64,
+                            class: error.class,
+                            error: error.message.clone(),
+                        });
+                        tokio::select! {
+                            _ = tokio::time::sleep(delay) => {}
+                            _ = cancel.cancelled() => return TaskOutcome::Cancelled { attempts: attempt, duration: started.elapsed() },
+                        }
+                        attempt += 1;
+                        continue;
+                    }
+                    return self.failed(error, attempt, started);
+                }
+            }
+        }
+    }
+
+    fn failed(&self, error: StepError, attempts: u32, started: Instant) -> TaskOutcome {
+        TaskOutcome::Failed {
+            error,
+            attempts,
+            duration: started.elapsed(),
+            fingerprint: self.fingerprint.clone(),
+        }
+    }
+}

@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    drrun::run(std::env::args().collect())
+}

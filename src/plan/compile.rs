@@ -1,0 +1,603 @@
+//! Raw playbook -> [`Plan`], collecting every error before failing.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use indexmap::IndexMap;
+use serde_json::Value as Json;
+use sha2::{Digest, Sha256};
+
+use super::context::{ContextParts, SecretValues, StepValues, build};
+use super::graph::{Ordering, order};
+use super::refs::{RefChecker, Resolved, Site};
+use super::{DEFAULT_TIMEOUT, Phase, Plan, PlanStep, RetryPolicy};
+use crate::diag::{Diagnostic, did_you_mean};
+use crate::playbook::load::{Sink, Source, parse, path_string};
+use crate::playbook::model::{RawPlaybook, RawStep};
+use crate::playbook::spans::{SpanIndex, join};
+use crate::playbook::template::{Templates, is_template};
+use crate::steps::guard::Guards;
+use crate::steps::{KINDS, KindInfo, find_kind};
+
+/// What the command line adds to a playbook.
+#[derive(Debug, Clone, Default)]
+pub struct CompileOptions {
+    /// `-e key=value` and `--vars-file`, applied over the playbook's `vars`.
+    pub var_overrides: IndexMap<String, Json>,
+    /// Environment variables exposed to templates as `env.NAME`.
+    pub env_allow: Vec<String>,
+}
+
+/// Compiles a playbook. On failure, every problem found is returned, in source order.
+pub fn compile(
+    file: &Path,
+    source: &Source,
+    opts: &CompileOptions,
+) -> Result<Plan, Vec<Diagnostic>> {
+    let spans = SpanIndex::build(&source.text);
+    let (raw, diags) = parse(source, &spans);
+    let mut sink = Sink::new(source, &spans);
+    sink.diags = diags;
+    let Some(raw) = raw else {
+        return Err(finish(sink.diags));
+    };
+    let templates = Templates::new();
+
+    let env: IndexMap<String, String> = opts
+        .env_allow
+        .iter()
+        .filter_map(|n| std::env::var(n).ok().map(|v| (n.clone(), v)))
+        .collect();
+    let mut checker = RefChecker {
+        vars: Vec::new(),
+        secrets: raw.secrets.keys().map(String::as_str).collect(),
+        objectives: [
+            ("rpo", raw.objectives.rpo.is_some()),
+            ("rto", raw.objectives.rto.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(n, set)| set.then_some(n))
+        .collect(),
+        env: env.keys().map(String::as_str).collect(),
+        steps: HashMap::new(),
+    };
+
+    let vars = compile_vars(&raw, opts, &env, &templates, &checker, &mut sink);
+    let static_parts = ContextParts {
+        vars: &vars,
+        objectives: &raw.objectives,
+        env: &env,
+        secret_names: &[],
+    };
+    let static_ctx = build(
+        &static_parts,
+        SecretValues::Markers,
+        StepValues::Outputs(&IndexMap::new()),
+        None,
+    );
+    checker.vars = vars.keys().map(String::as_str).collect();
+    let guards = compile_guards(&raw, &templates, &checker, &static_ctx, &mut sink);
+
+    // Every step id with its kind, so references can be checked in any order.
+    let all_steps: Vec<(Phase, &String, &RawStep)> = raw
+        .steps
+        .iter()
+        .map(|(id, s)| (Phase::Main, id, s))
+        .chain(raw.finally.iter().map(|(id, s)| (Phase::Finally, id, s)))
+        .collect();
+    for (phase, id, step) in &all_steps {
+        checker
+            .steps
+            .insert(id.as_str(), (*phase, find_kind(&step.kind)));
+    }
+    let kinds_for_preview: Vec<(&str, &'static KindInfo)> = all_steps
+        .iter()
+        .filter_map(|(_, id, s)| find_kind(&s.kind).map(|k| (id.as_str(), k)))
+        .collect();
+    let secret_names: Vec<&str> = raw.secrets.keys().map(String::as_str).collect();
+    let preview_parts = ContextParts {
+        vars: &vars,
+        objectives: &raw.objectives,
+        env: &env,
+        secret_names: &secret_names,
+    };
+    let preview_ctx = build(
+        &preview_parts,
+        SecretValues::Markers,
+        StepValues::Placeholders(&kinds_for_preview),
+        None,
+    );
+
+    let mut steps = Vec::new();
+    let mut dep_ids = Vec::new();
+    for (phase, id, raw_step) in &all_steps {
+        let compiled = compile_step(
+            *phase,
+            id,
+            raw_step,
+            &raw,
+            &templates,
+            &checker,
+            &preview_ctx,
+            &mut sink,
+        );
+        if let Some((step, deps)) = compiled {
+            steps.push(step);
+            dep_ids.push(deps);
+        }
+    }
+
+    let (main_levels, finally_levels) = if sink.diags.is_empty() {
+        resolve_deps(&mut steps, &dep_ids);
+        (
+            order_phase(&steps, Phase::Main, &mut sink),
+            order_phase(&steps, Phase::Finally, &mut sink),
+        )
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    if !sink.diags.is_empty() {
+        return Err(finish(sink.diags));
+    }
+    Ok(Plan {
+        name: raw.name.clone(),
+        description: raw.description.clone(),
+        file: file.to_path_buf(),
+        base_dir: file
+            .parent()
+            .map(Path::to_path_buf)
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| ".".into()),
+        source_hash: hex::encode(Sha256::digest(source.text.as_bytes())),
+        vars,
+        secrets: raw.secrets.clone(),
+        objectives: raw.objectives.clone(),
+        guards,
+        env,
+        steps,
+        main_levels,
+        finally_levels,
+    })
+}
+
+fn finish(diags: Vec<Diagnostic>) -> Vec<Diagnostic> {
+    crate::diag::Diagnostics(diags).sorted().0
+}
+
+/// Renders `vars` in declaration order; a var may use the vars above it and `env`.
+fn compile_vars(
+    raw: &RawPlaybook,
+    opts: &CompileOptions,
+    env: &IndexMap<String, String>,
+    templates: &Templates,
+    checker: &RefChecker,
+    sink: &mut Sink,
+) -> IndexMap<String, Json> {
+    let mut vars: IndexMap<String, Json> = IndexMap::new();
+    for (name, value) in &raw.vars {
+        if let Some(over) = opts.var_overrides.get(name) {
+            vars.insert(name.clone(), over.clone());
+            continue;
+        }
+        let path = join("vars", name);
+        // A var may use only the vars declared above it.
+        let above: Vec<&str> = raw
+            .vars
+            .keys()
+            .take_while(|k| *k != name)
+            .map(String::as_str)
+            .collect();
+        let scoped = RefChecker {
+            vars: above,
+            ..checker.clone_without_vars()
+        };
+        let ok = check_templates(
+            value,
+            &path,
+            Site::Var,
+            templates,
+            &scoped,
+            sink,
+            &mut Vec::new(),
+            &mut Vec::new(),
+        );
+        let rendered = if ok {
+            let parts = ContextParts {
+                vars: &vars,
+                objectives: &raw.objectives,
+                env,
+                secret_names: &[],
+            };
+            let ctx = build(
+                &parts,
+                SecretValues::Markers,
+                StepValues::Outputs(&IndexMap::new()),
+                None,
+            );
+            match templates.render_json(value, &ctx) {
+                Ok(v) => v,
+                Err(e) => {
+                    sink.at_value(Diagnostic::new(
+                        join_rel(&path, &e.path),
+                        format!("template error: {}", e.message),
+                    ));
+                    value.clone()
+                }
+            }
+        } else {
+            value.clone()
+        };
+        vars.insert(name.clone(), rendered);
+    }
+    for (name, value) in &opts.var_overrides {
+        vars.entry(name.clone()).or_insert_with(|| value.clone());
+    }
+    vars
+}
+
+fn compile_guards(
+    raw: &RawPlaybook,
+    templates: &Templates,
+    checker: &RefChecker,
+    ctx: &minijinja::Value,
+    sink: &mut Sink,
+) -> Guards {
+    let mut render_list = |field: &str, list: &[String]| -> Vec<String> {
+        list.iter()
+            .enumerate()
+            .map(|(i, pattern)| {
+                let path = format!("guards.{field}[{i}]");
+                let value = Json::String(pattern.clone());
+                if !check_templates(
+                    &value,
+                    &path,
+                    Site::Guard,
+                    templates,
+                    checker,
+                    sink,
+                    &mut Vec::new(),
+                    &mut Vec::new(),
+                ) {
+                    return pattern.clone();
+                }
+                match templates.render_json(&value, ctx) {
+                    Ok(Json::String(s)) if !s.trim().is_empty() => s,
+                    Ok(other) => {
+                        sink.at_value(Diagnostic::new(
+                            path,
+                            format!("a guard must render to a non-empty string, not {other}"),
+                        ));
+                        pattern.clone()
+                    }
+                    Err(e) => {
+                        sink.at_value(Diagnostic::new(
+                            path,
+                            format!("template error: {}", e.message),
+                        ));
+                        pattern.clone()
+                    }
+                }
+            })
+            .collect()
+    };
+    Guards {
+        kube_namespaces: render_list("kube_namespaces", &raw.guards.kube_namespaces),
+        pg_hosts: render_list("pg_hosts", &raw.guards.pg_hosts),
+        pg_databases: render_list("pg_databases", &raw.guards.pg_databases),
+    }
+}
+
+/// Checks every template inside `value` (found at `path`). Collects the steps referred
+/// to and the relative paths whose value is only known at run time. Returns whether
+/// every template was valid.
+#[allow(clippy::too_many_arguments)]
+fn check_templates(
+    value: &Json,
+    path: &str,
+    site: Site,
+    templates: &Templates,
+    checker: &RefChecker,
+    sink: &mut Sink,
+    step_refs: &mut Vec<String>,
+    dynamic: &mut Vec<String>,
+) -> bool {
+    let mut ok = true;
+    let mut strings = Vec::new();
+    collect_strings(value, String::new(), &mut strings);
+    for (rel, text) in strings {
+        let at = join_rel(path, &rel);
+        let refs = match templates.references(text) {
+            Ok(refs) => refs,
+            Err(e) => {
+                sink.at_value(Diagnostic::new(at, format!("invalid template: {e}")));
+                ok = false;
+                continue;
+            }
+        };
+        for reference in refs {
+            match checker.check(&reference, site) {
+                Ok(Resolved::Static) => {}
+                Ok(Resolved::Runtime) => dynamic.push(rel.clone()),
+                Ok(Resolved::Step(id)) => {
+                    dynamic.push(rel.clone());
+                    if !step_refs.contains(&id) {
+                        step_refs.push(id);
+                    }
+                }
+                Err(e) => {
+                    sink.at_value(Diagnostic::new(at.clone(), e.message).with_help_opt(e.help));
+                    ok = false;
+                }
+            }
+        }
+    }
+    ok
+}
+
+fn collect_strings<'a>(value: &'a Json, path: String, out: &mut Vec<(String, &'a str)>) {
+    match value {
+        Json::String(s) if is_template(s) => out.push((path, s)),
+        Json::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                collect_strings(v, format!("{path}[{i}]"), out);
+            }
+        }
+        Json::Object(map) => {
+            for (k, v) in map {
+                collect_strings(v, join(&path, k), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `steps.x.with` + `requests[0]` -> `steps.x.with.requests[0]`; `a` + `[1]` -> `a[1]`.
+fn join_rel(base: &str, rel: &str) -> String {
+    if rel.is_empty() {
+        base.to_string()
+    } else if rel.starts_with('[') || base.is_empty() {
+        format!("{base}{rel}")
+    } else {
+        format!("{base}.{rel}")
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn compile_step(
+    phase: Phase,
+    id: &str,
+    raw_step: &RawStep,
+    raw: &RawPlaybook,
+    templates: &Templates,
+    checker: &RefChecker,
+    preview_ctx: &minijinja::Value,
+    sink: &mut Sink,
+) -> Option<(PlanStep, StepDeps)> {
+    let base = join(phase.section(), id);
+    let site = Site::Step { id, phase };
+    let kind = find_kind(&raw_step.kind);
+    if kind.is_none() {
+        let help = did_you_mean(&raw_step.kind, KINDS.iter().map(|k| k.name)).or_else(|| {
+            Some(format!(
+                "known kinds: {}",
+                KINDS.iter().map(|k| k.name).collect::<Vec<_>>().join(", ")
+            ))
+        });
+        sink.at_value(
+            Diagnostic::new(
+                join(&base, "kind"),
+                format!("unknown step kind `{}`", raw_step.kind),
+            )
+            .with_help_opt(help),
+        );
+    }
+
+    let with_path = join(&base, "with");
+    let mut step_refs = Vec::new();
+    let mut dynamic = Vec::new();
+    let templates_ok = check_templates(
+        &raw_step.with,
+        &with_path,
+        site,
+        templates,
+        checker,
+        sink,
+        &mut step_refs,
+        &mut dynamic,
+    );
+    if let Some(when) = &raw_step.common.when {
+        let when_path = join(&base, "when");
+        match templates.expression_references(when) {
+            Ok(refs) => {
+                for reference in refs {
+                    match checker.check(&reference, site) {
+                        Ok(Resolved::Step(dep)) if !step_refs.contains(&dep) => step_refs.push(dep),
+                        Ok(_) => {}
+                        Err(e) => sink.at_value(
+                            Diagnostic::new(when_path.clone(), e.message).with_help_opt(e.help),
+                        ),
+                    }
+                }
+            }
+            Err(e) => sink.at_value(Diagnostic::new(
+                when_path,
+                format!("invalid `when` expression: {e}"),
+            )),
+        }
+    }
+    for (i, need) in raw_step.common.needs.iter().enumerate() {
+        let path = format!("{base}.needs[{i}]");
+        match checker.steps.get(need.as_str()) {
+            None => {
+                let ids: Vec<&str> = checker.steps.keys().copied().filter(|s| *s != id).collect();
+                sink.at_value(
+                    Diagnostic::new(
+                        path,
+                        format!("`needs` names a step that does not exist: `{need}`"),
+                    )
+                    .with_help_opt(did_you_mean(need, ids)),
+                );
+            }
+            Some((need_phase, _)) if *need_phase != phase => {
+                let help = if phase == Phase::Finally {
+                    "finally steps run after all steps anyway; use `when:` on `run.status` to condition them"
+                } else {
+                    "steps cannot wait for finally steps: finally runs last"
+                };
+                sink.at_value(
+                    Diagnostic::new(path, format!("`{need}` is in another section"))
+                        .with_help(help),
+                );
+            }
+            Some(_) if need == id => {
+                sink.at_value(Diagnostic::new(path, format!("step `{id}` needs itself")))
+            }
+            Some(_) => {
+                if !step_refs.contains(need) {
+                    step_refs.push(need.clone());
+                }
+            }
+        }
+    }
+
+    // Type the settings as far as they are known before the run.
+    if let Some(kind) = kind
+        && templates_ok
+    {
+        match templates.render_json(&raw_step.with, preview_ctx) {
+            Err(e) => sink.at_value(Diagnostic::new(
+                join_rel(&with_path, &e.path),
+                format!("template error: {}", e.message),
+            )),
+            Ok(rendered) => match (kind.check)(&rendered) {
+                Ok(issues) => {
+                    for issue in issues {
+                        sink.at_key(Diagnostic::new(
+                            join_rel(&with_path, &issue.field),
+                            issue.message,
+                        ));
+                    }
+                }
+                Err(err) => {
+                    let rel = path_string("", err.path());
+                    let known_later = dynamic.iter().any(|d| {
+                        rel == *d
+                            || rel.starts_with(&format!("{d}."))
+                            || rel.starts_with(&format!("{d}["))
+                    });
+                    if !known_later {
+                        sink.serde_error(
+                            &join_rel(&with_path, &rel),
+                            &err.into_inner().to_string(),
+                        );
+                    }
+                }
+            },
+        }
+    }
+
+    let timeout = raw_step
+        .common
+        .timeout
+        .or(raw.defaults.timeout)
+        .map(|d| d.0)
+        .unwrap_or(DEFAULT_TIMEOUT);
+    let retry = raw_step
+        .common
+        .retry
+        .as_ref()
+        .or(raw.defaults.retry.as_ref())
+        .map(RetryPolicy::from_spec)
+        .unwrap_or_default();
+    let line = sink.spans.key(&base).line;
+    // Dependencies are resolved to indices once every step exists (see `order_phase`);
+    // only those of the same phase order execution.
+    let all_refs = step_refs.clone();
+    let deps_same_phase: Vec<String> = step_refs
+        .into_iter()
+        .filter(|d| {
+            checker
+                .steps
+                .get(d.as_str())
+                .is_some_and(|(p, _)| *p == phase)
+        })
+        .collect();
+    let step = PlanStep {
+        id: id.to_string(),
+        phase,
+        kind: kind?,
+        with: raw_step.with.clone(),
+        description: raw_step.common.description.clone(),
+        when: raw_step.common.when.clone(),
+        deps: Vec::new(),
+        uses: Vec::new(),
+        timeout,
+        retry,
+        line,
+    };
+    Some((
+        step,
+        StepDeps {
+            order: deps_same_phase,
+            uses: all_refs,
+        },
+    ))
+}
+
+/// A step's dependencies by id, until every step has an index.
+struct StepDeps {
+    /// Same-phase steps that must succeed first (`needs` and template references).
+    order: Vec<String>,
+    /// Every step whose outputs the templates read.
+    uses: Vec<String>,
+}
+
+/// Turns dependency ids into indices into `steps`.
+fn resolve_deps(steps: &mut [PlanStep], dep_ids: &[StepDeps]) {
+    let index: HashMap<String, usize> = steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.id.clone(), i))
+        .collect();
+    let resolve = |ids: &[String]| {
+        let mut seen = HashSet::new();
+        ids.iter()
+            .filter_map(|id| index.get(id).copied())
+            .filter(|i| seen.insert(*i))
+            .collect::<Vec<_>>()
+    };
+    for (step, ids) in steps.iter_mut().zip(dep_ids) {
+        step.deps = resolve(&ids.order);
+        step.uses = resolve(&ids.uses);
+    }
+}
+
+/// Orders one phase into parallel levels; reports a cycle as its path.
+fn order_phase(steps: &[PlanStep], phase: Phase, sink: &mut Sink) -> Vec<Vec<usize>> {
+    let members: Vec<usize> = (0..steps.len())
+        .filter(|i| steps[*i].phase == phase)
+        .collect();
+    let local: HashMap<usize, usize> = members.iter().enumerate().map(|(l, g)| (*g, l)).collect();
+    let local_deps: Vec<Vec<usize>> = members
+        .iter()
+        .map(|g| steps[*g].deps.iter().map(|d| local[d]).collect())
+        .collect();
+    match order(&local_deps) {
+        Ordering::Levels(levels) => levels
+            .into_iter()
+            .map(|l| l.into_iter().map(|i| members[i]).collect())
+            .collect(),
+        Ordering::Cycle(path) => {
+            let names: Vec<&str> = path
+                .iter()
+                .map(|l| steps[members[*l]].id.as_str())
+                .collect();
+            let first = &steps[members[path[0]]].id;
+            sink.at_key(
+                Diagnostic::new(join(phase.section(), first), format!("dependency cycle: {}", names.join(" -> ")))
+                    .with_help("a step's `needs` and its `steps.X.outputs` references must not lead back to it"),
+            );
+            Vec::new()
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! The template context: `vars`, `secrets`, `objectives`, `steps`, `run`, `env`.
+//!
+//! Built in three flavours: previews (secrets as `<secret:NAME>`, step outputs and run
+//! fields as `<steps.x.outputs.y>` placeholders), the redacted run view (real outputs,
+//! secret markers: what fingerprints and the journal see) and the real run view.
+
+use indexmap::IndexMap;
+use minijinja::Value;
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+
+use super::Plan;
+use crate::playbook::model::Objectives;
+use crate::playbook::template::{Placeholder, to_value};
+use crate::state::redact::marker;
+use crate::steps::{KindInfo, Outputs};
+
+/// `run.*` in templates.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunInfo {
+    pub id: String,
+    pub started_at: String,
+    pub dry_run: bool,
+    pub playbook: String,
+    /// `running` during the main phase; in `finally`: `passed`, `failed` or `interrupted`.
+    pub status: String,
+}
+
+pub enum SecretValues<'a> {
+    Markers,
+    Real(&'a IndexMap<String, String>),
+}
+
+pub enum StepValues<'a> {
+    Placeholders(&'a [(&'a str, &'static KindInfo)]),
+    Outputs(&'a IndexMap<String, Outputs>),
+}
+
+pub struct ContextParts<'a> {
+    pub vars: &'a IndexMap<String, Json>,
+    pub objectives: &'a Objectives,
+    pub env: &'a IndexMap<String, String>,
+    pub secret_names: &'a [&'a str],
+}
+
+pub fn objectives_json(objectives: &Objectives) -> Json {
+    serde_json::to_value(objectives).unwrap_or(Json::Null)
+}
+
+pub fn build(
+    parts: &ContextParts,
+    secrets: SecretValues,
+    steps: StepValues,
+    run: Option<&RunInfo>,
+) -> Value {
+    let secrets_value = match secrets {
+        SecretValues::Markers => Value::from_pairs(
+            parts
+                .secret_names
+                .iter()
+                .map(|n| (n.to_string(), Value::from(marker(n)))),
+        ),
+        SecretValues::Real(values) => to_value(values),
+    };
+    let steps_value = match steps {
+        StepValues::Placeholders(list) => Value::from_pairs(list.iter().map(|(id, kind)| {
+            let outputs = Value::from_pairs(kind.outputs.iter().map(|o| {
+                (
+                    o.name.to_string(),
+                    Placeholder::value(format!("steps.{id}.outputs.{}", o.name)),
+                )
+            }));
+            (id.to_string(), Value::from_pairs([("outputs", outputs)]))
+        })),
+        StepValues::Outputs(done) => Value::from_pairs(done.iter().map(|(id, outputs)| {
+            (
+                id.clone(),
+                Value::from_pairs([("outputs", to_value(outputs))]),
+            )
+        })),
+    };
+    let run_value = match run {
+        Some(info) => to_value(info),
+        None => Value::from_pairs(
+            super::refs::RUN_FIELDS
+                .iter()
+                .map(|f| (f.to_string(), Placeholder::value(format!("run.{f}")))),
+        ),
+    };
+    Value::from_pairs([
+        ("vars", to_value(parts.vars)),
+        ("objectives", to_value(objectives_json(parts.objectives))),
+        ("env", to_value(parts.env)),
+        ("secrets", secrets_value),
+        ("steps", steps_value),
+        ("run", run_value),
+    ])
+}
+
+impl Plan {
+    pub fn secret_names(&self) -> Vec<&str> {
+        self.secrets.keys().map(String::as_str).collect()
+    }
+
+    /// Context for previews: nothing real beyond vars, objectives and env.
+    pub fn preview_context(&self) -> Value {
+        let names = self.secret_names();
+        let kinds: Vec<(&str, &'static KindInfo)> =
+            self.steps.iter().map(|s| (s.id.as_str(), s.kind)).collect();
+        let parts = ContextParts {
+            vars: &self.vars,
+            objectives: &self.objectives,
+            env: &self.env,
+            secret_names: &names,
+        };
+        build(
+            &parts,
+            SecretValues::Markers,
+            StepValues::Placeholders(&kinds),
+            None,
+        )
+    }
+
+    /// Context while running, with secrets either real or as markers.
+    pub fn run_context(
+        &self,
+        secrets: SecretValues,
+        outputs: &IndexMap<String, Outputs>,
+        run: &RunInfo,
+    ) -> Value {
+        let names = self.secret_names();
+        let parts = ContextParts {
+            vars: &self.vars,
+            objectives: &self.objectives,
+            env: &self.env,
+            secret_names: &names,
+        };
+        build(&parts, secrets, StepValues::Outputs(outputs), Some(run))
+    }
+}

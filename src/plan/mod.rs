@@ -1,0 +1,169 @@
+//! A compiled playbook: every step typed, templates checked, dependencies ordered.
+
+mod compile;
+pub mod context;
+mod graph;
+mod refs;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use serde::Serialize;
+use serde_json::Value as Json;
+
+pub use compile::{CompileOptions, compile};
+
+use crate::playbook::model::{FailureClass, Objectives, RetrySpec, SecretRef};
+use crate::steps::guard::Guards;
+use crate::steps::{Effect, KindInfo};
+
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    Main,
+    Finally,
+}
+
+impl Phase {
+    pub fn section(self) -> &'static str {
+        match self {
+            Self::Main => "steps",
+            Self::Finally => "finally",
+        }
+    }
+}
+
+/// Retry policy after defaults are applied.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RetryPolicy {
+    pub attempts: u32,
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+    /// Explicit list of retried classes, or `None` for the defaults.
+    pub on: Option<Vec<FailureClass>>,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            attempts: 1,
+            backoff: Duration::from_secs(2),
+            max_backoff: DEFAULT_MAX_BACKOFF,
+            on: None,
+        }
+    }
+}
+
+impl RetryPolicy {
+    pub fn from_spec(spec: &RetrySpec) -> Self {
+        Self {
+            attempts: spec.attempts.max(1),
+            backoff: spec.backoff.0,
+            max_backoff: spec.max_backoff.map(|d| d.0).unwrap_or(DEFAULT_MAX_BACKOFF),
+            on: spec.on.clone(),
+        }
+    }
+
+    /// Whether a failure of `class` is retried for a step with `effect`.
+    pub fn retries(&self, class: FailureClass, effect: Effect) -> bool {
+        match &self.on {
+            Some(list) => list.contains(&class),
+            None => match class {
+                FailureClass::Connection | FailureClass::Throttled => true,
+                // A destructive step may have done its damage before the failure.
+                FailureClass::Timeout | FailureClass::Ambiguous => effect != Effect::Destructive,
+                _ => false,
+            },
+        }
+    }
+
+    /// Delay before attempt `next` (2-based): backoff doubled per retry, capped.
+    pub fn delay_before(&self, next: u32) -> Duration {
+        let factor = 2u32.saturating_pow(next.saturating_sub(2));
+        self.backoff.saturating_mul(factor).min(self.max_backoff)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PlanStep {
+    pub id: String,
+    pub phase: Phase,
+    pub kind: &'static KindInfo,
+    /// Settings as written (templates unrendered); rendered just before the step starts.
+    pub with: Json,
+    pub description: Option<String>,
+    pub when: Option<String>,
+    /// Steps (indices into [`Plan::steps`]) of the same phase that must succeed first.
+    pub deps: Vec<usize>,
+    /// Every step whose outputs this step's templates read (any phase).
+    pub uses: Vec<usize>,
+    pub timeout: Duration,
+    pub retry: RetryPolicy,
+    /// Line of the step's id in the playbook.
+    pub line: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub name: String,
+    pub description: Option<String>,
+    /// The playbook file as named by the user.
+    pub file: PathBuf,
+    /// Directory that relative paths in the playbook resolve against.
+    pub base_dir: PathBuf,
+    /// sha256 of the playbook text.
+    pub source_hash: String,
+    /// `vars` after overrides and templating.
+    pub vars: IndexMap<String, Json>,
+    pub secrets: IndexMap<String, SecretRef>,
+    pub objectives: Objectives,
+    pub guards: Guards,
+    /// Environment variables exposed as `env` (`--env-allow`).
+    pub env: IndexMap<String, String>,
+    /// Main steps first, then finally steps, each in playbook order.
+    pub steps: Vec<PlanStep>,
+    /// Parallel levels (step indices) of the main phase, in topological order.
+    pub main_levels: Vec<Vec<usize>>,
+    pub finally_levels: Vec<Vec<usize>>,
+}
+
+impl Plan {
+    pub fn index_of(&self, id: &str) -> Option<usize> {
+        self.steps.iter().position(|s| s.id == id)
+    }
+
+    pub fn levels(&self, phase: Phase) -> &[Vec<usize>] {
+        match phase {
+            Phase::Main => &self.main_levels,
+            Phase::Finally => &self.finally_levels,
+        }
+    }
+
+    /// Indices of the steps of `phase`, in topological order.
+    pub fn order(&self, phase: Phase) -> impl Iterator<Item = usize> + '_ {
+        self.levels(phase).iter().flatten().copied()
+    }
+
+    /// Every step that depends on `index`, transitively (same phase).
+    pub fn descendants(&self, index: usize) -> Vec<usize> {
+        let mut out = vec![false; self.steps.len()];
+        let mut changed = true;
+        out[index] = true;
+        // Steps are processed in topological order, so one pass suffices; loop for safety.
+        while changed {
+            changed = false;
+            for i in self.order(self.steps[index].phase) {
+                if !out[i] && self.steps[i].deps.iter().any(|d| out[*d]) {
+                    out[i] = true;
+                    changed = true;
+                }
+            }
+        }
+        out[index] = false;
+        (0..self.steps.len()).filter(|i| out[*i]).collect()
+    }
+}

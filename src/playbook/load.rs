@@ -1,0 +1,308 @@
+//! Reading a playbook file into a [`RawPlaybook`], collecting every structural problem
+//! (syntax, unknown fields, wrong types) as a positioned [`Diagnostic`].
+
+use indexmap::IndexMap;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::model::{RawPlaybook, RawStep, STEP_KEYS, StepCommon, TOP_LEVEL_KEYS};
+use super::spans::{Pos, SpanIndex, join};
+use crate::diag::{Diagnostic, did_you_mean};
+
+/// A playbook's text and the name it is reported under.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub name: String,
+    pub text: String,
+}
+
+/// Collects diagnostics while loading or compiling, positioning each through the span index.
+pub struct Sink<'a> {
+    pub source: &'a Source,
+    pub spans: &'a SpanIndex,
+    pub diags: Vec<Diagnostic>,
+}
+
+impl<'a> Sink<'a> {
+    pub fn new(source: &'a Source, spans: &'a SpanIndex) -> Self {
+        Self {
+            source,
+            spans,
+            diags: Vec::new(),
+        }
+    }
+
+    /// An error about the key at `path` (unknown field, unknown step id...).
+    pub fn at_key(&mut self, diag: Diagnostic) {
+        let pos = self.spans.key(&diag.path);
+        self.push(diag.at(pos));
+    }
+
+    /// An error about the value at `path` (wrong type, bad reference...).
+    pub fn at_value(&mut self, diag: Diagnostic) {
+        let pos = self.spans.value(&diag.path);
+        self.push(diag.at(pos));
+    }
+
+    pub fn at_pos(&mut self, diag: Diagnostic, pos: Pos) {
+        self.push(diag.at(pos));
+    }
+
+    fn push(&mut self, diag: Diagnostic) {
+        let diag = diag.locate(&self.source.name, &self.source.text);
+        self.diags.push(diag);
+    }
+
+    /// Deserializes `value` (found at `path`) into `T`, turning a failure into a diagnostic.
+    pub fn deserialize<T: DeserializeOwned>(&mut self, path: &str, value: &Value) -> Option<T> {
+        match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+            Ok(v) => Some(v),
+            Err(err) => {
+                let at = path_string(path, err.path());
+                self.serde_error(&at, &err.into_inner().to_string());
+                None
+            }
+        }
+    }
+
+    /// Rewrites serde's messages into ours: unknown fields point at the key and suggest
+    /// the closest expected name; everything else points at the value.
+    pub fn serde_error(&mut self, path: &str, message: &str) {
+        let message = message.trim();
+        if let Some((field, expected)) = parse_unknown(message, "unknown field `") {
+            let help = did_you_mean(&field, expected.iter().map(String::as_str)).or_else(|| {
+                (!expected.is_empty()).then(|| format!("expected one of: {}", expected.join(", ")))
+            });
+            self.at_key(
+                Diagnostic::new(join(path, &field), format!("unknown field `{field}`"))
+                    .with_help_opt(help),
+            );
+        } else if let Some((variant, expected)) = parse_unknown(message, "unknown variant `") {
+            let help = did_you_mean(&variant, expected.iter().map(String::as_str))
+                .or_else(|| Some(format!("expected one of: {}", expected.join(", "))));
+            self.at_value(
+                Diagnostic::new(path, format!("unknown value `{variant}`")).with_help_opt(help),
+            );
+        } else if message.starts_with("missing field") {
+            self.at_key(Diagnostic::new(path, message.to_string()));
+        } else {
+            self.at_value(Diagnostic::new(path, message.to_string()));
+        }
+    }
+}
+
+/// `base` extended by a serde path: `steps.x.with` + `requests[0].url`.
+pub fn path_string(base: &str, path: &serde_path_to_error::Path) -> String {
+    let mut at = base.to_string();
+    for seg in path.iter() {
+        match seg {
+            serde_path_to_error::Segment::Seq { index } => at.push_str(&format!("[{index}]")),
+            serde_path_to_error::Segment::Map { key } => at = join(&at, key),
+            serde_path_to_error::Segment::Enum { variant } => at = join(&at, variant),
+            serde_path_to_error::Segment::Unknown => {}
+        }
+    }
+    at
+}
+
+/// Parses "unknown field `x`, expected one of `a`, `b`" into `x` and `[a, b]`.
+fn parse_unknown(message: &str, prefix: &str) -> Option<(String, Vec<String>)> {
+    let rest = message.strip_prefix(prefix)?;
+    let end = rest.find('`')?;
+    let name = rest[..end].to_string();
+    let expected = rest[end..]
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect();
+    Some((name, expected))
+}
+
+/// Parses `source` into a raw playbook. The playbook is `None` only when the document
+/// is not YAML at all; otherwise as much as could be read is returned with the problems.
+pub fn parse(source: &Source, spans: &SpanIndex) -> (Option<RawPlaybook>, Vec<Diagnostic>) {
+    let mut sink = Sink::new(source, spans);
+    let doc: serde_yaml_ng::Value = match serde_yaml_ng::from_str(&source.text) {
+        Ok(doc) => doc,
+        Err(err) => {
+            let pos = err
+                .location()
+                .map(|l| Pos {
+                    line: l.line(),
+                    col: l.column(),
+                })
+                .unwrap_or(Pos { line: 1, col: 1 });
+            let message = strip_location(&err.to_string());
+            sink.at_pos(Diagnostic::new("", format!("invalid YAML: {message}")), pos);
+            return (None, sink.diags);
+        }
+    };
+    let doc: Value = match serde_json::to_value(&doc) {
+        Ok(v) => v,
+        Err(err) => {
+            sink.at_pos(
+                Diagnostic::new("", format!("unsupported YAML: {err}")),
+                Pos { line: 1, col: 1 },
+            );
+            return (None, sink.diags);
+        }
+    };
+    let Value::Object(top) = doc else {
+        sink.at_value(Diagnostic::new(
+            "",
+            "a playbook must be a mapping with `version`, `name` and `steps`",
+        ));
+        return (None, sink.diags);
+    };
+
+    let mut pb = RawPlaybook::default();
+    for key in top.keys() {
+        if !TOP_LEVEL_KEYS.contains(&key.as_str()) {
+            let help = did_you_mean(key, TOP_LEVEL_KEYS.iter().copied());
+            sink.at_key(
+                Diagnostic::new(key.clone(), format!("unknown field `{key}`")).with_help_opt(help),
+            );
+        }
+    }
+    match top.get("version") {
+        None => sink.at_value(Diagnostic::new(
+            "",
+            "missing field `version` (this drrun reads `version: 1`)",
+        )),
+        Some(v) => match v.as_u64() {
+            Some(1) => pb.version = 1,
+            _ => sink.at_value(Diagnostic::new(
+                "version",
+                format!("unsupported playbook version {v}; this drrun reads `version: 1`"),
+            )),
+        },
+    }
+    match top.get("name") {
+        Some(Value::String(name)) if !name.trim().is_empty() => pb.name = name.clone(),
+        Some(_) => sink.at_value(Diagnostic::new("name", "`name` must be a non-empty string")),
+        None => sink.at_value(Diagnostic::new("", "missing field `name`")),
+    }
+    let section = |key: &str| top.get(key).filter(|v| !v.is_null());
+    if let Some(v) = section("description") {
+        pb.description = sink.deserialize("description", v);
+    }
+    if let Some(v) = section("vars") {
+        pb.vars = sink.deserialize("vars", v).unwrap_or_default();
+    }
+    if let Some(v) = section("secrets") {
+        pb.secrets = sink.deserialize("secrets", v).unwrap_or_default();
+    }
+    if let Some(v) = section("objectives") {
+        pb.objectives = sink.deserialize("objectives", v).unwrap_or_default();
+    }
+    if let Some(v) = section("guards") {
+        pb.guards = sink.deserialize("guards", v).unwrap_or_default();
+    }
+    if let Some(v) = section("defaults") {
+        pb.defaults = sink.deserialize("defaults", v).unwrap_or_default();
+    }
+    match section("steps") {
+        Some(v) => pb.steps = parse_steps(&mut sink, "steps", v),
+        None => sink.at_value(Diagnostic::new("", "missing field `steps`")),
+    }
+    if let Some(v) = section("finally") {
+        pb.finally = parse_steps(&mut sink, "finally", v);
+    }
+    for id in pb.finally.keys() {
+        if pb.steps.contains_key(id) {
+            sink.at_key(Diagnostic::new(
+                format!("finally.{id}"),
+                format!("step id `{id}` is used in both `steps` and `finally`"),
+            ));
+        }
+    }
+    (Some(pb), sink.diags)
+}
+
+fn parse_steps(sink: &mut Sink, section: &str, value: &Value) -> IndexMap<String, RawStep> {
+    let mut steps = IndexMap::new();
+    let Value::Object(map) = value else {
+        sink.at_value(Diagnostic::new(
+            section,
+            format!("`{section}` must be a mapping of step id to step"),
+        ));
+        return steps;
+    };
+    for (id, body) in map {
+        let path = join(section, id);
+        if !is_identifier(id) {
+            sink.at_key(
+                Diagnostic::new(path.clone(), format!("step id `{id}` is not an identifier"))
+                    .with_help("use letters, digits and `_` (templates refer to it as `steps.<id>.outputs`)"),
+            );
+        }
+        let Value::Object(fields) = body else {
+            sink.at_value(Diagnostic::new(
+                path,
+                "a step must be a mapping with at least `kind`",
+            ));
+            continue;
+        };
+        let mut common = serde_json::Map::new();
+        let mut kind = None;
+        let mut with = Value::Object(Default::default());
+        for (key, v) in fields {
+            match key.as_str() {
+                "kind" => match v {
+                    Value::String(k) => kind = Some(k.clone()),
+                    _ => sink.at_value(Diagnostic::new(
+                        join(&path, "kind"),
+                        "`kind` must be a string such as `exec`",
+                    )),
+                },
+                "with" => match v {
+                    Value::Object(_) => with = v.clone(),
+                    Value::Null => {}
+                    _ => sink.at_value(Diagnostic::new(
+                        join(&path, "with"),
+                        "`with` must be a mapping of the kind's settings",
+                    )),
+                },
+                k if STEP_KEYS.contains(&k) => {
+                    common.insert(key.clone(), v.clone());
+                }
+                _ => {
+                    let help = did_you_mean(key, STEP_KEYS.iter().copied()).or_else(|| {
+                        Some(format!(
+                            "a step's fields are: {}; the kind's settings go under `with`",
+                            STEP_KEYS.join(", ")
+                        ))
+                    });
+                    sink.at_key(
+                        Diagnostic::new(join(&path, key), format!("unknown field `{key}`"))
+                            .with_help_opt(help),
+                    );
+                }
+            }
+        }
+        let Some(kind) = kind else {
+            sink.at_key(Diagnostic::new(path, "missing field `kind`"));
+            continue;
+        };
+        let common: StepCommon = sink
+            .deserialize(&path, &Value::Object(common))
+            .unwrap_or_default();
+        steps.insert(id.clone(), RawStep { kind, with, common });
+    }
+    steps
+}
+
+pub fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// serde_yaml appends " at line X column Y" to its messages; we print positions ourselves.
+fn strip_location(message: &str) -> String {
+    match message.find(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message.to_string(),
+    }
+}

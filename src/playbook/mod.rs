@@ -1,0 +1,9 @@
+//! The playbook as written: model, loading with positions, templating.
+
+pub mod load;
+pub mod model;
+pub mod spans;
+pub mod template;
+
+pub use load::Source;
+pub use model::{RawPlaybook, RawStep};

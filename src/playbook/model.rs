@@ -1,0 +1,199 @@
+//! The playbook's sections as written (format v1). These types are the single source of
+//! the JSON schema in `schemas/` and of the loader's checks.
+
+use indexmap::IndexMap;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::duration::HumanDuration;
+
+/// Where a secret's value comes from at run time. The value itself is never written to
+/// state, logs, progress output or reports; templates see it only while a step runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum SecretRef {
+    /// Read from this environment variable of the drrun process.
+    Env(String),
+    /// Read from this file (`~` expands to the home directory); one trailing newline is removed.
+    File(String),
+}
+
+/// Recovery objectives the drill is measured against.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Objectives {
+    /// Recovery point objective: the newest usable backup may be at most this old.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpo: Option<HumanDuration>,
+    /// Recovery time objective: the drill must have the service back within this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rto: Option<HumanDuration>,
+}
+
+/// Things no step may ever touch, whatever a template renders to. Checked before any
+/// request is sent. Entries may use `*` as a wildcard and may be templates over `vars`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Guards {
+    /// Kubernetes namespaces that must never be written to (reading is allowed, e.g. the
+    /// production image tag).
+    #[serde(default)]
+    pub kube_namespaces: Vec<String>,
+    /// PostgreSQL hosts that must never be connected to.
+    #[serde(default)]
+    pub pg_hosts: Vec<String>,
+    /// PostgreSQL database names that must never be connected to.
+    #[serde(default)]
+    pub pg_databases: Vec<String>,
+}
+
+/// Defaults for every step that does not set its own.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Defaults {
+    /// Per-attempt time limit (default `30m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<HumanDuration>,
+    /// Retry policy (default: a single attempt).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetrySpec>,
+}
+
+/// How a failed step is retried.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySpec {
+    /// Total attempts, the first included (1 = no retry).
+    #[serde(default = "default_attempts")]
+    pub attempts: u32,
+    /// Delay before the second attempt; doubled for each further attempt.
+    #[serde(default = "default_backoff")]
+    pub backoff: HumanDuration,
+    /// Upper bound for the delay between attempts (default `1m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_backoff: Option<HumanDuration>,
+    /// Which failure classes are retried. Default: `connection`, `throttled`, `timeout`
+    /// and `ambiguous`, except that a destructive step is not retried after an ambiguous
+    /// failure or a timeout unless this list names that class explicitly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on: Option<Vec<FailureClass>>,
+}
+
+fn default_attempts() -> u32 {
+    1
+}
+
+fn default_backoff() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(2))
+}
+
+/// Why a step attempt failed; decides whether it may be retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailureClass {
+    /// The service could not be reached; nothing was done.
+    Connection,
+    /// The service asked us to slow down or was briefly unavailable (HTTP 429/503, S3 SlowDown).
+    Throttled,
+    /// The attempt hit its time limit.
+    Timeout,
+    /// A request was sent but its outcome is unknown (connection lost mid-way).
+    Ambiguous,
+    /// A command exited with a code not in `ok_exit_codes`.
+    ExitCode,
+    /// An assertion about the result failed (wrong status, too few rows, checksum mismatch).
+    Assertion,
+    /// Bad configuration or input that another attempt cannot fix.
+    Config,
+    /// Refused by a guard.
+    Guard,
+    /// Anything else.
+    Other,
+}
+
+impl FailureClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connection => "connection",
+            Self::Throttled => "throttled",
+            Self::Timeout => "timeout",
+            Self::Ambiguous => "ambiguous",
+            Self::ExitCode => "exit-code",
+            Self::Assertion => "assertion",
+            Self::Config => "config",
+            Self::Guard => "guard",
+            Self::Other => "other",
+        }
+    }
+}
+
+/// The fields every step has besides `kind` and `with`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StepCommon {
+    /// What this step is for, shown in plans and reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Steps that must succeed before this one starts (ordering without data). A template
+    /// reference to `steps.X.outputs` adds `X` automatically.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub needs: Vec<String>,
+    /// A minijinja expression; the step is skipped (with the reason shown) when it is false,
+    /// e.g. `vars.with_media` or `run.status == 'failed'`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
+    /// Per-attempt time limit; overrides `defaults.timeout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<HumanDuration>,
+    /// Retry policy; overrides `defaults.retry`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetrySpec>,
+}
+
+/// One step after loading: the kind's name, its still-unrendered `with` and the common fields.
+#[derive(Debug, Clone)]
+pub struct RawStep {
+    pub kind: String,
+    pub with: serde_json::Value,
+    pub common: StepCommon,
+}
+
+/// A playbook after loading, before compiling.
+#[derive(Debug, Clone, Default)]
+pub struct RawPlaybook {
+    pub version: u32,
+    pub name: String,
+    pub description: Option<String>,
+    pub vars: IndexMap<String, serde_json::Value>,
+    pub secrets: IndexMap<String, SecretRef>,
+    pub objectives: Objectives,
+    pub guards: Guards,
+    pub defaults: Defaults,
+    pub steps: IndexMap<String, RawStep>,
+    pub finally: IndexMap<String, RawStep>,
+}
+
+/// Top-level keys of a v1 playbook, in the order the schema documents them.
+pub const TOP_LEVEL_KEYS: &[&str] = &[
+    "version",
+    "name",
+    "description",
+    "vars",
+    "secrets",
+    "objectives",
+    "guards",
+    "defaults",
+    "steps",
+    "finally",
+];
+
+/// Keys of a step, common and kind-specific.
+pub const STEP_KEYS: &[&str] = &[
+    "kind",
+    "with",
+    "description",
+    "needs",
+    "when",
+    "timeout",
+    "retry",
+];

@@ -1,0 +1,268 @@
+//! Templating: minijinja with strict undefined.
+//!
+//! A string that is exactly one expression (`"{{ vars.replicas }}"`) keeps the native
+//! type of its value (a number stays a number, a list a list), so typed settings can be
+//! templated; any other template renders to a string.
+
+use std::fmt;
+use std::sync::{Arc, LazyLock};
+
+use minijinja::value::{Object, ObjectRepr};
+use minijinja::{Environment, UndefinedBehavior, Value};
+use regex::Regex;
+use serde_json::Value as Json;
+
+/// Names a template may use besides the context roots: minijinja's global functions.
+pub const GLOBAL_FUNCTIONS: &[&str] = &["range", "dict", "namespace", "debug", "loop"];
+
+pub fn is_template(text: &str) -> bool {
+    text.contains("{{") || text.contains("{%") || text.contains("{#")
+}
+
+static SINGLE_EXPR: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^\s*\{\{-?(?P<expr>(?s:.)*?)-?\}\}\s*$").unwrap());
+
+/// The expression inside `{{ ... }}` when `text` is exactly one expression.
+fn single_expression(text: &str) -> Option<&str> {
+    let caps = SINGLE_EXPR.captures(text)?;
+    let expr = caps.name("expr")?.as_str();
+    (!expr.contains("{{") && !expr.contains("}}")).then_some(expr)
+}
+
+/// A template error with the field it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderError {
+    /// Field path relative to the rendered value (`bucket`, `requests[0].url`).
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for RenderError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// The shared template environment.
+pub struct Templates {
+    env: Environment<'static>,
+}
+
+impl Default for Templates {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Templates {
+    pub fn new() -> Self {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        Self { env }
+    }
+
+    /// Every variable path a template reads (`steps.backup.outputs.path`), or the syntax error.
+    pub fn references(&self, text: &str) -> Result<Vec<String>, String> {
+        let tmpl = self.env.template_from_str(text).map_err(|e| describe(&e))?;
+        let mut refs: Vec<String> = tmpl.undeclared_variables(true).into_iter().collect();
+        refs.sort();
+        Ok(refs)
+    }
+
+    /// Every variable path a `when` expression reads.
+    pub fn expression_references(&self, expr: &str) -> Result<Vec<String>, String> {
+        let expr = self
+            .env
+            .compile_expression(strip_braces(expr))
+            .map_err(|e| describe(&e))?;
+        let mut refs: Vec<String> = expr.undeclared_variables(true).into_iter().collect();
+        refs.sort();
+        Ok(refs)
+    }
+
+    /// Renders every template string inside `value`.
+    pub fn render_json(&self, value: &Json, ctx: &Value) -> Result<Json, RenderError> {
+        self.render_at(value, ctx, String::new())
+    }
+
+    fn render_at(&self, value: &Json, ctx: &Value, path: String) -> Result<Json, RenderError> {
+        Ok(match value {
+            Json::String(text) if is_template(text) => self
+                .render_str(text, ctx)
+                .map_err(|message| RenderError { path, message })?,
+            Json::Array(items) => Json::Array(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| self.render_at(v, ctx, format!("{path}[{i}]")))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Json::Object(map) => Json::Object(
+                map.iter()
+                    .map(|(k, v)| {
+                        let child = if path.is_empty() {
+                            k.clone()
+                        } else {
+                            format!("{path}.{k}")
+                        };
+                        Ok((k.clone(), self.render_at(v, ctx, child)?))
+                    })
+                    .collect::<Result<_, RenderError>>()?,
+            ),
+            other => other.clone(),
+        })
+    }
+
+    /// Renders one string; a lone `{{ expr }}` keeps its value's type.
+    pub fn render_str(&self, text: &str, ctx: &Value) -> Result<Json, String> {
+        if let Some(expr) = single_expression(text) {
+            let compiled = self
+                .env
+                .compile_expression(expr)
+                .map_err(|e| describe(&e))?;
+            let value = compiled.eval(ctx.clone()).map_err(|e| describe(&e))?;
+            if value.is_undefined() {
+                return Err(format!("undefined value: `{}` is undefined", expr.trim()));
+            }
+            return Ok(to_json(&value));
+        }
+        let rendered = self
+            .env
+            .render_str(text, ctx.clone())
+            .map_err(|e| describe(&e))?;
+        Ok(Json::String(rendered))
+    }
+
+    /// Evaluates a `when` condition (an expression, optionally wrapped in `{{ }}`).
+    pub fn condition(&self, expr: &str, ctx: &Value) -> Result<bool, String> {
+        let compiled = self
+            .env
+            .compile_expression(strip_braces(expr))
+            .map_err(|e| describe(&e))?;
+        let value = compiled.eval(ctx.clone()).map_err(|e| describe(&e))?;
+        if value.downcast_object_ref::<Placeholder>().is_some() {
+            return Err("depends on values known only at run time".into());
+        }
+        Ok(value.is_true())
+    }
+}
+
+fn strip_braces(expr: &str) -> &str {
+    single_expression(expr).unwrap_or(expr)
+}
+
+/// minijinja's message plus its detail, without its debug dump.
+fn describe(err: &minijinja::Error) -> String {
+    let mut text = match err.kind() {
+        minijinja::ErrorKind::UndefinedError => "undefined value".to_string(),
+        _ => err.kind().to_string(),
+    };
+    if let Some(detail) = err.detail() {
+        text.push_str(": ");
+        text.push_str(detail);
+    }
+    text
+}
+
+/// Any serializable value as a template value.
+pub fn to_value<T: serde::Serialize>(value: T) -> Value {
+    Value::from(minijinja::value::Serde(value))
+}
+
+/// Converts a template value back to JSON; placeholders become their `<path>` text.
+pub fn to_json(value: &Value) -> Json {
+    if let Some(p) = value.downcast_object_ref::<Placeholder>() {
+        return Json::String(p.to_string());
+    }
+    serde_json::to_value(value).unwrap_or(Json::Null)
+}
+
+/// A value known only at run time, shown as `<steps.backup.outputs.path>` in previews.
+/// Attribute access yields a deeper placeholder, so `steps.x.outputs.json.a.b` previews too.
+#[derive(Debug, Clone)]
+pub struct Placeholder(pub Arc<str>);
+
+impl Placeholder {
+    pub fn value(path: impl Into<Arc<str>>) -> Value {
+        Value::from_object(Placeholder(path.into()))
+    }
+}
+
+impl fmt::Display for Placeholder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<{}>", self.0)
+    }
+}
+
+impl Object for Placeholder {
+    fn repr(self: &Arc<Self>) -> ObjectRepr {
+        ObjectRepr::Plain
+    }
+
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        Some(Placeholder::value(format!("{}.{}", self.0, key)))
+    }
+
+    fn render(self: &Arc<Self>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<{}>", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ctx() -> Value {
+        to_value(json!({"vars": {"n": 3, "project": "acme", "list": ["a", "b"]}}))
+    }
+
+    #[test]
+    fn single_expression_keeps_native_type() {
+        let t = Templates::new();
+        assert_eq!(t.render_str("{{ vars.n }}", &ctx()).unwrap(), json!(3));
+        assert_eq!(
+            t.render_str(" {{ vars.list }} ", &ctx()).unwrap(),
+            json!(["a", "b"])
+        );
+        assert_eq!(
+            t.render_str("{{ vars.project }}-x", &ctx()).unwrap(),
+            json!("acme-x")
+        );
+        assert_eq!(
+            t.render_str("{{ vars.n }}{{ vars.n }}", &ctx()).unwrap(),
+            json!("33")
+        );
+    }
+
+    #[test]
+    fn strict_undefined_is_an_error() {
+        let t = Templates::new();
+        let err = t.render_str("{{ vars.nope }}", &ctx()).unwrap_err();
+        assert!(err.starts_with("undefined value"), "{err}");
+    }
+
+    #[test]
+    fn references_are_nested_paths() {
+        let t = Templates::new();
+        let refs = t
+            .references("{{ steps.backup.outputs.path }}/{{ vars.project }}")
+            .unwrap();
+        assert_eq!(refs, vec!["steps.backup.outputs.path", "vars.project"]);
+        assert!(t.references("{{ oops").is_err());
+    }
+
+    #[test]
+    fn placeholders_render_their_path() {
+        let t = Templates::new();
+        let c = Value::from_pairs([("x", Placeholder::value("steps.x.outputs.json"))]);
+        assert_eq!(
+            t.render_str("{{ x.a.b }}!", &c).unwrap(),
+            json!("<steps.x.outputs.json.a.b>!")
+        );
+        assert_eq!(
+            t.render_str("{{ x.a }}", &c).unwrap(),
+            json!("<steps.x.outputs.json.a>")
+        );
+    }
+}

@@ -1,0 +1,253 @@
+//! The only place that writes to the terminal.
+
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use console::style;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::event::SummaryRow;
+use super::{Event, Reporter, StepState};
+use crate::duration::format_short;
+
+/// Prints a command's result to standard output.
+pub fn out(text: &str) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(text.as_bytes());
+    if !text.ends_with('\n') {
+        let _ = stdout.write_all(b"\n");
+    }
+    let _ = stdout.flush();
+}
+
+/// Prints an error that ends the program.
+pub fn error(err: &anyhow::Error) {
+    let text = format!("{err:#}");
+    if text.starts_with("error") {
+        eprintln!("{text}");
+    } else {
+        eprintln!("error: {text}");
+    }
+}
+
+/// Applies `NO_COLOR` (and non-terminal output) to everything printed.
+pub fn init_colors() {
+    let enabled = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        && std::io::stderr().is_terminal();
+    console::set_colors_enabled(enabled);
+    console::set_colors_enabled_stderr(enabled);
+}
+
+/// How run progress is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Live spinners (a terminal).
+    Live,
+    /// Timestamped lines (logs, CI).
+    Plain,
+    /// JSON lines on stdout.
+    Json,
+}
+
+pub struct Printer {
+    mode: Mode,
+    multi: MultiProgress,
+    bars: Mutex<HashMap<String, ProgressBar>>,
+}
+
+impl Printer {
+    pub fn new(json: bool) -> Self {
+        let mode = if json {
+            Mode::Json
+        } else if std::io::stderr().is_terminal() {
+            Mode::Live
+        } else {
+            Mode::Plain
+        };
+        let multi = MultiProgress::with_draw_target(if mode == Mode::Live {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        });
+        Self {
+            mode,
+            multi,
+            bars: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn line(&self, text: String) {
+        match self.mode {
+            Mode::Live => {
+                let _ = self.multi.println(text);
+            }
+            Mode::Plain => {
+                let ts = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ");
+                eprintln!("{ts} {text}");
+            }
+            Mode::Json => {}
+        }
+    }
+
+    fn spinner(&self, step: &str, kind: &str) -> ProgressBar {
+        let bar = self.multi.add(ProgressBar::new_spinner());
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {prefix:.bold} {msg} {elapsed}").unwrap(),
+        );
+        bar.set_prefix(step.to_string());
+        bar.set_message(format!("({kind})"));
+        bar.enable_steady_tick(Duration::from_millis(120));
+        bar
+    }
+}
+
+fn symbol(state: StepState) -> String {
+    match state {
+        StepState::Succeeded => style("✔").green().to_string(),
+        StepState::Reused => style("↺").cyan().to_string(),
+        StepState::Failed => style("✘").red().to_string(),
+        StepState::Cancelled => style("■").yellow().to_string(),
+        StepState::Skipped => style("–").dim().to_string(),
+        StepState::Pending | StepState::Running => "·".into(),
+    }
+}
+
+impl Reporter for Printer {
+    fn event(&self, event: &Event) {
+        if self.mode == Mode::Json {
+            let mut stdout = std::io::stdout().lock();
+            let _ = serde_json::to_writer(&mut stdout, event);
+            let _ = stdout.write_all(b"\n");
+            let _ = stdout.flush();
+            return;
+        }
+        match event {
+            Event::RunStarted {
+                run_id,
+                playbook,
+                resumed,
+                steps,
+            } => {
+                let verb = if *resumed { "resuming" } else { "starting" };
+                self.line(format!("{verb} run {run_id} of {playbook} ({steps} steps)"));
+            }
+            Event::Notice { text } => self.line(format!("{} {text}", style("note:").yellow())),
+            Event::PhaseStarted { phase } => self.line(format!("— {phase} —")),
+            Event::StepStarted {
+                step,
+                kind,
+                attempt,
+            } => {
+                if self.mode == Mode::Live {
+                    let bar = self.spinner(step, kind);
+                    self.bars.lock().unwrap().insert(step.clone(), bar);
+                } else {
+                    self.line(format!("{step} ({kind}) started, attempt {attempt}"));
+                }
+            }
+            Event::StepProgress { step, done, total } => {
+                if let Some(bar) = self.bars.lock().unwrap().get(step) {
+                    if let Some(total) = total
+                        && bar.length() != Some(*total)
+                    {
+                        {
+                            bar.set_length(*total);
+                            bar.set_style(
+                                ProgressStyle::with_template(
+                                    "{spinner} {prefix:.bold} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                                )
+                                .unwrap()
+                                .progress_chars("=> "),
+                            );
+                        }
+                    }
+                    bar.set_position(*done);
+                }
+            }
+            Event::StepNote { step, text } => self.line(format!("  {step}: {text}")),
+            Event::StepRetrying {
+                step,
+                attempt,
+                delay_ms,
+                class,
+                error,
+            } => self.line(format!(
+                "{} {step}: {error} ({}); attempt {attempt} in {}",
+                style("retry").yellow(),
+                class.as_str(),
+                format_short(Duration::from_millis(*delay_ms))
+            )),
+            Event::StepFinished {
+                step,
+                state,
+                duration_ms,
+                reason,
+                ..
+            } => {
+                if let Some(bar) = self.bars.lock().unwrap().remove(step) {
+                    bar.finish_and_clear();
+                    self.multi.remove(&bar);
+                }
+                let why = reason
+                    .as_deref()
+                    .map(|r| format!(" — {r}"))
+                    .unwrap_or_default();
+                self.line(format!(
+                    "{} {step} {} {}{why}",
+                    symbol(*state),
+                    state.as_str(),
+                    format_short(Duration::from_millis(*duration_ms))
+                ));
+            }
+            Event::RunFinished {
+                run_id,
+                status,
+                duration_ms,
+                summary,
+            } => {
+                let _ = self.multi.clear();
+                let mut text = summary_table(summary);
+                let headline = match status.as_str() {
+                    "passed" => style("PASSED").green().bold(),
+                    "interrupted" => style("INTERRUPTED").yellow().bold(),
+                    _ => style("FAILED").red().bold(),
+                };
+                text.push_str(&format!(
+                    "\ndrill {headline} in {} (run {run_id})\n",
+                    format_short(Duration::from_millis(*duration_ms))
+                ));
+                if let Some(failed) = summary.iter().find(|r| r.state == StepState::Failed) {
+                    text.push_str(&format!(
+                        "failed step: {} — {}\n",
+                        failed.step,
+                        failed.reason.as_deref().unwrap_or("")
+                    ));
+                }
+                eprint!("{text}");
+            }
+        }
+    }
+}
+
+/// The final table: step, kind, state, attempts, duration.
+pub fn summary_table(rows: &[SummaryRow]) -> String {
+    let w = rows.iter().map(|r| r.step.len()).max().unwrap_or(4).max(4);
+    let k = rows.iter().map(|r| r.kind.len()).max().unwrap_or(4).max(4);
+    let mut out = format!(
+        "{:w$}  {:k$}  {:9}  {:>8}  {:>8}\n",
+        "STEP", "KIND", "STATE", "ATTEMPTS", "TIME"
+    );
+    for r in rows {
+        out.push_str(&format!(
+            "{:w$}  {:k$}  {:9}  {:>8}  {:>8}\n",
+            r.step,
+            r.kind,
+            r.state.as_str(),
+            r.attempts,
+            format_short(Duration::from_millis(r.duration_ms))
+        ));
+    }
+    out
+}

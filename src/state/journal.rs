@@ -1,0 +1,280 @@
+//! The append-only journal of one run: one JSON record per line, each fsync'd before
+//! the change it records is acted on. A torn last line (the process died mid-write) is
+//! ignored on reading and cut off before appending.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use super::{StateError, io_err};
+use crate::playbook::model::FailureClass;
+use crate::steps::Outputs;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Record {
+    RunStarted {
+        run_id: String,
+        playbook: String,
+        playbook_name: String,
+        playbook_hash: String,
+        drrun_version: String,
+        host: String,
+        pid: u32,
+        at: String,
+        vars: serde_json::Map<String, serde_json::Value>,
+        /// `-e`/`--vars-file` overrides, reused by `drrun resume`.
+        #[serde(default)]
+        overrides: serde_json::Map<String, serde_json::Value>,
+    },
+    Resumed {
+        pid: u32,
+        at: String,
+        playbook_hash: String,
+    },
+    PhaseStarted {
+        phase: String,
+        at: String,
+    },
+    StepStarted {
+        step: String,
+        kind: String,
+        attempt: u32,
+        fingerprint: String,
+        inputs: serde_json::Value,
+        at: String,
+    },
+    StepRetrying {
+        step: String,
+        attempt: u32,
+        class: FailureClass,
+        error: String,
+        delay_ms: u64,
+        at: String,
+    },
+    StepSucceeded {
+        step: String,
+        fingerprint: String,
+        outputs: Outputs,
+        attempts: u32,
+        duration_ms: u64,
+        at: String,
+    },
+    StepReused {
+        step: String,
+        fingerprint: String,
+        outputs: Outputs,
+        at: String,
+    },
+    StepFailed {
+        step: String,
+        class: FailureClass,
+        error: String,
+        attempts: u32,
+        duration_ms: u64,
+        at: String,
+    },
+    StepSkipped {
+        step: String,
+        reason: String,
+        at: String,
+    },
+    StepCancelled {
+        step: String,
+        attempts: u32,
+        duration_ms: u64,
+        at: String,
+    },
+    Interrupted {
+        signal: String,
+        at: String,
+    },
+    RunFinished {
+        status: String,
+        duration_ms: u64,
+        at: String,
+    },
+}
+
+pub fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// What reading a journal found.
+#[derive(Debug, Default)]
+pub struct Replay {
+    pub records: Vec<Record>,
+    /// A torn last line was found (and will be cut off before the next append).
+    pub torn_tail: bool,
+}
+
+pub fn read(path: &Path) -> Result<Replay, StateError> {
+    let bytes = std::fs::read(path).map_err(io_err(path))?;
+    let mut replay = Replay::default();
+    let complete = match bytes.iter().rposition(|b| *b == b'\n') {
+        Some(i) => i + 1,
+        None => 0,
+    };
+    if complete < bytes.len() {
+        replay.torn_tail = true;
+    }
+    let text = String::from_utf8_lossy(&bytes[..complete]);
+    let lines: Vec<&str> = text.lines().collect();
+    for (i, line) in lines.iter().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<Record>(line) {
+            Ok(r) => replay.records.push(r),
+            // The last complete line may still be garbage if the kernel persisted a
+            // partial page; treat it like a torn tail. Anything earlier is corruption.
+            Err(_) if i + 1 == lines.len() => replay.torn_tail = true,
+            Err(e) => {
+                return Err(StateError::Corrupt {
+                    path: path.to_path_buf(),
+                    line: i + 1,
+                    message: e.to_string(),
+                });
+            }
+        }
+    }
+    Ok(replay)
+}
+
+pub struct Journal {
+    path: PathBuf,
+    file: Mutex<File>,
+}
+
+impl Journal {
+    /// Creates a new journal (the run directory must exist).
+    pub fn create(path: &Path) -> Result<Self, StateError> {
+        let file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(path)
+            .map_err(io_err(path))?;
+        if let Some(dir) = path.parent() {
+            sync_dir(dir);
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            file: Mutex::new(file),
+        })
+    }
+
+    /// Opens an existing journal for appending, cutting off a torn last line.
+    pub fn reopen(path: &Path) -> Result<Self, StateError> {
+        let bytes = std::fs::read(path).map_err(io_err(path))?;
+        let keep = bytes
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map(|i| i + 1)
+            .unwrap_or(0);
+        // Also drop a complete-but-unparseable last line (see `read`).
+        let keep = {
+            let text = String::from_utf8_lossy(&bytes[..keep]);
+            let last_start = text[..text.len().saturating_sub(1)]
+                .rfind('\n')
+                .map(|i| i + 1)
+                .unwrap_or(0);
+            let last = &text[last_start..];
+            if !last.trim().is_empty() && serde_json::from_str::<Record>(last.trim()).is_err() {
+                last_start
+            } else {
+                keep
+            }
+        };
+        let file = OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(io_err(path))?;
+        if keep < bytes.len() {
+            file.set_len(keep as u64).map_err(io_err(path))?;
+            file.sync_all().map_err(io_err(path))?;
+        }
+        drop(file);
+        let file = OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(io_err(path))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            file: Mutex::new(file),
+        })
+    }
+
+    /// Appends one record and makes it durable before returning.
+    pub fn append(&self, record: &Record) -> Result<(), StateError> {
+        let mut line = serde_json::to_string(record).expect("records serialize");
+        line.push('\n');
+        let mut file = self.file.lock().unwrap();
+        file.write_all(line.as_bytes())
+            .map_err(io_err(&self.path))?;
+        file.sync_data().map_err(io_err(&self.path))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Makes a new directory entry durable.
+pub fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn skipped(step: &str) -> Record {
+        Record::StepSkipped {
+            step: step.into(),
+            reason: "r".into(),
+            at: "t".into(),
+        }
+    }
+
+    #[test]
+    fn torn_tail_is_ignored_and_cut_before_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.jsonl");
+        let j = Journal::create(&path).unwrap();
+        j.append(&skipped("a")).unwrap();
+        drop(j);
+        // Simulate a crash in the middle of writing the second record.
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(br#"{"type":"step_skipped","st"#).unwrap();
+        let replay = read(&path).unwrap();
+        assert!(replay.torn_tail);
+        assert_eq!(replay.records, vec![skipped("a")]);
+
+        let j = Journal::reopen(&path).unwrap();
+        j.append(&skipped("b")).unwrap();
+        let replay = read(&path).unwrap();
+        assert!(!replay.torn_tail);
+        assert_eq!(replay.records, vec![skipped("a"), skipped("b")]);
+    }
+
+    #[test]
+    fn corruption_before_the_end_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.jsonl");
+        std::fs::write(
+            &path,
+            "garbage\n{\"type\":\"step_skipped\",\"step\":\"a\",\"reason\":\"r\",\"at\":\"t\"}\n",
+        )
+        .unwrap();
+        let err = read(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("journal.jsonl:1: corrupt journal record"),
+            "{err}"
+        );
+    }
+}

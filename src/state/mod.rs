@@ -1,0 +1,39 @@
+//! Run state: an append-only journal per run, checkpoints replayed from it, and the lock.
+//!
+//! Layout under the state directory (default `.drrun/` next to the playbook):
+//! `lock` (holder of the running drill), `runs/<run-id>/journal.jsonl`, `runs/<run-id>/work/`.
+
+pub mod fingerprint;
+pub mod journal;
+pub mod lock;
+pub mod redact;
+pub mod runs;
+
+use std::path::PathBuf;
+
+/// Errors of the state layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: corrupt journal record: {message}")]
+    Corrupt {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("another drill is running with this state directory ({dir}): {holder}")]
+    Locked { dir: PathBuf, holder: String },
+    #[error("no run `{0}` in this state directory")]
+    NoSuchRun(String),
+    #[error("nothing to resume: {0}")]
+    NothingToResume(String),
+}
+
+pub(crate) fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> StateError {
+    let path = path.into();
+    move |source| StateError::Io { path, source }
+}

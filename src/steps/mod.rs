@@ -1,0 +1,203 @@
+//! Step kinds: one file per kind, and the registry below, the one list of them all.
+//!
+//! A kind is a config struct (its documented fields become the JSON schema and the
+//! `drrun kinds` docs) implementing [`StepKind`]: its name, summary, effect class,
+//! declared outputs, cross-field checks, a read-only `preview` and `run`.
+
+use std::future::Future;
+
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+mod context;
+pub mod exec;
+pub mod guard;
+pub mod http_smoke;
+pub mod kube_deploy;
+pub mod kube_image;
+pub mod kube_job;
+pub mod kube_scale;
+pub mod pg_restore;
+pub mod pg_sql;
+pub mod s3_fetch;
+
+pub use context::{Outputs, Preview, PreviewCtx, StepCtx, StepError};
+
+/// What running a step does to the world; decides what the engine may retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Effect {
+    /// Only reads; always safe to repeat.
+    Read,
+    /// Writes, but repeating it leaves the same result.
+    Idempotent,
+    /// Writes that are not safe to repeat blindly (drops a database, runs a command).
+    Destructive,
+}
+
+impl Effect {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Idempotent => "idempotent",
+            Self::Destructive => "destructive",
+        }
+    }
+}
+
+/// A declared output of a kind: `steps.<id>.outputs.<name>`.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct OutputDoc {
+    pub name: &'static str,
+    pub doc: &'static str,
+}
+
+pub const fn output(name: &'static str, doc: &'static str) -> OutputDoc {
+    OutputDoc { name, doc }
+}
+
+/// A problem with a step's settings found after they were typed (cross-field rules).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    /// Field under `with` (`key`, `requests[2].capture`), empty for the whole step.
+    pub field: String,
+    pub message: String,
+}
+
+impl ConfigIssue {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+pub trait StepKind: DeserializeOwned + JsonSchema + Send + Sync + Sized + 'static {
+    const NAME: &'static str;
+    /// One line: what the kind does.
+    const SUMMARY: &'static str;
+    const EFFECT: Effect;
+    const OUTPUTS: &'static [OutputDoc];
+
+    /// Cross-field checks that serde cannot express; run at compile time.
+    fn check(&self) -> Vec<ConfigIssue> {
+        Vec::new()
+    }
+
+    /// What the step would do, from read-only sources only.
+    fn preview(&self, ctx: &PreviewCtx) -> impl Future<Output = Preview> + Send;
+
+    fn run(&self, ctx: &StepCtx) -> impl Future<Output = Result<Outputs, StepError>> + Send;
+}
+
+/// Metadata about a registered kind, for the compiler, `drrun kinds` and the schema.
+#[derive(Debug)]
+pub struct KindInfo {
+    pub name: &'static str,
+    pub summary: &'static str,
+    pub effect: Effect,
+    pub outputs: &'static [OutputDoc],
+    pub schema: fn(&mut schemars::SchemaGenerator) -> schemars::Schema,
+    /// Types `with` and runs the kind's checks.
+    pub check: fn(
+        &serde_json::Value,
+    ) -> Result<Vec<ConfigIssue>, serde_path_to_error::Error<serde_json::Error>>,
+}
+
+impl KindInfo {
+    pub fn has_output(&self, name: &str) -> bool {
+        self.outputs.iter().any(|o| o.name == name)
+    }
+}
+
+fn check_kind<K: StepKind>(
+    with: &serde_json::Value,
+) -> Result<Vec<ConfigIssue>, serde_path_to_error::Error<serde_json::Error>> {
+    let config: K = serde_path_to_error::deserialize(with.clone())?;
+    Ok(config.check())
+}
+
+fn schema_of<K: StepKind>(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    generator.subschema_for::<K>()
+}
+
+macro_rules! registry {
+    ($($name:literal => $variant:ident($ty:ty)),* $(,)?) => {
+        /// Every step kind, closed: a playbook step is one of these, tagged by `kind`
+        /// with its settings under `with`.
+        #[derive(Debug, Deserialize, JsonSchema)]
+        #[serde(tag = "kind", content = "with")]
+        pub enum StepConfig {
+            $(#[serde(rename = $name)] $variant($ty),)*
+        }
+
+        /// The registry, in the order `drrun kinds` lists them.
+        pub static KINDS: &[KindInfo] = &[
+            $(KindInfo {
+                name: <$ty as StepKind>::NAME,
+                summary: <$ty as StepKind>::SUMMARY,
+                effect: <$ty as StepKind>::EFFECT,
+                outputs: <$ty as StepKind>::OUTPUTS,
+                schema: schema_of::<$ty>,
+                check: check_kind::<$ty>,
+            },)*
+        ];
+
+        impl StepConfig {
+            /// Types the rendered `with` of a step of kind `kind`.
+            pub fn from_with(
+                kind: &str,
+                with: serde_json::Value,
+            ) -> Result<Self, serde_path_to_error::Error<serde_json::Error>> {
+                match kind {
+                    $($name => serde_path_to_error::deserialize(with).map(Self::$variant),)*
+                    other => unreachable!("kind `{other}` was checked at compile time"),
+                }
+            }
+
+            pub async fn preview(&self, ctx: &PreviewCtx) -> Preview {
+                match self {
+                    $(Self::$variant(c) => c.preview(ctx).await,)*
+                }
+            }
+
+            pub async fn run(&self, ctx: &StepCtx) -> Result<Outputs, StepError> {
+                match self {
+                    $(Self::$variant(c) => c.run(ctx).await,)*
+                }
+            }
+        }
+
+        #[cfg(test)]
+        #[test]
+        fn registry_names_match_kinds() {
+            $(assert_eq!($name, <$ty as StepKind>::NAME);)*
+        }
+    };
+}
+
+registry! {
+    "exec" => Exec(exec::Exec),
+    "s3.fetch" => S3Fetch(s3_fetch::S3Fetch),
+    "pg.restore" => PgRestore(pg_restore::PgRestore),
+    "pg.sql" => PgSql(pg_sql::PgSql),
+    "kube.image" => KubeImage(kube_image::KubeImage),
+    "kube.deploy" => KubeDeploy(kube_deploy::KubeDeploy),
+    "kube.job" => KubeJob(kube_job::KubeJob),
+    "kube.scale" => KubeScale(kube_scale::KubeScale),
+    "http.smoke" => HttpSmoke(http_smoke::HttpSmoke),
+}
+
+pub fn find_kind(name: &str) -> Option<&'static KindInfo> {
+    KINDS.iter().find(|k| k.name == name)
+}
+
+/// The error for kinds whose runtime lands in a later release of this build.
+pub(crate) fn not_built(kind: &str) -> StepError {
+    StepError::new(
+        crate::playbook::model::FailureClass::Config,
+        format!("the `{kind}` kind validates and previews in this build, but cannot run yet"),
+    )
+}
