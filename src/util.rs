@@ -97,14 +97,25 @@ pub fn string_map<'de, D: Deserializer<'de>>(
 ) -> Result<indexmap::IndexMap<String, String>, D::Error> {
     let raw = indexmap::IndexMap::<String, serde_json::Value>::deserialize(d)?;
     raw.into_iter()
-        .map(|(k, v)| match v {
-            serde_json::Value::String(s) => Ok((k, s)),
-            serde_json::Value::Number(n) => Ok((k, n.to_string())),
-            serde_json::Value::Bool(b) => Ok((k, b.to_string())),
-            other => Err(serde::de::Error::custom(format!(
-                "`{k}` must be a string, not {other}"
-            ))),
-        })
+        .map(|(k, v)| Ok((k.clone(), scalar_to_string(&format!("`{k}`"), v)?)))
+        .collect()
+}
+
+fn scalar_to_string<E: serde::de::Error>(what: &str, v: serde_json::Value) -> Result<String, E> {
+    match v {
+        serde_json::Value::String(s) => Ok(s),
+        serde_json::Value::Number(n) => Ok(n.to_string()),
+        serde_json::Value::Bool(b) => Ok(b.to_string()),
+        other => Err(E::custom(format!("{what} must be a string, not {other}"))),
+    }
+}
+
+/// A list of strings where YAML scalars (`[sleep, 5]`, `[true]`) are taken as written.
+pub fn string_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    Vec::<serde_json::Value>::deserialize(d)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| scalar_to_string(&format!("item {i}"), v))
         .collect()
 }
 

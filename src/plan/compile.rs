@@ -486,9 +486,11 @@ fn compile_step(
                             || rel.starts_with(&format!("{d}["))
                     });
                     if !known_later {
-                        sink.serde_error(
+                        let fields = setting_names(kind);
+                        sink.serde_error_with_fields(
                             &join_rel(&with_path, &rel),
                             &err.into_inner().to_string(),
+                            &fields,
                         );
                     }
                 }
@@ -600,4 +602,12 @@ fn order_phase(steps: &[PlanStep], phase: Phase, sink: &mut Sink) -> Vec<Vec<usi
             Vec::new()
         }
     }
+}
+
+/// The top-level setting names of a kind, from its schema.
+fn setting_names(kind: &KindInfo) -> Vec<String> {
+    crate::schema::kind_schema(kind)["schema"]["properties"]
+        .as_object()
+        .map(|p| p.keys().cloned().collect())
+        .unwrap_or_default()
 }

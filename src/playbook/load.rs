@@ -68,14 +68,28 @@ impl<'a> Sink<'a> {
     /// Rewrites serde's messages into ours: unknown fields point at the key and suggest
     /// the closest expected name; everything else points at the value.
     pub fn serde_error(&mut self, path: &str, message: &str) {
+        self.serde_error_with_fields(path, message, &[]);
+    }
+
+    /// Like [`Sink::serde_error`], with the valid field names for when serde does not
+    /// list them (structs with flattened parts).
+    pub fn serde_error_with_fields(&mut self, path: &str, message: &str, fields: &[String]) {
         let message = message.trim();
-        if let Some((field, expected)) = parse_unknown(message, "unknown field `") {
+        if let Some((field, mut expected)) = parse_unknown(message, "unknown field `") {
+            if expected.is_empty() {
+                expected = fields.to_vec();
+            }
+            // serde_path_to_error already puts the unknown key at the end of the path.
+            let field_path = if path.ends_with(&format!(".{field}")) || path == field {
+                path.to_string()
+            } else {
+                join(path, &field)
+            };
             let help = did_you_mean(&field, expected.iter().map(String::as_str)).or_else(|| {
                 (!expected.is_empty()).then(|| format!("expected one of: {}", expected.join(", ")))
             });
             self.at_key(
-                Diagnostic::new(join(path, &field), format!("unknown field `{field}`"))
-                    .with_help_opt(help),
+                Diagnostic::new(field_path, format!("unknown field `{field}`")).with_help_opt(help),
             );
         } else if let Some((variant, expected)) = parse_unknown(message, "unknown variant `") {
             let help = did_you_mean(&variant, expected.iter().map(String::as_str))
@@ -110,10 +124,12 @@ fn parse_unknown(message: &str, prefix: &str) -> Option<(String, Vec<String>)> {
     let rest = message.strip_prefix(prefix)?;
     let end = rest.find('`')?;
     let name = rest[..end].to_string();
+    // rest[end..] is "`, expected one of `a`, `b`": names sit at odd positions after the first.
     let expected = rest[end..]
         .split('`')
-        .skip(1)
+        .skip(2)
         .step_by(2)
+        .filter(|s| !s.is_empty())
         .map(str::to_string)
         .collect();
     Some((name, expected))

@@ -23,6 +23,7 @@ use crate::process::{GroupGuard, terminate};
 pub struct Exec {
     /// Program and arguments. No shell is involved; write `["sh", "-c", "..."]` to get one.
     /// Never put secrets here (argv is visible to every user of the machine): use `env`.
+    #[serde(deserialize_with = "crate::util::string_list")]
     pub argv: Vec<String>,
     /// Extra environment variables for the program, e.g. `PGPASSWORD: "{{ secrets.db_password }}"`.
     #[serde(default, deserialize_with = "crate::util::string_map")]

@@ -1,0 +1,499 @@
+//! The engine through the real binary: outputs, failures, finally, retries, resume,
+//! crash safety under SIGKILL, Ctrl-C, locking, secrets.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::support::{journal, lines, run_in, spawn_in, succeeded, wait_for};
+
+fn write(dir: &Path, name: &str, text: &str) {
+    std::fs::write(dir.join(name), text).unwrap();
+}
+
+fn state(dir: &Path, playbook: &str) -> std::path::PathBuf {
+    dir.join(".drrun").join(playbook.trim_end_matches(".yaml"))
+}
+
+#[test]
+fn outputs_flow_failures_skip_dependents_and_finally_always_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "p.yaml",
+        r#"
+version: 1
+name: flow
+steps:
+  a:
+    kind: exec
+    with: { argv: [sh, -c, 'echo "{\"n\": 41}"'] }
+  b:
+    kind: exec
+    with: { argv: [sh, -c, 'echo $(( {{ steps.a.outputs.json.n }} + 1 )) > b.out'] }
+  broken:
+    kind: exec
+    with: { argv: [sh, -c, 'echo boom >&2; exit 3'] }
+  after_broken:
+    kind: exec
+    needs: [broken]
+    with: { argv: [touch, never] }
+  skipped_by_when:
+    kind: exec
+    when: "false"
+    with: { argv: [touch, never] }
+finally:
+  cleanup:
+    kind: exec
+    with: { argv: [sh, -c, 'echo {{ run.status }} > cleanup.out'] }
+"#,
+    );
+    let out = run_in(dir.path(), &["p.yaml"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("b.out"))
+            .unwrap()
+            .trim(),
+        "42"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("cleanup.out"))
+            .unwrap()
+            .trim(),
+        "failed"
+    );
+    assert!(!dir.path().join("never").exists());
+    assert!(
+        out.stderr.contains("`sh` exited with code 3; stderr: boom"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("dependency `broken` failed"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("`when` is false"), "{}", out.stderr);
+    assert!(out.stderr.contains("drill FAILED"), "{}", out.stderr);
+}
+
+#[test]
+fn retries_only_the_classes_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "p.yaml",
+        r#"
+version: 1
+name: retry
+steps:
+  flaky:
+    kind: exec
+    retry: { attempts: 3, backoff: 10ms, on: [exit-code] }
+    with: { argv: [sh, -c, 'echo x >> tries; test $(wc -l < tries) -ge 3'] }
+  not_retried:
+    kind: exec
+    retry: { attempts: 3, backoff: 10ms }
+    with: { argv: [sh, -c, 'echo x >> other; exit 1'] }
+"#,
+    );
+    let out = run_in(dir.path(), &["p.yaml", "--output", "json"]);
+    assert_eq!(out.code, 1);
+    assert_eq!(lines(&dir.path().join("tries")).len(), 3);
+    // A non-zero exit is not a transient failure unless the playbook says so.
+    assert_eq!(lines(&dir.path().join("other")).len(), 1);
+    let finished: Vec<serde_json::Value> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|e: &serde_json::Value| e["event"] == "step_finished")
+        .collect();
+    let flaky = finished.iter().find(|e| e["step"] == "flaky").unwrap();
+    assert_eq!(flaky["state"], "succeeded");
+    assert_eq!(flaky["attempts"], 3);
+}
+
+#[test]
+fn step_timeout_kills_the_process_group() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "p.yaml",
+        r#"
+version: 1
+name: timeout
+steps:
+  slow:
+    kind: exec
+    timeout: 300ms
+    with: { argv: [sh, -c, 'sleep 30 & echo $! > child.pid; wait'] }
+"#,
+    );
+    let out = run_in(dir.path(), &["p.yaml"]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("step timed out after 300ms"),
+        "{}",
+        out.stderr
+    );
+    let pid: i32 = std::fs::read_to_string(dir.path().join("child.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(5), || !alive(pid)),
+        "the grandchild must be killed with its group"
+    );
+}
+
+fn alive(pid: i32) -> bool {
+    // A zombie still answers kill(0); check /proc state instead.
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
+}
+
+#[test]
+fn secrets_never_reach_the_journal_or_output() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "p.yaml",
+        r#"
+version: 1
+name: secrets
+secrets:
+  token: { env: DRRUN_TEST_TOKEN }
+steps:
+  leak:
+    kind: exec
+    with:
+      argv: [sh, -c, 'echo "token is $TOKEN"']
+      env: { TOKEN: "{{ secrets.token }}" }
+"#,
+    );
+    let out = crate::support::run_cmd(
+        crate::support::drrun()
+            .current_dir(dir.path())
+            .env("DRRUN_TEST_TOKEN", "s3cr3t-value")
+            .args(["p.yaml", "--output", "json"]),
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(!out.stdout.contains("s3cr3t-value") && !out.stderr.contains("s3cr3t-value"));
+    let records = journal(&state(dir.path(), "p.yaml"));
+    let text = serde_json::to_string(&records).unwrap();
+    assert!(!text.contains("s3cr3t-value"), "journal leaks the secret");
+    assert!(
+        text.contains("token is <secret:token>"),
+        "outputs are redacted, not dropped"
+    );
+    assert!(
+        text.contains("\"TOKEN\":\"<secret:token>\""),
+        "inputs record the secret by name"
+    );
+
+    let missing = crate::support::run_in(dir.path(), &["p.yaml"]);
+    assert_eq!(missing.code, 2);
+    assert!(
+        missing
+            .stderr
+            .contains("secret `token`: environment variable `DRRUN_TEST_TOKEN` is not set"),
+        "{}",
+        missing.stderr
+    );
+}
+
+#[test]
+fn changed_input_reruns_exactly_that_step_and_its_descendants() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "p.yaml",
+        r#"
+version: 1
+name: changes
+vars: { msg: first }
+steps:
+  a:
+    kind: exec
+    with: { argv: [sh, -c, 'echo a >> side; echo a'] }
+  b:
+    kind: exec
+    with: { argv: [sh, -c, 'echo b >> side; echo "{{ steps.a.outputs.stdout | trim }}-{{ vars.msg }}"'] }
+  c:
+    kind: exec
+    with: { argv: [sh, -c, 'echo c >> side; test -f ok && echo "{{ steps.b.outputs.stdout | trim }}"'] }
+  d:
+    kind: exec
+    with: { argv: [sh, -c, 'echo d >> side'] }
+"#,
+    );
+    let side = dir.path().join("side");
+    let count = |step: &str| lines(&side).iter().filter(|l| *l == step).count();
+    assert_eq!(
+        run_in(dir.path(), &["p.yaml"]).code,
+        1,
+        "c fails the first time"
+    );
+
+    // Resume with nothing changed: only the failed step runs again.
+    let out = run_in(dir.path(), &["run", "p.yaml", "--resume"]);
+    assert_eq!(out.code, 1);
+    assert_eq!(
+        (count("a"), count("b"), count("c"), count("d")),
+        (1, 1, 2, 1)
+    );
+
+    // Change b's input: b and its descendant c re-run; a and d are reused.
+    std::fs::write(dir.path().join("ok"), "").unwrap();
+    let out = run_in(
+        dir.path(),
+        &["run", "p.yaml", "--resume", "-e", "msg=second"],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        (count("a"), count("b"), count("c"), count("d")),
+        (1, 2, 3, 1)
+    );
+    let records = journal(&state(dir.path(), "p.yaml"));
+    let c_out = records
+        .iter()
+        .rev()
+        .find(|r| r["type"] == "step_succeeded" && r["step"] == "c")
+        .unwrap();
+    assert_eq!(c_out["outputs"]["stdout"], "a-second\n");
+
+    // A passed run is not resumable.
+    let again = run_in(dir.path(), &["resume"]);
+    assert_eq!(again.code, 2);
+    assert!(
+        again.stderr.contains("nothing to resume"),
+        "{}",
+        again.stderr
+    );
+}
+
+const CRASH_PLAYBOOK: &str = r#"
+version: 1
+name: crash
+steps:
+  s1: { kind: exec, with: { argv: [sh, -c, 'sleep 0.03; echo s1 >> side; echo one'] } }
+  s2: { kind: exec, with: { argv: [sh, -c, 'sleep 0.03; echo s2 >> side; echo "{{ steps.s1.outputs.stdout | trim }}-two"'] } }
+  s3: { kind: exec, with: { argv: [sh, -c, 'sleep 0.03; echo s3 >> side; echo three'] } }
+  s4: { kind: exec, with: { argv: [sh, -c, 'sleep 0.03; echo s4 >> side; echo "{{ steps.s2.outputs.stdout | trim }}+{{ steps.s3.outputs.stdout | trim }}"'] } }
+  s5: { kind: exec, needs: [s4], with: { argv: [sh, -c, 'sleep 0.03; echo s5 >> side; echo five'] } }
+  s6: { kind: exec, with: { argv: [sh, -c, 'sleep 0.03; echo s6 >> side; echo "{{ steps.s5.outputs.stdout | trim }}{{ steps.s4.outputs.stdout | trim }}"'] } }
+finally:
+  f1: { kind: exec, with: { argv: [sh, -c, 'echo f1 >> side'] } }
+"#;
+
+/// Final outputs per step from a journal (last success or reuse wins).
+fn final_outputs(
+    records: &[serde_json::Value],
+) -> std::collections::BTreeMap<String, serde_json::Value> {
+    let mut map = std::collections::BTreeMap::new();
+    for r in records {
+        if r["type"] == "step_succeeded" || r["type"] == "step_reused" {
+            map.insert(
+                r["step"].as_str().unwrap().to_string(),
+                r["outputs"]["stdout"].clone(),
+            );
+        }
+    }
+    map
+}
+
+#[test]
+fn sigkill_at_many_points_then_resume_runs_completed_steps_exactly_once() {
+    // The uninterrupted reference.
+    let reference = tempfile::tempdir().unwrap();
+    write(reference.path(), "p.yaml", CRASH_PLAYBOOK);
+    assert_eq!(run_in(reference.path(), &["p.yaml"]).code, 0);
+    let expected = final_outputs(&journal(&state(reference.path(), "p.yaml")));
+    assert_eq!(expected["s6"], "fiveone-two+three\n");
+
+    let kills = 24;
+    for k in 0..kills {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "p.yaml", CRASH_PLAYBOOK);
+        let mut child = spawn_in(dir.path(), &["p.yaml"]);
+        // Spread the kills over the whole run (about 250 ms) and a little beyond.
+        std::thread::sleep(Duration::from_millis(5 + k * 12));
+        let _ = child.kill();
+        let _ = child.wait();
+        let st = state(dir.path(), "p.yaml");
+        let completed_before = succeeded(&journal(&st));
+        // Orphaned children of the killed run may still be finishing their side effect.
+        std::thread::sleep(Duration::from_millis(60));
+
+        let out = if st.join("runs").exists() && !journal(&st).is_empty() {
+            run_in(dir.path(), &["resume", "--playbook", "p.yaml"])
+        } else {
+            run_in(dir.path(), &["p.yaml"])
+        };
+        // A run killed after it finished has nothing to resume; that is fine too.
+        if out.code == 2 && out.stderr.contains("nothing to resume") {
+            assert_eq!(final_outputs(&journal(&st)), expected);
+            continue;
+        }
+        assert_eq!(out.code, 0, "kill #{k}: resume failed:\n{}", out.stderr);
+        let records = journal(&st);
+        assert_eq!(
+            final_outputs(&records),
+            expected,
+            "kill #{k}: final state differs from an uninterrupted run"
+        );
+        let side = lines(&dir.path().join("side"));
+        for step in ["s1", "s2", "s3", "s4", "s5", "s6"] {
+            let n = side.iter().filter(|l| *l == step).count();
+            if completed_before.iter().any(|s| s == step) {
+                assert_eq!(
+                    n, 1,
+                    "kill #{k}: {step} had completed before the kill but ran {n} times"
+                );
+            } else {
+                assert!(n >= 1, "kill #{k}: {step} never ran");
+            }
+        }
+    }
+}
+
+#[test]
+fn ctrl_c_cancels_the_running_step_runs_finally_and_exits_130() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "p.yaml",
+        r#"
+version: 1
+name: interrupt
+steps:
+  long:
+    kind: exec
+    with: { argv: [sh, -c, 'echo $$ > long.pid; sleep 30'] }
+  after:
+    kind: exec
+    needs: [long]
+    with: { argv: [touch, never] }
+finally:
+  cleanup:
+    kind: exec
+    with: { argv: [sh, -c, 'echo {{ run.status }} > cleanup.out'] }
+"#,
+    );
+    let child = spawn_in(dir.path(), &["p.yaml"]);
+    let pid_file = dir.path().join("long.pid");
+    assert!(
+        wait_for(Duration::from_secs(10), || pid_file.exists()),
+        "the long step started"
+    );
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc_kill(child.id() as i32, 2) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("cleanup.out"))
+            .unwrap()
+            .trim(),
+        "interrupted"
+    );
+    assert!(!dir.path().join("never").exists());
+    let sh: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(5), || !alive(sh)),
+        "the step's process was killed"
+    );
+    let records = journal(&state(dir.path(), "p.yaml"));
+    assert!(records.iter().any(|r| r["type"] == "interrupted"));
+    assert!(
+        records
+            .iter()
+            .any(|r| r["type"] == "step_cancelled" && r["step"] == "long")
+    );
+    assert_eq!(records.last().unwrap()["status"], "interrupted");
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+#[test]
+fn a_second_run_is_refused_and_a_stale_lock_is_taken_over() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "p.yaml",
+        r#"
+version: 1
+name: lock
+steps:
+  hold:
+    kind: exec
+    with: { argv: [sh, -c, 'touch started; sleep 2'] }
+"#,
+    );
+    let mut first = spawn_in(dir.path(), &["p.yaml"]);
+    assert!(wait_for(Duration::from_secs(10), || dir
+        .path()
+        .join("started")
+        .exists()));
+    let second = run_in(dir.path(), &["p.yaml"]);
+    assert_eq!(second.code, 2);
+    assert!(
+        second.stderr.contains("another drill is running"),
+        "{}",
+        second.stderr
+    );
+    assert!(
+        second.stderr.contains(&format!("pid {}", first.id())),
+        "names the holder: {}",
+        second.stderr
+    );
+    assert!(first.wait().unwrap().success());
+
+    // A lock file naming a dead holder, with no flock held: taken over with a notice.
+    let lock = state(dir.path(), "p.yaml").join("lock");
+    std::fs::write(&lock, r#"{"pid":999999,"host":"gone","run_id":"old","started_at":"2026-01-01T00:00:00Z","playbook":"p.yaml"}"#).unwrap();
+    let out = run_in(dir.path(), &["p.yaml"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("took over a stale lock left by pid 999999 on gone"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn status_lists_runs_and_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "p.yaml",
+        "version: 1\nname: st\nsteps:\n  one: { kind: exec, with: { argv: [true] } }\n",
+    );
+    assert_eq!(run_in(dir.path(), &["p.yaml"]).code, 0);
+    let list = run_in(dir.path(), &["status"]);
+    assert_eq!(list.code, 0, "{}", list.stderr);
+    assert!(list.stdout.contains("passed"), "{}", list.stdout);
+    let id = list
+        .stdout
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let one = run_in(dir.path(), &["status", &id, "--output", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&one.stdout).unwrap();
+    assert_eq!(v["steps"]["one"]["state"], "succeeded");
+}

@@ -1,0 +1,95 @@
+//! Helpers for driving the real binary.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn drrun() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_drrun"));
+    cmd.current_dir(root())
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null());
+    cmd
+}
+
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+pub fn run(args: &[&str]) -> Out {
+    run_cmd(drrun().args(args))
+}
+
+pub fn run_in(dir: &Path, args: &[&str]) -> Out {
+    run_cmd(drrun().current_dir(dir).args(args))
+}
+
+pub fn run_cmd(cmd: &mut Command) -> Out {
+    let out = cmd.output().expect("drrun runs");
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+pub fn spawn_in(dir: &Path, args: &[&str]) -> Child {
+    drrun()
+        .current_dir(dir)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("drrun starts")
+}
+
+/// Polls `check` every 10 ms until it holds or `limit` passes.
+pub fn wait_for(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    check()
+}
+
+/// The records of the only run's journal in `state`.
+pub fn journal(state: &Path) -> Vec<serde_json::Value> {
+    let runs = state.join("runs");
+    let Ok(mut entries) = std::fs::read_dir(&runs) else {
+        return Vec::new();
+    };
+    let Some(Ok(run)) = entries.next() else {
+        return Vec::new();
+    };
+    let text = std::fs::read_to_string(run.path().join("journal.jsonl")).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Steps with a `step_succeeded` record.
+pub fn succeeded(records: &[serde_json::Value]) -> Vec<String> {
+    records
+        .iter()
+        .filter(|r| r["type"] == "step_succeeded")
+        .map(|r| r["step"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Lines of a side-effect file.
+pub fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}

@@ -1,0 +1,207 @@
+//! `validate`, `plan`, `graph`, `kinds`, `schema` on fixture and example playbooks.
+
+use crate::support::{root, run};
+
+fn fixture_names(dir: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(root().join("tests/fixtures").join(dir))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".yaml"))
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn invalid_fixtures_report_every_error_with_position() {
+    for name in fixture_names("invalid") {
+        let path = format!("tests/fixtures/invalid/{name}");
+        let out = run(&["validate", &path]);
+        assert_eq!(
+            out.code, 2,
+            "{path} must fail validation:\n{}{}",
+            out.stdout, out.stderr
+        );
+        insta::assert_snapshot!(
+            format!("invalid_{}", name.trim_end_matches(".yaml")),
+            out.stderr
+        );
+    }
+}
+
+#[test]
+fn valid_fixtures_and_every_example_playbook_validate() {
+    let mut paths: Vec<String> = fixture_names("valid")
+        .into_iter()
+        .map(|n| format!("tests/fixtures/valid/{n}"))
+        .collect();
+    let mut examples: Vec<String> = std::fs::read_dir(root().join("playbooks"))
+        .unwrap()
+        .map(|e| {
+            format!(
+                "playbooks/{}",
+                e.unwrap().file_name().into_string().unwrap()
+            )
+        })
+        .filter(|p| p.ends_with(".yaml") || p.ends_with(".yml"))
+        .collect();
+    examples.sort();
+    assert!(examples.len() >= 2, "playbooks/ holds the examples");
+    paths.extend(examples);
+    for path in paths {
+        let out = run(&["validate", &path]);
+        assert_eq!(out.code, 0, "{path}:\n{}", out.stderr);
+        assert!(
+            out.stdout.contains(&format!("{path}: ok")),
+            "{}",
+            out.stdout
+        );
+    }
+}
+
+#[test]
+fn validate_json_lists_errors_with_positions() {
+    let out = run(&[
+        "validate",
+        "--output",
+        "json",
+        "tests/fixtures/invalid/unknown_kind.yaml",
+    ]);
+    assert_eq!(out.code, 2);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let first = &v["playbooks"][0]["errors"][0];
+    assert_eq!(first["line"], 5);
+    assert_eq!(first["path"], "steps.backup.kind");
+    assert_eq!(first["help"], "did you mean `s3.fetch`?");
+}
+
+#[test]
+fn plan_offline_renders_levels_placeholders_and_secret_markers() {
+    let out = run(&[
+        "plan",
+        "--offline",
+        "playbooks/caktus-wagtail.yaml",
+        "-e",
+        "project=acme",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    insta::assert_snapshot!("plan_caktus_offline", out.stdout);
+    let json = run(&[
+        "plan",
+        "--offline",
+        "--output",
+        "json",
+        "playbooks/caktus-wagtail.yaml",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    let level2 = &v["phases"]["steps"][1];
+    let restore = level2
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "restore")
+        .unwrap();
+    assert_eq!(restore["with"]["archive"], "<steps.backup.outputs.path>");
+    assert_eq!(restore["with"]["url"], "<secret:db_url>");
+}
+
+#[test]
+fn plan_keeps_native_types_and_vars_files_override() {
+    let dir = tempfile::tempdir().unwrap();
+    let vars = dir.path().join("vars.yaml");
+    std::fs::write(&vars, "replicas: 3\n").unwrap();
+    let out = run(&[
+        "plan",
+        "--offline",
+        "--output",
+        "json",
+        "tests/fixtures/valid/parallel.yaml",
+        "--vars-file",
+        vars.to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let scale = &v["phases"]["steps"][2][0];
+    assert_eq!(scale["id"], "scale");
+    assert_eq!(
+        scale["with"]["replicas"], 3,
+        "a lone expression keeps its number type"
+    );
+}
+
+#[test]
+fn graph_formats() {
+    for (format, needle) in [
+        ("text", "joined (exec) <- a, b"),
+        ("dot", "\"a\" -> \"joined\";"),
+        ("mermaid", "a --> joined"),
+    ] {
+        let out = run(&[
+            "graph",
+            "--format",
+            format,
+            "tests/fixtures/valid/parallel.yaml",
+        ]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        assert!(out.stdout.contains(needle), "{format}:\n{}", out.stdout);
+    }
+}
+
+#[test]
+fn committed_schema_is_current() {
+    let out = run(&["schema"]);
+    assert_eq!(out.code, 0);
+    let committed = std::fs::read_to_string(root().join("schemas/playbook.v1.json")).unwrap();
+    assert!(
+        out.stdout == committed,
+        "schemas/playbook.v1.json is stale: run `cargo run -- schema > schemas/playbook.v1.json`"
+    );
+}
+
+#[test]
+fn kinds_are_documented_from_the_code() {
+    let out = run(&["kinds"]);
+    for kind in [
+        "exec",
+        "s3.fetch",
+        "pg.restore",
+        "pg.sql",
+        "kube.image",
+        "kube.deploy",
+        "kube.job",
+        "kube.scale",
+        "http.smoke",
+    ] {
+        assert!(
+            out.stdout.contains(kind),
+            "{kind} missing from `drrun kinds`"
+        );
+        let doc = run(&["kinds", kind]);
+        assert_eq!(doc.code, 0);
+        assert!(
+            doc.stdout.contains("| setting |") && doc.stdout.contains("| output |"),
+            "{}",
+            doc.stdout
+        );
+    }
+    let typo = run(&["kinds", "pg.restor"]);
+    assert_eq!(typo.code, 2);
+    assert!(
+        typo.stderr.contains("did you mean `pg.restore`?"),
+        "{}",
+        typo.stderr
+    );
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    assert_eq!(run(&["validate"]).code, 2);
+    assert_eq!(run(&["no-such-playbook.yaml"]).code, 2);
+    let out = run(&["run", "tests/fixtures/valid/parallel.yaml", "-e", "novalue"]);
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr.contains("-e expects KEY=VALUE"),
+        "{}",
+        out.stderr
+    );
+}
