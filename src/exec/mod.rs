@@ -513,7 +513,7 @@ impl Engine {
             && !deps_reran
         {
             let outputs = outputs.clone();
-            self.journal.append(&Record::StepReused {
+            self.journal.append_lazy(&Record::StepReused {
                 step: step.id.clone(),
                 fingerprint: fp,
                 outputs: outputs.clone(),
@@ -609,7 +609,7 @@ impl Engine {
         reason: String,
     ) -> Result<(), EngineError> {
         let id = self.plan.steps[i].id.clone();
-        self.journal.append(&Record::StepSkipped {
+        self.journal.append_lazy(&Record::StepSkipped {
             step: id,
             reason: reason.clone(),
             at: now(),
