@@ -9,9 +9,11 @@ use serde_json::{Value, json};
 
 use super::load_plan;
 use crate::cli::{Output, PlanArgs};
+use crate::plan::context::SecretValues;
 use crate::plan::{Phase, Plan};
 use crate::playbook::template::Templates;
 use crate::report::printer::out;
+use crate::state::redact::Redactor;
 use crate::steps::{Preview, PreviewCtx, StepConfig};
 
 pub fn plan(args: PlanArgs) -> Result<ExitCode> {
@@ -21,7 +23,13 @@ pub fn plan(args: PlanArgs) -> Result<ExitCode> {
         guards: Arc::new(plan.guards.clone()),
         base_dir: plan.base_dir.clone(),
     };
-    let rendered = render_plan(&plan, &ctx);
+    // A live preview connects, so it needs the secrets; they are only ever shown as markers.
+    let secrets = if args.offline {
+        None
+    } else {
+        Some(crate::exec::resolve_secrets(&plan))
+    };
+    let rendered = render_plan(&plan, &ctx, secrets);
     match args.output {
         Output::Json => out(&serde_json::to_string_pretty(&rendered)?),
         Output::Human => out(&human(&plan, &rendered)),
@@ -30,9 +38,22 @@ pub fn plan(args: PlanArgs) -> Result<ExitCode> {
 }
 
 /// The plan as JSON: phases -> levels -> steps with rendered settings and previews.
-pub fn render_plan(plan: &Plan, preview_ctx: &PreviewCtx) -> Value {
+pub fn render_plan(
+    plan: &Plan,
+    preview_ctx: &PreviewCtx,
+    secrets: Option<Result<indexmap::IndexMap<String, String>, crate::exec::EngineError>>,
+) -> Value {
     let templates = Templates::new();
     let ctx = plan.preview_context();
+    let (real_ctx, secret_problem, redactor) = match &secrets {
+        Some(Ok(values)) => (
+            Some(plan.preview_context_with(SecretValues::Real(values))),
+            None,
+            Redactor::new(values.iter().map(|(k, v)| (k.clone(), v.clone()))),
+        ),
+        Some(Err(e)) => (None, Some(e.to_string()), Redactor::default()),
+        None => (None, None, Redactor::default()),
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -51,9 +72,16 @@ pub fn render_plan(plan: &Plan, preview_ctx: &PreviewCtx) -> Value {
                             let with = templates.render_json(&step.with, &ctx).unwrap_or_else(|_| step.with.clone());
                             // Values known only at run time stay placeholders; type them
                             // for the preview only when that works.
-                            let preview = match StepConfig::from_with(step.kind.name, with.clone()) {
-                                Ok(config) => runtime.block_on(config.preview(preview_ctx)),
-                                Err(_) => Preview::cannot("depends on values known only at run time"),
+                            let uses_secret = with.to_string().contains("<secret:");
+                            let live_with = match (&real_ctx, &secret_problem) {
+                                (_, Some(problem)) if uses_secret => Err(format!("cannot preview: {problem}")),
+                                (Some(real), _) => Ok(templates.render_json(&step.with, real).unwrap_or_else(|_| with.clone())),
+                                _ => Ok(with.clone()),
+                            };
+                            let preview = match live_with.map(|w| StepConfig::from_with(step.kind.name, w)) {
+                                Ok(Ok(config)) => redact_preview(runtime.block_on(config.preview(preview_ctx)), &redactor),
+                                Ok(Err(_)) => Preview::cannot("depends on values known only at run time"),
+                                Err(reason) => Preview::cannot(reason),
                             };
                             json!({
                                 "id": step.id,
@@ -90,6 +118,13 @@ pub fn render_plan(plan: &Plan, preview_ctx: &PreviewCtx) -> Value {
         "guards": plan.guards,
         "phases": phases,
     })
+}
+
+fn redact_preview(p: Preview, redactor: &Redactor) -> Preview {
+    Preview {
+        lines: p.lines.iter().map(|l| redactor.redact(l)).collect(),
+        cannot_preview: p.cannot_preview.map(|c| redactor.redact(&c)),
+    }
 }
 
 fn human(plan: &Plan, rendered: &Value) -> String {

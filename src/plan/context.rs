@@ -104,6 +104,11 @@ impl Plan {
 
     /// Context for previews: nothing real beyond vars, objectives and env.
     pub fn preview_context(&self) -> Value {
+        self.preview_context_with(SecretValues::Markers)
+    }
+
+    /// Preview context with real secrets, for live previews that must connect.
+    pub fn preview_context_with(&self, secrets: SecretValues) -> Value {
         let names = self.secret_names();
         let kinds: Vec<(&str, &'static KindInfo)> =
             self.steps.iter().map(|s| (s.id.as_str(), s.kind)).collect();
@@ -113,12 +118,7 @@ impl Plan {
             env: &self.env,
             secret_names: &names,
         };
-        build(
-            &parts,
-            SecretValues::Markers,
-            StepValues::Placeholders(&kinds),
-            None,
-        )
+        build(&parts, secrets, StepValues::Placeholders(&kinds), None)
     }
 
     /// Context while running, with secrets either real or as markers.

@@ -18,6 +18,7 @@ pub mod kube_deploy;
 pub mod kube_image;
 pub mod kube_job;
 pub mod kube_scale;
+pub mod pg_client;
 pub mod pg_restore;
 pub mod pg_sql;
 pub mod s3_fetch;

@@ -3,12 +3,16 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use serde_json::{Value, json};
+
+use super::pg_client::{Conn, clean, connection_error, run_client};
 use super::pg_restore::PgConnection;
 use super::{
     ConfigIssue, Effect, OutputDoc, Outputs, Preview, PreviewCtx, StepCtx, StepError, StepKind,
     output,
 };
 use crate::duration::HumanDuration;
+use crate::playbook::model::FailureClass;
 
 /// Runs SQL (`sql` or `file`) through `psql` and checks the result with `expect`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -104,13 +108,331 @@ impl StepKind for PgSql {
     }
 
     async fn preview(&self, ctx: &PreviewCtx) -> Preview {
-        if ctx.offline {
-            return Preview::offline();
+        let conn = match Conn::from_settings(&self.connection) {
+            Ok(c) => c,
+            Err(_) if ctx.offline => return Preview::offline(),
+            Err(e) => return Preview::cannot(e.message),
+        };
+        if let Err(e) = ctx.guards.check_pg(&conn.host_for_guard(), &conn.database) {
+            return Preview::cannot(e.message);
         }
-        Preview::cannot("live PostgreSQL preview is not available in this build")
+        let what = match (&self.sql, &self.file) {
+            (Some(sql), _) => sql.lines().next().unwrap_or("").to_string(),
+            (_, Some(file)) => format!("SQL from {file}"),
+            _ => String::new(),
+        };
+        let lines = vec![format!("would run on {}: {what}", conn.describe())];
+        if ctx.offline {
+            return Preview {
+                lines,
+                cannot_preview: Some("database not inspected (--offline)".into()),
+            };
+        }
+        // The SQL itself is not run (it may write); only reachability is checked.
+        let cancel = tokio_util::sync::CancellationToken::new();
+        match super::pg_restore::psql_with(&conn, &self.pg_bin, "SELECT 1", &cancel, true).await {
+            Ok(_) => Preview::lines(lines),
+            Err(e) => Preview {
+                lines,
+                cannot_preview: Some(format!("cannot connect: {}", e.message)),
+            },
+        }
     }
 
-    async fn run(&self, _ctx: &StepCtx) -> Result<Outputs, StepError> {
-        Err(super::not_built(Self::NAME))
+    async fn run(&self, ctx: &StepCtx) -> Result<Outputs, StepError> {
+        let conn = Conn::from_settings(&self.connection)?;
+        ctx.guards
+            .check_pg(&conn.host_for_guard(), &conn.database)?;
+        let sql = match (&self.sql, &self.file) {
+            (Some(sql), _) => sql.clone(),
+            (None, Some(file)) => {
+                let path = ctx.resolve_path(file);
+                std::fs::read_to_string(&path).map_err(|e| {
+                    StepError::config(format!("cannot read {}: {e}", path.display()))
+                })?
+            }
+            (None, None) => unreachable!("checked at compile time"),
+        };
+        // The SQL goes through stdin: it may carry rendered secrets, and argv is public.
+        let mut cmd = conn.command(&self.pg_bin, "psql");
+        cmd.args([
+            "-X",
+            "--no-password",
+            "--csv",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-f",
+            "-",
+        ]);
+        let out = run_client(cmd, "psql", Some(sql.into_bytes()), &ctx.cancel).await?;
+        if out.code != Some(0) {
+            if let Some(e) = connection_error(&conn, &out.stderr) {
+                return Err(e);
+            }
+            return Err(StepError::new(
+                FailureClass::Other,
+                format!("SQL failed on {}: {}", conn.describe(), clean(&out.stderr)),
+            ));
+        }
+        let result = last_result(&out.stdout);
+        let rows: Vec<Value> = result
+            .rows
+            .iter()
+            .map(|r| {
+                Value::Object(
+                    result
+                        .columns
+                        .iter()
+                        .cloned()
+                        .zip(
+                            r.iter()
+                                .map(|v| v.clone().map_or(Value::Null, Value::String)),
+                        )
+                        .collect(),
+                )
+            })
+            .collect();
+        let row_count = if result.columns.is_empty() {
+            result.tag_count.unwrap_or(0)
+        } else {
+            rows.len() as u64
+        };
+        let scalar = result
+            .rows
+            .first()
+            .and_then(|r| r.first().cloned())
+            .flatten();
+        if let Some(expect) = &self.expect {
+            check(expect, row_count, scalar.as_deref())?;
+        }
+        let mut outputs = Outputs::new();
+        outputs.insert("rows".into(), Value::Array(rows));
+        outputs.insert("row_count".into(), json!(row_count));
+        outputs.insert("scalar".into(), scalar.map_or(Value::Null, Value::String));
+        Ok(outputs)
+    }
+}
+
+/// The last result psql printed: a CSV table and/or a command tag (`UPDATE 3`).
+#[derive(Debug, Default, PartialEq)]
+struct QueryResult {
+    columns: Vec<String>,
+    /// `None` is SQL NULL (an unquoted empty field in psql's CSV).
+    rows: Vec<Vec<Option<String>>>,
+    tag_count: Option<u64>,
+}
+
+fn is_tag(record: &[(String, bool)]) -> bool {
+    static TAG: std::sync::LazyLock<regex::Regex> =
+        std::sync::LazyLock::new(|| regex::Regex::new(r"^[A-Z][A-Z ]*[A-Z](?: \d+)*$").unwrap());
+    record.len() == 1 && !record[0].1 && TAG.is_match(&record[0].0)
+}
+
+fn last_result(text: &str) -> QueryResult {
+    let mut result = QueryResult::default();
+    let mut current: Option<QueryResult> = None;
+    for record in csv_records(text) {
+        if is_tag(&record) {
+            let count = record[0].0.rsplit(' ').next().and_then(|n| n.parse().ok());
+            let mut done = current.take().unwrap_or_default();
+            done.tag_count = count;
+            result = done;
+        } else if let Some(cur) = current.as_mut() {
+            cur.rows.push(
+                record
+                    .into_iter()
+                    .map(|(v, quoted)| (quoted || !v.is_empty()).then_some(v))
+                    .collect(),
+            );
+        } else {
+            current = Some(QueryResult {
+                columns: record.into_iter().map(|(v, _)| v).collect(),
+                ..Default::default()
+            });
+        }
+    }
+    current.unwrap_or(result)
+}
+
+/// RFC 4180 records, each field with whether it was quoted.
+fn csv_records(text: &str) -> Vec<Vec<(String, bool)>> {
+    let mut records = Vec::new();
+    let mut record = Vec::new();
+    let mut field = String::new();
+    let mut quoted = false;
+    let mut in_quotes = false;
+    let mut chars = text.chars().peekable();
+    let mut any = false;
+    while let Some(c) = chars.next() {
+        any = true;
+        match c {
+            '"' if in_quotes && chars.peek() == Some(&'"') => {
+                field.push('"');
+                chars.next();
+            }
+            '"' if in_quotes => in_quotes = false,
+            '"' if field.is_empty() => {
+                in_quotes = true;
+                quoted = true;
+            }
+            ',' if !in_quotes => record.push((
+                std::mem::take(&mut field),
+                std::mem::replace(&mut quoted, false),
+            )),
+            '\n' if !in_quotes => {
+                record.push((
+                    std::mem::take(&mut field),
+                    std::mem::replace(&mut quoted, false),
+                ));
+                records.push(std::mem::take(&mut record));
+                any = false;
+            }
+            '\r' if !in_quotes => {}
+            c => field.push(c),
+        }
+    }
+    if any {
+        record.push((field, quoted));
+        records.push(record);
+    }
+    records
+}
+
+fn check(expect: &Expect, row_count: u64, scalar: Option<&str>) -> Result<(), StepError> {
+    let fail = |m: String| Err(StepError::new(FailureClass::Assertion, m));
+    if let Some(n) = expect.rows
+        && row_count != n
+    {
+        return fail(format!("expected {n} row(s), got {row_count}"));
+    }
+    if let Some(n) = expect.min_rows
+        && row_count < n
+    {
+        return fail(format!("expected at least {n} row(s), got {row_count}"));
+    }
+    let Some(s) = &expect.scalar else {
+        return Ok(());
+    };
+    let shown = scalar.unwrap_or("NULL");
+    if let Some(want) = &s.equals {
+        let want_text = match want {
+            Value::String(t) => t.clone(),
+            Value::Null => "NULL".into(),
+            other => other.to_string(),
+        };
+        let equal = match (want, scalar) {
+            (Value::Number(n), Some(v)) => v.parse::<f64>().ok() == n.as_f64(),
+            (Value::Bool(b), Some(v)) => {
+                matches!((b, v), (true, "t" | "true") | (false, "f" | "false"))
+            }
+            (Value::Null, None) => true,
+            (_, Some(v)) => v == want_text,
+            _ => false,
+        };
+        if !equal {
+            return fail(format!(
+                "expected the value to equal {want_text}, got {shown}"
+            ));
+        }
+    }
+    let number = || scalar.and_then(|v| v.parse::<f64>().ok());
+    if let Some(min) = s.at_least
+        && number().is_none_or(|v| v < min)
+    {
+        return fail(format!("expected a value of at least {min}, got {shown}"));
+    }
+    if let Some(max) = s.at_most
+        && number().is_none_or(|v| v > max)
+    {
+        return fail(format!("expected a value of at most {max}, got {shown}"));
+    }
+    if let Some(pattern) = &s.matches
+        && !regex::Regex::new(pattern).is_ok_and(|re| re.is_match(scalar.unwrap_or("")))
+    {
+        return fail(format!(
+            "expected the value to match /{pattern}/, got {shown}"
+        ));
+    }
+    if let Some(age) = s.newer_than {
+        let Some(ts) = scalar.and_then(parse_timestamp) else {
+            return fail(format!(
+                "expected a timestamp newer than {age}, got {shown}"
+            ));
+        };
+        let old = chrono::Utc::now().signed_duration_since(ts);
+        if old.to_std().is_ok_and(|d| d > age.0) {
+            let age_text = crate::duration::format_duration(old.to_std().unwrap_or_default());
+            return fail(format!(
+                "the newest data is {age_text} old ({shown}), more than {age}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// PostgreSQL's text forms of timestamp and timestamptz (no zone means UTC).
+fn parse_timestamp(text: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    let t = text.trim();
+    for fmt in ["%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%dT%H:%M:%S%.f%#z"] {
+        if let Ok(dt) = chrono::DateTime::parse_from_str(t, fmt) {
+            return Some(dt.with_timezone(&chrono::Utc));
+        }
+    }
+    for fmt in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d"] {
+        if let Ok(dt) = chrono::NaiveDateTime::parse_from_str(t, fmt) {
+            return Some(dt.and_utc());
+        }
+        if let Ok(d) = chrono::NaiveDate::parse_from_str(t, fmt) {
+            return d.and_hms_opt(0, 0, 0).map(|dt| dt.and_utc());
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_keeps_null_apart_from_empty_and_reads_tags() {
+        let r = last_result("id,name\n1,\"a, \"\"b\"\"\"\n2,\n3,\"\"\nUPDATE 3\n");
+        assert_eq!(r.columns, vec!["id", "name"]);
+        assert_eq!(r.rows[0], vec![Some("1".into()), Some("a, \"b\"".into())]);
+        assert_eq!(r.rows[1][1], None);
+        assert_eq!(r.rows[2][1], Some(String::new()));
+        assert_eq!(r.tag_count, Some(3));
+        let u = last_result("SET\nUPDATE 2\n");
+        assert!(u.columns.is_empty());
+        assert_eq!(u.tag_count, Some(2));
+        let s = last_result("CREATE TABLE\ncount\n42\n");
+        assert_eq!(s.rows, vec![vec![Some("42".to_string())]]);
+    }
+
+    #[test]
+    fn assertions_say_expected_and_actual() {
+        let e = |rows, min_rows, scalar: ScalarExpect| Expect {
+            rows,
+            min_rows,
+            scalar: Some(scalar),
+        };
+        assert!(check(&e(Some(1), None, ScalarExpect::default()), 1, None).is_ok());
+        let err = check(&e(None, Some(1000), ScalarExpect::default()), 12, None).unwrap_err();
+        assert_eq!(err.message, "expected at least 1000 row(s), got 12");
+        let at_least = ScalarExpect {
+            at_least: Some(10.0),
+            ..Default::default()
+        };
+        assert!(check(&e(None, None, at_least.clone()), 1, Some("12")).is_ok());
+        assert!(check(&e(None, None, at_least), 1, Some("9")).is_err());
+        let fresh = ScalarExpect {
+            newer_than: Some(crate::duration::HumanDuration::parse("26h").unwrap()),
+            ..Default::default()
+        };
+        let recent = (chrono::Utc::now() - chrono::Duration::hours(2))
+            .format("%Y-%m-%d %H:%M:%S%.6f+00")
+            .to_string();
+        assert!(check(&e(None, None, fresh.clone()), 1, Some(&recent)).is_ok());
+        let err = check(&e(None, None, fresh), 1, Some("2020-01-01 00:00:00+00")).unwrap_err();
+        assert!(err.message.contains("more than 26h"), "{}", err.message);
     }
 }

@@ -1,0 +1,364 @@
+//! `pg.restore` and `pg.sql` against a real PostgreSQL cluster started for the test.
+
+use std::path::Path;
+
+use crate::pg_support::{Cluster, PASSWORD};
+use crate::support::{drrun, journal, run_cmd};
+
+const SOURCE_SQL: &str = r#"
+CREATE EXTENSION IF NOT EXISTS citext;
+CREATE TABLE users (id serial PRIMARY KEY, email citext UNIQUE NOT NULL, last_login timestamptz);
+INSERT INTO users (email, last_login)
+  SELECT 'user' || g || '@example.com', now() - (g || ' minutes')::interval FROM generate_series(1, 3000) g;
+CREATE TABLE pages (id serial PRIMARY KEY, title text NOT NULL, body text, owner_id int REFERENCES users(id));
+INSERT INTO pages (title, body, owner_id)
+  SELECT 'Page ' || g, repeat('lorem ipsum ', g % 50), 1 + g % 3000 FROM generate_series(1, 2000) g;
+CREATE TABLE wagtailcore_site (id serial PRIMARY KEY, hostname text, port int, is_default_site bool);
+INSERT INTO wagtailcore_site (hostname, port, is_default_site) VALUES ('www.acme.example.com', 443, true), ('old.acme.example.com', 80, false);
+"#;
+
+/// Row count and content checksum of every table, to compare source and restore.
+fn fingerprint(c: &Cluster, db: &str) -> String {
+    ["users", "pages", "wagtailcore_site"]
+        .iter()
+        .map(|t| c.sql(db, &format!("SELECT count(*) || ':' || md5(coalesce(string_agg(x::text, ',' ORDER BY id), '')) FROM {t} x")))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn dump(c: &Cluster, dir: &Path, format: &str) -> std::path::PathBuf {
+    let path = dir.join(format!("daily-acme-202611240300.{format}"));
+    let flag = match format {
+        "custom" => "-Fc",
+        "directory" => "-Fd",
+        "tar" => "-Ft",
+        _ => "-Fp",
+    };
+    let out = c
+        .client("pg_dump")
+        .args([flag, "-d", "src", "-f"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pg_dump: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if format == "plain-gzip" {
+        let gz = dir.join("daily-acme.sql.gz");
+        let status = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("gzip -c '{}' > '{}'", path.display(), gz.display()))
+            .status()
+            .unwrap();
+        assert!(status.success());
+        return gz;
+    }
+    path
+}
+
+fn playbook(dir: &Path, c: &Cluster, body: &str) -> std::path::PathBuf {
+    let path = dir.join("restore.yaml");
+    let text = format!(
+        "version: 1\nname: pg\nvars:\n  pg_bin: {}\nsecrets:\n  db_url: {{ env: DRRUN_TEST_DB_URL }}\n{body}",
+        c.bin.display()
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn run_playbook(dir: &Path, url: &str, path: &Path) -> crate::support::Out {
+    run_cmd(
+        drrun()
+            .current_dir(dir)
+            .env("DRRUN_TEST_DB_URL", url)
+            .arg(path)
+            .arg("--state-dir")
+            .arg(dir.join("state")),
+    )
+}
+
+fn outputs(dir: &Path, step: &str) -> serde_json::Value {
+    journal(&dir.join("state"))
+        .into_iter()
+        .rev()
+        .find(|r| r["type"] == "step_succeeded" && r["step"] == step)
+        .map(|r| r["outputs"].clone())
+        .unwrap_or_default()
+}
+
+#[test]
+fn restores_every_archive_format_and_proves_the_data() {
+    let c = Cluster::start();
+    c.sql("postgres", "CREATE DATABASE src");
+    c.sql("src", SOURCE_SQL);
+    let expected = fingerprint(&c, "src");
+    let dir = tempfile::tempdir().unwrap();
+    for format in ["custom", "directory", "tar", "plain", "plain-gzip"] {
+        let archive = dump(&c, dir.path(), format);
+        let db = format!("dr_{}", format.replace('-', "_"));
+        let jobs = if format == "directory" {
+            "jobs: 2"
+        } else {
+            "single_transaction: false"
+        };
+        let schema = if format == "custom" {
+            "schema: public"
+        } else {
+            "no_privileges: true"
+        };
+        let pb = playbook(
+            dir.path(),
+            &c,
+            &format!(
+                r#"
+steps:
+  restore:
+    kind: pg.restore
+    with:
+      archive: {archive}
+      url: "{{{{ secrets.db_url }}}}"
+      pg_bin: "{{{{ vars.pg_bin }}}}"
+      recreate: true
+      pre_sql: ["CREATE EXTENSION IF NOT EXISTS citext"]
+      no_owner: true
+      {schema}
+      {jobs}
+  site:
+    kind: pg.sql
+    needs: [restore]
+    with:
+      url: "{{{{ secrets.db_url }}}}"
+      pg_bin: "{{{{ vars.pg_bin }}}}"
+      sql: UPDATE wagtailcore_site SET hostname = 'dr.acme.example.com' WHERE is_default_site RETURNING id, hostname
+      expect: {{ rows: 1 }}
+  users:
+    kind: pg.sql
+    needs: [restore]
+    with:
+      url: "{{{{ secrets.db_url }}}}"
+      pg_bin: "{{{{ vars.pg_bin }}}}"
+      sql: SELECT count(*) FROM users
+      expect: {{ scalar: {{ at_least: 1000 }} }}
+  fresh:
+    kind: pg.sql
+    needs: [restore]
+    with:
+      url: "{{{{ secrets.db_url }}}}"
+      pg_bin: "{{{{ vars.pg_bin }}}}"
+      sql: SELECT max(last_login) FROM users
+      expect: {{ scalar: {{ newer_than: 26h }} }}
+"#,
+                archive = archive.display()
+            ),
+        );
+        let out = run_playbook(dir.path(), &c.url(&db), &pb);
+        assert_eq!(out.code, 0, "{format}: {}", out.stderr);
+        let restored = outputs(dir.path(), "restore");
+        assert_eq!(
+            restored["format"], format,
+            "{format}: detected from the header"
+        );
+        assert_eq!(restored["tables"], 3);
+        assert_eq!(restored["largest_tables"][0]["table"], "public.pages");
+        assert_eq!(restored["largest_tables"][0]["rows_estimate"], 2000);
+        assert!(restored["size_bytes"].as_u64().unwrap() > 1_000_000);
+        let site = outputs(dir.path(), "site");
+        assert_eq!(site["row_count"], 1);
+        assert_eq!(site["rows"][0]["hostname"], "dr.acme.example.com");
+        // The data matches the source, except the site row the drill just changed.
+        c.sql(
+            &db,
+            "UPDATE wagtailcore_site SET hostname = 'www.acme.example.com' WHERE is_default_site",
+        );
+        assert_eq!(
+            fingerprint(&c, &db),
+            expected,
+            "{format}: restored data differs from the source"
+        );
+        let text = std::fs::read_to_string(
+            dir.path()
+                .join("state")
+                .join("runs")
+                .read_dir()
+                .unwrap()
+                .next()
+                .unwrap()
+                .unwrap()
+                .path()
+                .join("journal.jsonl"),
+        )
+        .unwrap();
+        assert!(!text.contains(PASSWORD), "the password reached the journal");
+        std::fs::remove_dir_all(dir.path().join("state")).unwrap();
+    }
+}
+
+#[test]
+fn recreate_terminates_sessions_and_restore_errors_are_honest() {
+    let c = Cluster::start();
+    c.sql("postgres", "CREATE DATABASE src");
+    c.sql("src", SOURCE_SQL);
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dump(&c, dir.path(), "custom");
+
+    // An open session on the target does not stop `recreate`.
+    c.sql("postgres", "CREATE DATABASE busy");
+    let mut holder = c
+        .client("psql")
+        .args(["-X", "-d", "busy", "-c", "SELECT pg_sleep(60)"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let restore = |extra: &str, recreate: bool| {
+        format!(
+            r#"
+steps:
+  restore:
+    kind: pg.restore
+    with:
+      archive: {}
+      url: "{{{{ secrets.db_url }}}}"
+      pg_bin: "{{{{ vars.pg_bin }}}}"
+      recreate: {recreate}
+      no_owner: true
+      {extra}
+"#,
+            archive.display()
+        )
+    };
+    let pb = playbook(dir.path(), &c, &restore("", true));
+
+    // `plan` previews read-only: the target, what would happen to it, the archive's TOC.
+    let plan = run_cmd(
+        drrun()
+            .current_dir(dir.path())
+            .env("DRRUN_TEST_DB_URL", c.url("busy"))
+            .arg("plan")
+            .arg(&pb),
+    );
+    assert_eq!(plan.code, 0, "{}", plan.stderr);
+    assert!(plan.stdout.contains("target exists ("), "{}", plan.stdout);
+    assert!(
+        plan.stdout
+            .contains("would terminate other sessions, drop and recreate it"),
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        plan.stdout.contains("archive: custom format;") && plan.stdout.contains(" 3 table, "),
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        plan.stdout.contains("url: <secret:db_url>") && !plan.stdout.contains(PASSWORD),
+        "{}",
+        plan.stdout
+    );
+    let offline = run_cmd(
+        drrun()
+            .current_dir(dir.path())
+            .args(["plan", "--offline"])
+            .arg(&pb),
+    );
+    assert!(
+        offline.stdout.contains("target not inspected (--offline)"),
+        "{}",
+        offline.stdout
+    );
+
+    let out = run_playbook(dir.path(), &c.url("busy"), &pb);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let _ = holder.wait();
+    assert_eq!(c.sql("busy", "SELECT count(*) FROM users"), "3000");
+
+    // Restoring again over existing tables: every CREATE fails. Not allowed -> failure.
+    std::fs::remove_dir_all(dir.path().join("state")).unwrap();
+    let pb = playbook(dir.path(), &c, &restore("", false));
+    let out = run_playbook(dir.path(), &c.url("busy"), &pb);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("not matched by `allow_errors`")
+            && out.stderr.contains("already exists"),
+        "{}",
+        out.stderr
+    );
+
+    // The same errors, allowed: counted and passed as warnings.
+    std::fs::remove_dir_all(dir.path().join("state")).unwrap();
+    let pb = playbook(
+        dir.path(),
+        &c,
+        &restore(
+            r#"allow_errors: ["already exists", "duplicate key", "multiple primary keys"]"#,
+            false,
+        ),
+    );
+    let out = run_playbook(dir.path(), &c.url("busy"), &pb);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        outputs(dir.path(), "restore")["errors_ignored"]
+            .as_u64()
+            .unwrap()
+            >= 3
+    );
+
+    // A truncated archive: a clear error before anything is dropped.
+    std::fs::remove_dir_all(dir.path().join("state")).unwrap();
+    let bytes = std::fs::read(&archive).unwrap();
+    let truncated = dir.path().join("truncated.pgdump");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let pb = playbook(
+        dir.path(),
+        &c,
+        &restore("", true).replace(
+            &archive.display().to_string(),
+            &truncated.display().to_string(),
+        ),
+    );
+    let out = run_playbook(dir.path(), &c.url("busy"), &pb);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("is truncated or corrupt"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        c.sql("busy", "SELECT count(*) FROM users"),
+        "3000",
+        "nothing was dropped"
+    );
+
+    // A wrong password: a clear error, and the password appears nowhere.
+    std::fs::remove_dir_all(dir.path().join("state")).unwrap();
+    let pb = playbook(dir.path(), &c, &restore("", true));
+    let wrong = c.url("busy").replace(PASSWORD, "Wr0ngPassw0rd");
+    let out = run_playbook(dir.path(), &wrong, &pb);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("password authentication failed"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("Wr0ngPassw0rd") && !out.stdout.contains("Wr0ngPassw0rd"));
+    let journal_text = serde_json::to_string(&journal(&dir.path().join("state"))).unwrap();
+    assert!(!journal_text.contains("Wr0ngPassw0rd"));
+
+    // Guards: refused before connecting; the guarded database is untouched.
+    std::fs::remove_dir_all(dir.path().join("state")).unwrap();
+    let guarded = playbook(
+        dir.path(),
+        &c,
+        &format!("guards: {{ pg_databases: [busy] }}\n{}", restore("", true)),
+    );
+    let out = run_playbook(dir.path(), &c.url("busy"), &guarded);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr
+            .contains("refusing to touch PostgreSQL database `busy`"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(c.sql("busy", "SELECT count(*) FROM users"), "3000");
+}
