@@ -374,7 +374,11 @@ fn compile_step(
     sink: &mut Sink,
 ) -> Option<(PlanStep, StepDeps)> {
     let base = join(phase.section(), id);
-    let site = Site::Step { id, phase };
+    let site = Site::Step {
+        id,
+        phase,
+        kind: &raw_step.kind,
+    };
     let kind = find_kind(&raw_step.kind);
     if kind.is_none() {
         let help = did_you_mean(&raw_step.kind, KINDS.iter().map(|k| k.name)).or_else(|| {

@@ -11,7 +11,7 @@ use serde_json::Value as Json;
 
 use super::Plan;
 use crate::playbook::model::Objectives;
-use crate::playbook::template::{Placeholder, to_value};
+use crate::playbook::template::{Deferred, Placeholder, to_value};
 use crate::state::redact::marker;
 use crate::steps::{KindInfo, Outputs};
 
@@ -94,6 +94,8 @@ pub fn build(
         ("secrets", secrets_value),
         ("steps", steps_value),
         ("run", run_value),
+        // Request-time values of `http.smoke`, rendered by the kind itself.
+        ("captures", Deferred::value("captures")),
     ])
 }
 

@@ -20,7 +20,11 @@ pub enum Site<'a> {
     /// A guard pattern: vars and env only.
     Guard,
     /// A step's `with` or `when`.
-    Step { id: &'a str, phase: Phase },
+    Step {
+        id: &'a str,
+        phase: Phase,
+        kind: &'a str,
+    },
 }
 
 /// What a reference resolved to.
@@ -124,6 +128,13 @@ impl<'a> RefChecker<'a> {
                 }
             }
             "steps" => self.check_step_ref(reference, &parts, site),
+            "captures" => match site {
+                Site::Step { kind: "http.smoke", .. } => Ok(Resolved::Runtime),
+                _ => Err(err(
+                    format!("undefined variable `{reference}`"),
+                    Some("`captures` exist only inside `http.smoke` requests".into()),
+                )),
+            },
             _ if GLOBAL_FUNCTIONS.contains(&root) => Ok(Resolved::Static),
             _ => Err(err(
                 format!("undefined variable `{root}`"),
@@ -141,6 +152,7 @@ impl<'a> RefChecker<'a> {
         let Site::Step {
             id: here,
             phase: here_phase,
+            ..
         } = site
         else {
             unreachable!("handled by the caller")

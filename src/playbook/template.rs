@@ -174,7 +174,35 @@ pub fn to_json(value: &Value) -> Json {
     if let Some(p) = value.downcast_object_ref::<Placeholder>() {
         return Json::String(p.to_string());
     }
+    if let Some(d) = value.downcast_object_ref::<Deferred>() {
+        return Json::String(format!("{{{{ {} }}}}", d.0));
+    }
     serde_json::to_value(value).unwrap_or(Json::Null)
+}
+
+/// A reference a kind resolves itself while it runs (`{{ captures.csrf }}` inside
+/// `http.smoke`): rendering leaves the expression in place for the kind to render later.
+#[derive(Debug, Clone)]
+pub struct Deferred(pub Arc<str>);
+
+impl Deferred {
+    pub fn value(path: impl Into<Arc<str>>) -> Value {
+        Value::from_object(Deferred(path.into()))
+    }
+}
+
+impl Object for Deferred {
+    fn repr(self: &Arc<Self>) -> ObjectRepr {
+        ObjectRepr::Plain
+    }
+
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        Some(Deferred::value(format!("{}.{}", self.0, key)))
+    }
+
+    fn render(self: &Arc<Self>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{{{{ {} }}}}", self.0)
+    }
 }
 
 /// A value known only at run time, shown as `<steps.backup.outputs.path>` in previews.
