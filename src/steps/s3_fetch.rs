@@ -163,10 +163,887 @@ impl StepKind for S3Fetch {
         if ctx.offline {
             return Preview::offline();
         }
-        Preview::cannot("live S3 preview is not available in this build")
+        runtime::preview(self).await
     }
 
-    async fn run(&self, _ctx: &StepCtx) -> Result<Outputs, StepError> {
-        Err(super::not_built(Self::NAME))
+    async fn run(&self, ctx: &StepCtx) -> Result<Outputs, StepError> {
+        runtime::run(self, ctx).await
+    }
+}
+
+mod runtime {
+    //! Talking to S3: selection, verification, the resumable parallel download.
+
+    use std::collections::BTreeMap;
+    use std::io::{Read, Seek, SeekFrom, Write};
+    use std::path::{Path, PathBuf};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+    use aws_sdk_s3::types::ChecksumMode;
+    use bytes::Buf;
+    use chrono::{DateTime, NaiveDateTime, Utc};
+    use md5::Digest as _;
+    use serde::{Deserialize, Serialize};
+    use serde_json::json;
+    use sha2::Sha256;
+
+    use super::{DEFAULT_TIMESTAMP_FORMAT, DEFAULT_TIMESTAMP_PATTERN, S3Fetch, Select};
+    use crate::duration::{HumanDuration, format_duration};
+    use crate::playbook::model::FailureClass;
+    use crate::steps::{Outputs, Preview, StepCtx, StepError};
+
+    const DEFAULT_CONCURRENCY: usize = 6;
+    const DEFAULT_PART: u64 = 8 << 20;
+    /// Attempts per ranged GET before the step fails (the step's own retry comes on top).
+    const PART_ATTEMPTS: u32 = 3;
+
+    /// The object chosen, with why.
+    #[derive(Debug, Clone)]
+    struct Chosen {
+        key: String,
+        size: u64,
+        last_modified: Option<DateTime<Utc>>,
+        backup_time: Option<DateTime<Utc>>,
+        considered: usize,
+    }
+
+    struct Client {
+        s3: aws_sdk_s3::Client,
+        /// Who we are, for "access denied" messages (never the secret).
+        principal: String,
+    }
+
+    async fn client(cfg: &S3Fetch) -> Result<Client, StepError> {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        if let Some(p) = &cfg.profile {
+            loader = loader.profile_name(p);
+        }
+        if let Some(r) = &cfg.region {
+            loader = loader.region(aws_config::Region::new(r.clone()));
+        }
+        let shared = loader.load().await;
+        let mut b = aws_sdk_s3::config::Builder::from(&shared)
+            // Ranged GETs cannot be checked against a whole-object checksum; drrun
+            // verifies the whole file itself.
+            .response_checksum_validation(
+                aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired,
+            );
+        if shared.region().is_none() {
+            b = b.region(aws_config::Region::new("us-east-1"));
+        }
+        if let Some(e) = &cfg.endpoint {
+            b = b.endpoint_url(e);
+        }
+        if cfg.path_style {
+            b = b.force_path_style(true);
+        }
+        let principal = principal(&shared, cfg).await;
+        Ok(Client {
+            s3: aws_sdk_s3::Client::from_conf(b.build()),
+            principal,
+        })
+    }
+
+    async fn principal(shared: &aws_config::SdkConfig, cfg: &S3Fetch) -> String {
+        use aws_credential_types::provider::ProvideCredentials;
+        let source = match &cfg.profile {
+            Some(p) => format!("profile `{p}`"),
+            None => "the default credential chain".into(),
+        };
+        match shared.credentials_provider() {
+            Some(p) => match p.provide_credentials().await {
+                Ok(c) => {
+                    let id = c.access_key_id();
+                    let shown = if id.len() > 8 {
+                        format!("{}…{}", &id[..4], &id[id.len() - 4..])
+                    } else {
+                        "…".into()
+                    };
+                    format!("access key {shown} from {source}")
+                }
+                Err(e) => format!("no credentials from {source} ({e})"),
+            },
+            None => format!("no credentials from {source}"),
+        }
+    }
+
+    /// Turns an SDK error into a message and the right retry class.
+    fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
+        err: &SdkError<E>,
+        what: &str,
+        client: &Client,
+        bucket: &str,
+    ) -> StepError {
+        let status = err.raw_response().map(|r| r.status().as_u16());
+        let code = err.code().unwrap_or_default().to_string();
+        match err {
+            SdkError::DispatchFailure(e) => {
+                let class = if e.is_timeout() {
+                    FailureClass::Timeout
+                } else {
+                    FailureClass::Connection
+                };
+                StepError::new(
+                    class,
+                    format!("{what}: cannot reach the S3 endpoint: {}", chain(err)),
+                )
+            }
+            SdkError::TimeoutError(_) => {
+                StepError::new(FailureClass::Timeout, format!("{what}: timed out"))
+            }
+            SdkError::ResponseError(_) => StepError::new(
+                FailureClass::Ambiguous,
+                format!("{what}: the response was cut off: {}", chain(err)),
+            ),
+            _ => match (code.as_str(), status) {
+                (
+                    "AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "Forbidden",
+                    _,
+                )
+                | (_, Some(403)) => StepError::new(
+                    FailureClass::Config,
+                    format!("{what}: access denied ({code}) for {}", client.principal),
+                ),
+                ("NoSuchBucket", _) => StepError::new(
+                    FailureClass::Config,
+                    format!("{what}: bucket `{bucket}` does not exist"),
+                ),
+                ("NoSuchKey" | "NotFound", _) | (_, Some(404)) => {
+                    StepError::new(FailureClass::Config, format!("{what}: no such object"))
+                }
+                ("PreconditionFailed", _) | (_, Some(412)) => StepError::new(
+                    FailureClass::Assertion,
+                    format!(
+                        "{what}: the object changed during the download (ETag no longer matches)"
+                    ),
+                ),
+                (
+                    "SlowDown" | "RequestLimitExceeded" | "ServiceUnavailable" | "InternalError",
+                    _,
+                ) => StepError::new(
+                    FailureClass::Throttled,
+                    format!("{what}: {code} (status {})", status.unwrap_or(0)),
+                ),
+                (_, Some(s)) if s == 429 || s >= 500 => StepError::new(
+                    FailureClass::Throttled,
+                    format!("{what}: {code} (status {s})"),
+                ),
+                _ => StepError::new(
+                    FailureClass::Other,
+                    format!("{what}: {} {}", code, chain(err)),
+                ),
+            },
+        }
+    }
+
+    fn chain(e: &dyn std::error::Error) -> String {
+        let mut text = e.to_string();
+        let mut source = e.source();
+        while let Some(s) = source {
+            let next = s.to_string();
+            if !text.contains(&next) {
+                text.push_str(&format!(": {next}"));
+            }
+            source = s.source();
+        }
+        text
+    }
+
+    fn to_chrono(t: &aws_sdk_s3::primitives::DateTime) -> Option<DateTime<Utc>> {
+        DateTime::from_timestamp(t.secs(), t.subsec_nanos())
+    }
+
+    /// The timestamp in a key, by the configured pattern and format (UTC).
+    pub fn key_timestamp(cfg: &S3Fetch, key: &str) -> Option<DateTime<Utc>> {
+        let pattern = cfg
+            .timestamp_pattern
+            .as_deref()
+            .unwrap_or(DEFAULT_TIMESTAMP_PATTERN);
+        let format = cfg
+            .timestamp_format
+            .as_deref()
+            .unwrap_or(DEFAULT_TIMESTAMP_FORMAT);
+        let re = regex::Regex::new(pattern).ok()?;
+        let ts = re.captures(key)?.name("ts")?.as_str().to_string();
+        NaiveDateTime::parse_from_str(&ts, format)
+            .ok()
+            .or_else(|| {
+                chrono::NaiveDate::parse_from_str(&ts, format)
+                    .ok()
+                    .and_then(|d| d.and_hms_opt(0, 0, 0))
+            })
+            .map(|n| n.and_utc())
+    }
+
+    async fn choose(cfg: &S3Fetch, client: &Client) -> Result<Chosen, StepError> {
+        if let Some(key) = &cfg.key {
+            let mut head = client.s3.head_object().bucket(&cfg.bucket).key(key);
+            if let Some(v) = &cfg.version_id {
+                head = head.version_id(v);
+            }
+            let h = head.send().await.map_err(|e| {
+                classify(
+                    &e,
+                    &format!("s3://{}/{key}", cfg.bucket),
+                    client,
+                    &cfg.bucket,
+                )
+            })?;
+            return Ok(Chosen {
+                key: key.clone(),
+                size: h.content_length().unwrap_or(0).max(0) as u64,
+                last_modified: h.last_modified().and_then(to_chrono),
+                backup_time: key_timestamp(cfg, key),
+                considered: 1,
+            });
+        }
+        let prefix = cfg.prefix.clone().unwrap_or_default();
+        let key_match = cfg
+            .key_match
+            .as_deref()
+            .map(regex::Regex::new)
+            .transpose()
+            .map_err(|e| StepError::config(e.to_string()))?;
+        let mut pages = client
+            .s3
+            .list_objects_v2()
+            .bucket(&cfg.bucket)
+            .prefix(&prefix)
+            .into_paginator()
+            .send();
+        let mut all = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| {
+                classify(
+                    &e,
+                    &format!("listing s3://{}/{prefix}", cfg.bucket),
+                    client,
+                    &cfg.bucket,
+                )
+            })?;
+            for o in page.contents() {
+                if let Some(k) = o.key() {
+                    all.push((
+                        k.to_string(),
+                        o.size().unwrap_or(0).max(0) as u64,
+                        o.last_modified().and_then(to_chrono),
+                    ));
+                }
+            }
+        }
+        let total = all.len();
+        let matching: Vec<_> = all
+            .iter()
+            .filter(|(k, ..)| key_match.as_ref().is_none_or(|re| re.is_match(k)))
+            .collect();
+        let best = match cfg.select {
+            Select::NewestKeyTimestamp => matching
+                .iter()
+                .filter_map(|(k, size, lm)| key_timestamp(cfg, k).map(|ts| (ts, k, *size, *lm)))
+                .max_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)))
+                .map(|(ts, k, size, lm)| Chosen {
+                    key: k.clone(),
+                    size,
+                    last_modified: lm,
+                    backup_time: Some(ts),
+                    considered: total,
+                }),
+            Select::NewestLastModified => matching
+                .iter()
+                .filter(|(_, _, lm)| lm.is_some())
+                .max_by(|a, b| (a.2, &a.0).cmp(&(b.2, &b.0)))
+                .map(|(k, size, lm)| Chosen {
+                    key: k.clone(),
+                    size: *size,
+                    last_modified: *lm,
+                    backup_time: None,
+                    considered: total,
+                }),
+        };
+        best.ok_or_else(|| {
+            let shown: Vec<&str> = all
+                .iter()
+                .rev()
+                .take(10)
+                .map(|(k, ..)| k.as_str())
+                .collect();
+            let why = match cfg.select {
+                Select::NewestKeyTimestamp => "with a timestamp the pattern can read",
+                Select::NewestLastModified => "",
+            };
+            StepError::new(
+                FailureClass::Assertion,
+                format!(
+                    "no object under s3://{}/{prefix} matches{}{} ({total} listed{})",
+                    cfg.bucket,
+                    cfg.key_match
+                        .as_deref()
+                        .map(|m| format!(" /{m}/"))
+                        .unwrap_or_default(),
+                    if why.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" {why}")
+                    },
+                    if shown.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; found e.g. {}", shown.join(", "))
+                    }
+                ),
+            )
+        })
+    }
+
+    /// Refuses a backup that is too old or too small, before any byte is downloaded.
+    fn check_limits(cfg: &S3Fetch, chosen: &Chosen) -> Result<Option<Duration>, StepError> {
+        let when = chosen.backup_time.or(chosen.last_modified);
+        let age = when.and_then(|t| Utc::now().signed_duration_since(t).to_std().ok());
+        if let (Some(max), Some(age)) = (cfg.max_age, age)
+            && age > max.0
+        {
+            return Err(StepError::new(
+                FailureClass::Assertion,
+                format!(
+                    "the newest backup s3://{}/{} is {} old, older than max_age {max} (backup time {})",
+                    cfg.bucket,
+                    chosen.key,
+                    format_duration(Duration::from_secs(age.as_secs())),
+                    when.map(|w| w.to_rfc3339()).unwrap_or_default()
+                ),
+            ));
+        }
+        if let Some(min) = cfg.min_size
+            && chosen.size < min.0
+        {
+            return Err(StepError::new(
+                FailureClass::Assertion,
+                format!(
+                    "s3://{}/{} is {} bytes, smaller than min_size ({} bytes)",
+                    cfg.bucket, chosen.key, chosen.size, min.0
+                ),
+            ));
+        }
+        Ok(age)
+    }
+
+    pub async fn preview(cfg: &S3Fetch) -> Preview {
+        let client = match client(cfg).await {
+            Ok(c) => c,
+            Err(e) => return Preview::cannot(e.message),
+        };
+        match choose(cfg, &client).await {
+            Err(e) => Preview::cannot(e.message),
+            Ok(chosen) => {
+                let mut lines = vec![format!(
+                    "would download s3://{}/{} ({} bytes; chosen among {} listed)",
+                    cfg.bucket, chosen.key, chosen.size, chosen.considered
+                )];
+                match check_limits(cfg, &chosen) {
+                    Ok(age) => lines.push(format!(
+                        "age {}{}",
+                        age.map(|a| format_duration(Duration::from_secs(a.as_secs())))
+                            .unwrap_or_else(|| "unknown".into()),
+                        cfg.max_age
+                            .map(|m| format!(" (max_age {m}: ok)"))
+                            .unwrap_or_default()
+                    )),
+                    Err(e) => lines.push(format!("would refuse: {}", e.message)),
+                }
+                Preview::lines(lines)
+            }
+        }
+    }
+
+    /// Progress of an interrupted download, next to the partial file.
+    #[derive(Debug, Serialize, Deserialize, PartialEq)]
+    struct Partial {
+        bucket: String,
+        key: String,
+        etag: String,
+        version_id: Option<String>,
+        size: u64,
+        /// Bytes from the start that are on disk, fsync'd and hashed in order.
+        verified: u64,
+    }
+
+    /// Written next to a finished download so a re-run can skip it.
+    #[derive(Debug, Serialize, Deserialize, PartialEq)]
+    struct Done {
+        bucket: String,
+        key: String,
+        etag: String,
+        version_id: Option<String>,
+        size: u64,
+        sha256: String,
+    }
+
+    fn sidecar(path: &Path, suffix: &str) -> PathBuf {
+        let mut s = path.as_os_str().to_owned();
+        s.push(suffix);
+        PathBuf::from(s)
+    }
+
+    fn dest_path(cfg: &S3Fetch, ctx: &StepCtx, key: &str) -> PathBuf {
+        let name = key
+            .rsplit('/')
+            .next()
+            .filter(|n| !n.is_empty())
+            .unwrap_or("object");
+        match &cfg.dest {
+            Some(d) if d.ends_with('/') => ctx.resolve_path(d).join(name),
+            Some(d) => {
+                let p = ctx.resolve_path(d);
+                if p.is_dir() { p.join(name) } else { p }
+            }
+            None => ctx.work_dir.join(name),
+        }
+    }
+
+    fn io(path: &Path, e: std::io::Error) -> StepError {
+        StepError::new(FailureClass::Other, format!("{}: {e}", path.display()))
+    }
+
+    pub async fn run(cfg: &S3Fetch, ctx: &StepCtx) -> Result<Outputs, StepError> {
+        let client = client(cfg).await?;
+        let chosen = choose(cfg, &client).await?;
+        let age = check_limits(cfg, &chosen)?;
+        ctx.note(format!(
+            "chose s3://{}/{} ({} bytes) among {} listed",
+            cfg.bucket, chosen.key, chosen.size, chosen.considered
+        ));
+
+        let mut head = client
+            .s3
+            .head_object()
+            .bucket(&cfg.bucket)
+            .key(&chosen.key)
+            .checksum_mode(ChecksumMode::Enabled);
+        if let Some(v) = &cfg.version_id {
+            head = head.version_id(v);
+        }
+        let where_ = format!("s3://{}/{}", cfg.bucket, chosen.key);
+        let h = head
+            .send()
+            .await
+            .map_err(|e| classify(&e, &where_, &client, &cfg.bucket))?;
+        let size = h.content_length().unwrap_or(0).max(0) as u64;
+        let etag = h.e_tag().unwrap_or_default().trim_matches('"').to_string();
+        let version_id = h.version_id().map(str::to_string).filter(|v| v != "null");
+        let full_sha256 = h
+            .checksum_sha256()
+            .filter(|_| {
+                h.checksum_type()
+                    .is_none_or(|t| t.as_str() == "FULL_OBJECT")
+            })
+            .filter(|c| !c.contains('-'))
+            .map(str::to_string);
+
+        let dest = dest_path(cfg, ctx, &chosen.key);
+        if let Some(dir) = dest.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+        }
+        let done_path = sidecar(&dest, ".drrun.json");
+        let sha256 = match reuse_finished(&dest, &done_path, cfg, &chosen.key, &etag, size) {
+            Some(sha) => {
+                ctx.note(format!(
+                    "{} is already downloaded and verified",
+                    dest.display()
+                ));
+                sha
+            }
+            None => {
+                let sha = download(
+                    cfg,
+                    ctx,
+                    &client,
+                    &chosen.key,
+                    &etag,
+                    version_id.as_deref(),
+                    size,
+                    &dest,
+                    full_sha256.as_deref(),
+                )
+                .await?;
+                let done = Done {
+                    bucket: cfg.bucket.clone(),
+                    key: chosen.key.clone(),
+                    etag: etag.clone(),
+                    version_id: version_id.clone(),
+                    size,
+                    sha256: sha.clone(),
+                };
+                std::fs::write(&done_path, serde_json::to_vec(&done).unwrap())
+                    .map_err(|e| io(&done_path, e))?;
+                sha
+            }
+        };
+
+        let mut out = Outputs::new();
+        out.insert("path".into(), json!(dest.display().to_string()));
+        out.insert("bucket".into(), json!(cfg.bucket));
+        out.insert("key".into(), json!(chosen.key));
+        out.insert("version_id".into(), json!(version_id));
+        out.insert("size".into(), json!(size));
+        out.insert("etag".into(), json!(etag));
+        out.insert("sha256".into(), json!(sha256));
+        out.insert(
+            "last_modified".into(),
+            json!(chosen.last_modified.map(|t| t.to_rfc3339())),
+        );
+        out.insert(
+            "backup_time".into(),
+            json!(chosen.backup_time.map(|t| t.to_rfc3339())),
+        );
+        out.insert(
+            "age".into(),
+            json!(age.map(|a| HumanDuration(Duration::from_secs(a.as_secs())).to_string())),
+        );
+        Ok(out)
+    }
+
+    fn reuse_finished(
+        dest: &Path,
+        done_path: &Path,
+        cfg: &S3Fetch,
+        key: &str,
+        etag: &str,
+        size: u64,
+    ) -> Option<String> {
+        let done: Done = serde_json::from_slice(&std::fs::read(done_path).ok()?).ok()?;
+        let on_disk = std::fs::metadata(dest).ok()?.len();
+        (done.bucket == cfg.bucket
+            && done.key == key
+            && done.etag == etag
+            && done.size == size
+            && on_disk == size)
+            .then_some(done.sha256)
+    }
+
+    /// Downloads into `<dest>.drrun-part`, verifies, renames. Parts are fetched in
+    /// parallel but hashed in order, so at most `concurrency` parts are in memory.
+    #[allow(clippy::too_many_arguments)]
+    async fn download(
+        cfg: &S3Fetch,
+        ctx: &StepCtx,
+        client: &Client,
+        key: &str,
+        etag: &str,
+        version_id: Option<&str>,
+        size: u64,
+        dest: &Path,
+        full_sha256: Option<&str>,
+    ) -> Result<String, StepError> {
+        let part_path = sidecar(dest, ".drrun-part");
+        let meta_path = sidecar(dest, ".drrun-part.json");
+        let part_size = cfg
+            .part_size
+            .map(|p| p.0.max(1 << 20))
+            .unwrap_or(DEFAULT_PART);
+        let concurrency = cfg
+            .concurrency
+            .map(|c| c as usize)
+            .unwrap_or(DEFAULT_CONCURRENCY)
+            .max(1);
+
+        // Resume only when the partial download is of this very object version.
+        let previous: Option<Partial> = std::fs::read(&meta_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let mut sha = Sha256::new();
+        let mut md5 = md5::Md5::new();
+        let mut verified = 0u64;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&part_path)
+            .map_err(|e| io(&part_path, e))?;
+        if let Some(p) = previous
+            && p.bucket == cfg.bucket
+            && p.key == key
+            && p.etag == etag
+            && p.size == size
+            && p.version_id.as_deref() == version_id
+        {
+            // Re-hash the verified prefix from disk (local, fast) to continue the digest.
+            let prefix = p
+                .verified
+                .min(file.metadata().map(|m| m.len()).unwrap_or(0));
+            let mut buf = vec![0u8; 1 << 20];
+            file.seek(SeekFrom::Start(0))
+                .map_err(|e| io(&part_path, e))?;
+            while verified < prefix {
+                let want = (prefix - verified).min(buf.len() as u64) as usize;
+                let n = file.read(&mut buf[..want]).map_err(|e| io(&part_path, e))?;
+                if n == 0 {
+                    break;
+                }
+                sha.update(&buf[..n]);
+                md5.update(&buf[..n]);
+                verified += n as u64;
+            }
+            if verified > 0 {
+                ctx.note(format!(
+                    "resuming the download at {verified} of {size} bytes"
+                ));
+            }
+        }
+        file.set_len(size).map_err(|e| io(&part_path, e))?;
+        let write_meta = |verified: u64| -> Result<(), StepError> {
+            let meta = Partial {
+                bucket: cfg.bucket.clone(),
+                key: key.to_string(),
+                etag: etag.to_string(),
+                version_id: version_id.map(str::to_string),
+                size,
+                verified,
+            };
+            let tmp = sidecar(&meta_path, ".tmp");
+            std::fs::write(&tmp, serde_json::to_vec(&meta).unwrap()).map_err(|e| io(&tmp, e))?;
+            std::fs::rename(&tmp, &meta_path).map_err(|e| io(&meta_path, e))
+        };
+        write_meta(verified)?;
+
+        let s3 = Arc::new(client.s3.clone());
+        let mut next_start = verified;
+        let mut in_flight = tokio::task::JoinSet::new();
+        let mut ready: BTreeMap<u64, bytes::Bytes> = BTreeMap::new();
+        let mut failure: Option<StepError> = None;
+        ctx.progress(verified, Some(size));
+        while verified < size {
+            while failure.is_none()
+                && in_flight.len() + ready.len() < concurrency
+                && next_start < size
+            {
+                let start = next_start;
+                let end = (start + part_size).min(size) - 1;
+                next_start = end + 1;
+                let (s3, bucket, key, etag, version) = (
+                    s3.clone(),
+                    cfg.bucket.clone(),
+                    key.to_string(),
+                    etag.to_string(),
+                    version_id.map(str::to_string),
+                );
+                in_flight.spawn(async move {
+                    (
+                        start,
+                        fetch_range(&s3, &bucket, &key, &etag, version.as_deref(), start, end)
+                            .await,
+                    )
+                });
+            }
+            if in_flight.is_empty() && !ready.contains_key(&verified) {
+                break;
+            }
+            if !ready.contains_key(&verified) {
+                tokio::select! {
+                    joined = in_flight.join_next() => {
+                        let (start, result) = joined.expect("in flight").expect("range task");
+                        match result {
+                            Ok(bytes) => { ready.insert(start, bytes); }
+                            Err(RangeError::Sdk(e)) => {
+                                let e = classify(&e, &format!("s3://{}/{key} (bytes {start}-)", cfg.bucket), client, &cfg.bucket);
+                                failure.get_or_insert(e);
+                            }
+                            Err(RangeError::Body(m)) => {
+                                failure.get_or_insert(StepError::new(FailureClass::Ambiguous, format!("s3://{}/{key} (bytes {start}-): {m}", cfg.bucket)));
+                            }
+                        }
+                    }
+                    _ = ctx.cancel.cancelled() => {
+                        in_flight.abort_all();
+                        return Err(StepError::new(FailureClass::Other, "download cancelled"));
+                    }
+                }
+            }
+            // Write and hash every part that is next in order.
+            let mut wrote = false;
+            while let Some(bytes) = ready.remove(&verified) {
+                file.seek(SeekFrom::Start(verified))
+                    .map_err(|e| io(&part_path, e))?;
+                file.write_all(&bytes).map_err(|e| io(&part_path, e))?;
+                sha.update(&bytes);
+                md5.update(&bytes);
+                verified += bytes.len() as u64;
+                wrote = true;
+            }
+            if wrote {
+                // Data first, then the claim that it is there.
+                file.sync_data().map_err(|e| io(&part_path, e))?;
+                write_meta(verified)?;
+                ctx.progress(verified, Some(size));
+            }
+            if failure.is_some() && !ready.contains_key(&verified) {
+                in_flight.abort_all();
+                break;
+            }
+        }
+        if let Some(e) = failure {
+            return Err(StepError::new(
+                e.class,
+                format!(
+                    "{} ({verified} of {size} bytes kept for resuming)",
+                    e.message
+                ),
+            ));
+        }
+        let sha_hex = hex::encode(sha.finalize());
+        let md5_hex = hex::encode(md5.finalize());
+        // A single-part upload's ETag is the md5 of the content; a multipart one is not.
+        let etag_is_md5 = etag.len() == 32 && etag.chars().all(|c| c.is_ascii_hexdigit());
+        let mismatch = if etag_is_md5 && etag != md5_hex {
+            Some(format!("md5 {md5_hex} does not match the ETag {etag}"))
+        } else if let Some(expected) = full_sha256 {
+            use base64_helper::encode;
+            let ours = encode(&hex::decode(&sha_hex).unwrap());
+            (ours != expected)
+                .then(|| format!("sha256 {ours} does not match the stored checksum {expected}"))
+        } else {
+            None
+        };
+        if let Some(m) = mismatch {
+            let _ = std::fs::remove_file(&part_path);
+            let _ = std::fs::remove_file(&meta_path);
+            return Err(StepError::new(
+                FailureClass::Assertion,
+                format!(
+                    "checksum mismatch for s3://{}/{key}: {m}; the partial file was removed",
+                    cfg.bucket
+                ),
+            ));
+        }
+        file.sync_all().map_err(|e| io(&part_path, e))?;
+        drop(file);
+        std::fs::rename(&part_path, dest).map_err(|e| io(dest, e))?;
+        if let Some(dir) = dest.parent() {
+            crate::state::journal::sync_dir(dir);
+        }
+        let _ = std::fs::remove_file(&meta_path);
+        Ok(sha_hex)
+    }
+
+    enum RangeError {
+        Sdk(Box<SdkError<aws_sdk_s3::operation::get_object::GetObjectError>>),
+        /// The body ended early or broke off.
+        Body(String),
+    }
+
+    async fn fetch_range(
+        s3: &aws_sdk_s3::Client,
+        bucket: &str,
+        key: &str,
+        etag: &str,
+        version: Option<&str>,
+        start: u64,
+        end: u64,
+    ) -> Result<bytes::Bytes, RangeError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut req = s3
+                .get_object()
+                .bucket(bucket)
+                .key(key)
+                .range(format!("bytes={start}-{end}"));
+            if !etag.is_empty() {
+                // Every part must come from the same object version.
+                req = req.if_match(format!("\"{etag}\""));
+            }
+            if let Some(v) = version {
+                req = req.version_id(v);
+            }
+            let error = match req.send().await {
+                Ok(out) => match out.body.collect().await {
+                    Ok(data) if data.remaining() as u64 == end - start + 1 => {
+                        return Ok(data.into_bytes());
+                    }
+                    Ok(data) => RangeError::Body(format!(
+                        "expected {} bytes, got {}",
+                        end - start + 1,
+                        data.remaining()
+                    )),
+                    Err(e) => RangeError::Body(chain(&e)),
+                },
+                Err(e) => {
+                    let transient =
+                        matches!(
+                            e,
+                            SdkError::DispatchFailure(_)
+                                | SdkError::TimeoutError(_)
+                                | SdkError::ResponseError(_)
+                        ) || e.raw_response().is_some_and(|r| r.status().as_u16() >= 500);
+                    if !transient {
+                        return Err(RangeError::Sdk(Box::new(e)));
+                    }
+                    RangeError::Sdk(Box::new(e))
+                }
+            };
+            if attempt >= PART_ATTEMPTS {
+                return Err(error);
+            }
+            tokio::time::sleep(Duration::from_millis(250 * attempt as u64)).await;
+        }
+    }
+
+    mod base64_helper {
+        const TABLE: &[u8; 64] =
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+        pub fn encode(data: &[u8]) -> String {
+            let mut out = String::new();
+            for chunk in data.chunks(3) {
+                let b = [
+                    chunk[0],
+                    *chunk.get(1).unwrap_or(&0),
+                    *chunk.get(2).unwrap_or(&0),
+                ];
+                let n = ((b[0] as u32) << 16) | ((b[1] as u32) << 8) | b[2] as u32;
+                for i in 0..4 {
+                    if i <= chunk.len() {
+                        out.push(TABLE[((n >> (18 - 6 * i)) & 63) as usize] as char);
+                    } else {
+                        out.push('=');
+                    }
+                }
+            }
+            out
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        fn cfg() -> S3Fetch {
+            serde_json::from_value(json!({"bucket": "b", "prefix": "acme/daily-"})).unwrap()
+        }
+
+        #[test]
+        fn key_timestamps_default_pattern() {
+            let c = cfg();
+            let t = key_timestamp(&c, "acme/daily-acme-202611240300.pgdump").unwrap();
+            assert_eq!(t.to_rfc3339(), "2026-11-24T03:00:00+00:00");
+            assert!(
+                key_timestamp(&c, "acme/daily-acme-202613240300.pgdump").is_none(),
+                "month 13"
+            );
+            assert!(key_timestamp(&c, "acme/daily-acme-latest.pgdump").is_none());
+            assert!(
+                key_timestamp(&c, "acme/daily-acme-20261124030.pgdump").is_none(),
+                "11 digits"
+            );
+        }
+
+        #[test]
+        fn base64_matches_the_standard() {
+            assert_eq!(base64_helper::encode(b"hello"), "aGVsbG8=");
+            assert_eq!(base64_helper::encode(b"hell"), "aGVsbA==");
+            assert_eq!(base64_helper::encode(b"hel"), "aGVs");
+        }
     }
 }

@@ -5,5 +5,8 @@ mod http;
 mod pg;
 #[path = "../support/pg.rs"]
 mod pg_support;
+mod s3;
+#[path = "../support/s3.rs"]
+mod s3_support;
 mod support;
 mod validate;

@@ -1,0 +1,391 @@
+//! `s3.fetch` against a real SeaweedFS server.
+
+use std::path::Path;
+use std::time::Duration;
+
+use sha2::Digest;
+
+use crate::s3_support::{ACCESS_KEY, S3Server, SECRET_KEY};
+use crate::support::{drrun, journal, run_cmd, wait_for};
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Runtime::new().unwrap()
+}
+
+fn put(
+    rt: &tokio::runtime::Runtime,
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    body: Vec<u8>,
+) {
+    rt.block_on(async {
+        s3.put_object()
+            .bucket(bucket)
+            .key(key)
+            .body(body.into())
+            .send()
+            .await
+            .unwrap();
+    });
+}
+
+fn bucket(rt: &tokio::runtime::Runtime, s3: &aws_sdk_s3::Client, name: &str) {
+    rt.block_on(async { s3.create_bucket().bucket(name).send().await.unwrap() });
+}
+
+fn stamp(hours_ago: i64) -> String {
+    (chrono::Utc::now() - chrono::Duration::hours(hours_ago))
+        .format("%Y%m%d%H%M")
+        .to_string()
+}
+
+fn fetch_playbook(
+    dir: &Path,
+    server: &S3Server,
+    with: &str,
+    step_extra: &str,
+) -> std::path::PathBuf {
+    let dest = if with.contains("dest:") {
+        String::new()
+    } else {
+        format!("dest: {}/", dir.join("downloads").display())
+    };
+    let text = format!(
+        r#"
+version: 1
+name: fetch
+objectives: {{ rpo: 26h }}
+steps:
+  backup:
+    kind: s3.fetch
+    {step_extra}
+    with:
+      endpoint: {}
+      path_style: true
+      region: us-east-1
+      {dest}
+      {with}
+"#,
+        server.endpoint(),
+    );
+    let path = dir.join("fetch.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn drrun_s3(dir: &Path, args: &[&std::ffi::OsStr]) -> std::process::Command {
+    let mut cmd = drrun();
+    cmd.current_dir(dir)
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", dir.join("no-aws-config"))
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            dir.join("no-aws-credentials"),
+        )
+        .args(args);
+    cmd
+}
+
+fn fetch(dir: &Path, pb: &Path) -> crate::support::Out {
+    let state = dir.join("state");
+    run_cmd(&mut drrun_s3(
+        dir,
+        &[pb.as_os_str(), "--state-dir".as_ref(), state.as_os_str()],
+    ))
+}
+
+fn outputs(dir: &Path) -> serde_json::Value {
+    journal(&dir.join("state"))
+        .into_iter()
+        .rev()
+        .find(|r| r["type"] == "step_succeeded")
+        .map(|r| r["outputs"].clone())
+        .unwrap_or_default()
+}
+
+#[test]
+fn selects_the_newest_backup_among_thousands_of_keys_and_refuses_stale_ones() {
+    let server = S3Server::start();
+    let s3 = server.client();
+    let rt = rt();
+    bucket(&rt, &s3, "acme-hosting-services");
+    // 1,100 old backups (more than one listing page), then the newest, which sorts last.
+    rt.block_on(async {
+        use futures::StreamExt;
+        futures::stream::iter(0..1100)
+            .map(|i| {
+                let s3 = s3.clone();
+                async move {
+                    let key = format!("acme/daily-acme-{}.pgdump", stamp(100 + i));
+                    s3.put_object()
+                        .bucket("acme-hosting-services")
+                        .key(key)
+                        .body(vec![b'o'; 10].into())
+                        .send()
+                        .await
+                        .unwrap();
+                }
+            })
+            .buffer_unordered(32)
+            .collect::<Vec<_>>()
+            .await;
+    });
+    let newest_key = format!("acme/daily-acme-{}.pgdump", stamp(2));
+    let newest_body: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    put(
+        &rt,
+        &s3,
+        "acme-hosting-services",
+        &newest_key,
+        newest_body.clone(),
+    );
+    // Keys that almost match: an impossible month, no timestamp, another extension.
+    put(
+        &rt,
+        &s3,
+        "acme-hosting-services",
+        "acme/daily-acme-209913010000.pgdump",
+        b"bad month".to_vec(),
+    );
+    put(
+        &rt,
+        &s3,
+        "acme-hosting-services",
+        "acme/daily-acme-latest.pgdump",
+        b"no ts".to_vec(),
+    );
+    put(
+        &rt,
+        &s3,
+        "acme-hosting-services",
+        &format!("acme/daily-acme-{}.txt", stamp(1)),
+        b"notes".to_vec(),
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let pb = fetch_playbook(
+        dir.path(),
+        &server,
+        r#"bucket: acme-hosting-services
+      prefix: acme/daily-
+      match: '\.pgdump$'
+      max_age: "{{ objectives.rpo }}"
+      min_size: 1MB
+      part_size: 1MiB"#,
+        "",
+    );
+    // `plan` lists and selects read-only.
+    let plan = run_cmd(&mut drrun_s3(
+        dir.path(),
+        &["plan".as_ref(), pb.as_os_str()],
+    ));
+    assert_eq!(plan.code, 0, "{}", plan.stderr);
+    assert!(
+        plan.stdout.contains(&format!(
+            "would download s3://acme-hosting-services/{newest_key}"
+        )),
+        "{}",
+        plan.stdout
+    );
+    assert!(plan.stdout.contains("(max_age 26h: ok)"), "{}", plan.stdout);
+    assert!(
+        !dir.path().join("downloads").exists(),
+        "plan downloads nothing"
+    );
+
+    let out = fetch(dir.path(), &pb);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let o = outputs(dir.path());
+    assert_eq!(o["key"], newest_key);
+    assert_eq!(o["size"], 3_000_000);
+    assert_eq!(o["sha256"], hex::encode(sha2::Sha256::digest(&newest_body)));
+    assert_eq!(
+        std::fs::read(o["path"].as_str().unwrap()).unwrap(),
+        newest_body
+    );
+    assert!(
+        o["backup_time"]
+            .as_str()
+            .unwrap()
+            .starts_with(&chrono::Utc::now().format("%Y-").to_string())
+    );
+    assert!(out.stderr.contains("among 1104 listed"), "{}", out.stderr);
+
+    // newest-last-modified picks the last upload, whatever its name says.
+    put(
+        &rt,
+        &s3,
+        "acme-hosting-services",
+        "acme/daily-acme-201001010000.pgdump",
+        vec![b'x'; 2_000_000],
+    );
+    let pb = fetch_playbook(
+        dir.path(),
+        &server,
+        "bucket: acme-hosting-services\n      prefix: acme/daily-\n      select: newest-last-modified",
+        "",
+    );
+    std::fs::remove_dir_all(dir.path().join("state")).unwrap();
+    let out = fetch(dir.path(), &pb);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        outputs(dir.path())["key"],
+        "acme/daily-acme-201001010000.pgdump"
+    );
+
+    // A backup older than max_age is refused before any byte is downloaded.
+    bucket(&rt, &s3, "stale");
+    put(
+        &rt,
+        &s3,
+        "stale",
+        &format!("acme/daily-acme-{}.pgdump", stamp(30)),
+        vec![b's'; 10],
+    );
+    let pb = fetch_playbook(
+        dir.path(),
+        &server,
+        "bucket: stale\n      prefix: acme/\n      max_age: 26h\n      dest: stale-downloads/",
+        "",
+    );
+    std::fs::remove_dir_all(dir.path().join("state")).unwrap();
+    let out = fetch(dir.path(), &pb);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("old, older than max_age 26h"),
+        "{}",
+        out.stderr
+    );
+    assert!(!dir.path().join("stale-downloads").exists());
+
+    // Nothing matches: the error lists what was found.
+    let pb = fetch_playbook(
+        dir.path(),
+        &server,
+        "bucket: acme-hosting-services\n      prefix: acme/daily-\n      match: 'weekly'",
+        "",
+    );
+    std::fs::remove_dir_all(dir.path().join("state")).unwrap();
+    let out = fetch(dir.path(), &pb);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr
+            .contains("no object under s3://acme-hosting-services/acme/daily- matches /weekly/"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("found e.g. acme/daily-acme-"),
+        "{}",
+        out.stderr
+    );
+
+    // Wrong credentials: access denied, naming the principal but not the secret.
+    let out = run_cmd(
+        drrun_s3(dir.path(), &[pb.as_os_str()])
+            .env("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+            .env("AWS_ACCESS_KEY_ID", "AKIAWRONGWRONG1234"),
+    );
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("access denied") && out.stderr.contains("AKIA…1234"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("not-the-secret"));
+}
+
+#[test]
+fn a_256_mib_download_survives_the_server_dying_and_detects_corruption() {
+    let mut server = S3Server::start();
+    let s3 = server.client();
+    let rt = rt();
+    bucket(&rt, &s3, "big");
+    let body: Vec<u8> = (0..256u64 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let expected = hex::encode(sha2::Sha256::digest(&body));
+    put(&rt, &s3, "big", "acme/daily-acme-big.pgdump", body);
+    let dir = tempfile::tempdir().unwrap();
+    let pb = fetch_playbook(
+        dir.path(),
+        &server,
+        "bucket: big\n      key: acme/daily-acme-big.pgdump\n      concurrency: 2\n      part_size: 4MiB",
+        "retry: { attempts: 30, backoff: 500ms, max_backoff: 1s, on: [connection, throttled, ambiguous, timeout] }",
+    );
+    let state = dir.path().join("state");
+    let child = drrun_s3(
+        dir.path(),
+        &[pb.as_os_str(), "--state-dir".as_ref(), state.as_os_str()],
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    // Kill the server once some of the file is on disk and verified.
+    let meta = dir
+        .path()
+        .join("downloads/daily-acme-big.pgdump.drrun-part.json");
+    let progressed = wait_for(Duration::from_secs(60), || {
+        std::fs::read(&meta)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .is_some_and(|m| m["verified"].as_u64().unwrap_or(0) > 0)
+    });
+    assert!(progressed, "the download started");
+    server.kill();
+    // Keep it down until the step's attempt has failed (the SDK's own retries ride out a
+    // short outage), so the next attempt must resume from the bytes on disk.
+    let failed_once = wait_for(Duration::from_secs(120), || {
+        journal(&state).iter().any(|r| r["type"] == "step_retrying")
+    });
+    assert!(failed_once, "the attempt failed while the server was down");
+    server.restart();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("resuming the download at"),
+        "resumed, not restarted: {stderr}"
+    );
+    let o = outputs(dir.path());
+    assert_eq!(o["sha256"], expected);
+    assert_eq!(o["size"], 256u64 << 20);
+    let path = o["path"].as_str().unwrap().to_string();
+    assert!(!Path::new(&format!("{path}.drrun-part")).exists());
+
+    // A corrupted partial file (same object, wrong bytes) is caught by the ETag check,
+    // removed, and never retried silently.
+    std::fs::remove_file(&path).unwrap();
+    std::fs::remove_file(format!("{path}.drrun.json")).unwrap();
+    let etag = o["etag"].as_str().unwrap();
+    std::fs::write(format!("{path}.drrun-part"), vec![0u8; 4 << 20]).unwrap();
+    std::fs::write(
+        format!("{path}.drrun-part.json"),
+        format!(r#"{{"bucket":"big","key":"acme/daily-acme-big.pgdump","etag":"{etag}","version_id":null,"size":{},"verified":{}}}"#, 256u64 << 20, 4u64 << 20),
+    )
+    .unwrap();
+    std::fs::remove_dir_all(&state).unwrap();
+    let out = fetch(dir.path(), &pb);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("checksum mismatch")
+            && out.stderr.contains("the partial file was removed"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains("retry"),
+        "a checksum mismatch is not retried: {}",
+        out.stderr
+    );
+    assert!(!Path::new(&format!("{path}.drrun-part")).exists());
+    // The next run starts clean and gets it right.
+    std::fs::remove_dir_all(&state).unwrap();
+    let out = fetch(dir.path(), &pb);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(outputs(dir.path())["sha256"], expected);
+}
