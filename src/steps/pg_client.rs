@@ -208,15 +208,33 @@ pub struct ClientOutput {
     pub stderr: String,
 }
 
-/// Runs a prepared command to the end, cancellable, with `stdin` fed from memory.
+/// What a client program reads on its standard input.
+pub enum Input {
+    None,
+    Bytes(Vec<u8>),
+    /// An S3 object streamed through, reporting bytes copied.
+    Stream(
+        aws_sdk_s3::primitives::ByteStream,
+        Box<dyn Fn(u64) + Send + Sync>,
+    ),
+}
+
+impl From<Option<Vec<u8>>> for Input {
+    fn from(bytes: Option<Vec<u8>>) -> Self {
+        bytes.map_or(Input::None, Input::Bytes)
+    }
+}
+
+/// Runs a prepared command to the end, cancellable, with `stdin` fed from memory or a stream.
 pub async fn run_client(
     mut cmd: tokio::process::Command,
     program: &str,
-    stdin: Option<Vec<u8>>,
+    stdin: impl Into<Input>,
     cancel: &tokio_util::sync::CancellationToken,
 ) -> Result<ClientOutput, StepError> {
     use tokio::io::AsyncWriteExt;
-    if stdin.is_some() {
+    let stdin = stdin.into();
+    if !matches!(stdin, Input::None) {
         cmd.stdin(Stdio::piped());
     }
     let mut child = cmd.spawn().map_err(|e| {
@@ -225,11 +243,37 @@ pub async fn run_client(
         ))
     })?;
     let mut group = crate::process::GroupGuard::register(child.id().unwrap_or(0) as i32);
-    if let (Some(data), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        tokio::spawn(async move {
+    let input_error = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
+    let feeder = match (stdin, child.stdin.take()) {
+        (Input::Bytes(data), Some(mut pipe)) => Some(tokio::spawn(async move {
             let _ = pipe.write_all(&data).await;
-        });
-    }
+        })),
+        (Input::Stream(mut stream, progress), Some(mut pipe)) => {
+            let error = input_error.clone();
+            Some(tokio::spawn(async move {
+                let mut copied = 0u64;
+                loop {
+                    match stream.next().await {
+                        None => break,
+                        Some(Ok(chunk)) => {
+                            // The reader exiting early is reported through its own exit code.
+                            if pipe.write_all(&chunk).await.is_err() {
+                                break;
+                            }
+                            copied += chunk.len() as u64;
+                            progress(copied);
+                        }
+                        Some(Err(e)) => {
+                            *error.lock().unwrap() = Some(format!("reading the S3 object: {e}"));
+                            break;
+                        }
+                    }
+                }
+                // Dropping the pipe closes the reader's stdin.
+            }))
+        }
+        _ => None,
+    };
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
     let read = |pipe: Option<tokio::process::ChildStdout>| async move {
@@ -257,8 +301,14 @@ pub async fn run_client(
         }
     };
     group.disarm();
+    if let Some(f) = feeder {
+        let _ = f.await;
+    }
     let stdout = String::from_utf8_lossy(&out_task.await.unwrap_or_default()).into_owned();
     let stderr = String::from_utf8_lossy(&err_task.await.unwrap_or_default()).into_owned();
+    if let Some(e) = input_error.lock().unwrap().take() {
+        return Err(StepError::new(FailureClass::Connection, e));
+    }
     Ok(ClientOutput {
         code: status.code(),
         stdout,

@@ -107,6 +107,9 @@ pub struct PgRestore {
     /// Directory holding `pg_restore` and `psql` (default: found on PATH).
     #[serde(default)]
     pub pg_bin: Option<String>,
+    /// How to reach S3 when `archive` is an `s3://` URL (endpoint, region, profile).
+    #[serde(default)]
+    pub s3: Option<super::s3_fetch::S3Access>,
     /// How many of the largest tables to report row estimates for (default 10).
     #[serde(default)]
     pub top_tables: Option<u32>,
@@ -403,9 +406,7 @@ async fn restore(cfg: &PgRestore, ctx: &StepCtx) -> Result<Outputs, StepError> {
     ctx.guards
         .check_pg(&maintenance.host_for_guard(), &conn.database)?;
     if cfg.archive.starts_with("s3://") {
-        return Err(StepError::config(
-            "streaming an s3:// archive needs the s3.fetch runtime, which is not in this build: fetch it with an s3.fetch step and restore `{{ steps.<id>.outputs.path }}`",
-        ));
+        return restore_streamed(cfg, ctx, &conn, &maintenance).await;
     }
     let path = ctx.resolve_path(&cfg.archive);
     let format = detect_format(&path)?;
@@ -453,26 +454,7 @@ async fn restore(cfg: &PgRestore, ctx: &StepCtx) -> Result<Outputs, StepError> {
         }
     }
 
-    if cfg.recreate {
-        let db = &conn.database;
-        let owner = cfg
-            .owner
-            .as_ref()
-            .map(|o| format!(" OWNER {}", ident(o)))
-            .unwrap_or_default();
-        let sql = format!(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = {} AND pid <> pg_backend_pid();\n\
-             DROP DATABASE IF EXISTS {};\nCREATE DATABASE {}{owner};\n",
-            literal(db),
-            ident(db),
-            ident(db)
-        );
-        psql(&maintenance, &cfg.pg_bin, &sql, ctx).await?;
-        ctx.note(format!("recreated database {db}"));
-    }
-    for sql in &cfg.pre_sql {
-        psql(&conn, &cfg.pg_bin, sql, ctx).await?;
-    }
+    prepare_target(cfg, ctx, &conn, &maintenance).await?;
 
     let jobs_allowed = matches!(format, Format::Custom | Format::Directory);
     let out = if format.uses_pg_restore() {
@@ -530,82 +512,7 @@ async fn restore(cfg: &PgRestore, ctx: &StepCtx) -> Result<Outputs, StepError> {
         run_client(cmd, "psql", input, &ctx.cancel).await?
     };
 
-    let errors = restore_errors(&out.stderr);
-    if errors.is_empty() && out.code != Some(0) {
-        if let Some(e) = connection_error(&conn, &out.stderr) {
-            return Err(e);
-        }
-        return Err(StepError::new(
-            FailureClass::Other,
-            format!(
-                "restore into {} failed: {}",
-                conn.describe(),
-                clean(&out.stderr)
-            ),
-        ));
-    }
-    let allow: Vec<regex::Regex> = cfg
-        .allow_errors
-        .iter()
-        .filter_map(|p| regex::Regex::new(p).ok())
-        .collect();
-    let (allowed, unexpected): (Vec<String>, Vec<String>) = errors
-        .into_iter()
-        .partition(|e| allow.iter().any(|re| re.is_match(e)));
-    if !unexpected.is_empty() {
-        let shown: Vec<&str> = unexpected.iter().take(5).map(String::as_str).collect();
-        return Err(StepError::new(
-            FailureClass::Assertion,
-            format!(
-                "{} restore error(s) not matched by `allow_errors` ({} allowed): {}",
-                unexpected.len(),
-                allowed.len(),
-                shown.join(" | ")
-            ),
-        ));
-    }
-    for w in &allowed {
-        ctx.note(format!("allowed restore error: {w}"));
-    }
-    let duration = started.elapsed().as_secs_f64();
-    if cfg.analyze {
-        psql(&conn, &cfg.pg_bin, "ANALYZE;", ctx).await?;
-    }
-    let top = cfg.top_tables.unwrap_or(10);
-    let stats_sql = format!(
-        "SELECT json_build_object(\
-           'tables', (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-                      WHERE c.relkind IN ('r','p') AND n.nspname NOT IN ('pg_catalog','information_schema') AND n.nspname NOT LIKE 'pg_toast%'),\
-           'size_bytes', pg_database_size(current_database()),\
-           'largest_tables', (SELECT coalesce(json_agg(t), '[]'::json) FROM (\
-               SELECT n.nspname || '.' || c.relname AS table, greatest(c.reltuples, 0)::bigint AS rows_estimate, pg_total_relation_size(c.oid) AS bytes \
-               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-               WHERE c.relkind IN ('r','p') AND n.nspname NOT IN ('pg_catalog','information_schema') AND n.nspname NOT LIKE 'pg_toast%' \
-               ORDER BY pg_total_relation_size(c.oid) DESC, 1 LIMIT {top}) t))"
-    );
-    let stats: serde_json::Value = serde_json::from_str(
-        psql(&conn, &cfg.pg_bin, &stats_sql, ctx).await?.trim(),
-    )
-    .map_err(|e| {
-        StepError::new(
-            FailureClass::Other,
-            format!("reading restore statistics: {e}"),
-        )
-    })?;
-    let mut outputs = Outputs::new();
-    outputs.insert("database".into(), json!(conn.database));
-    outputs.insert("format".into(), json!(format.as_str()));
-    outputs.insert("mode".into(), json!("file"));
-    outputs.insert(
-        "duration".into(),
-        json!((duration * 1000.0).round() / 1000.0),
-    );
-    outputs.insert("errors_ignored".into(), json!(allowed.len()));
-    outputs.insert("warnings".into(), json!(allowed));
-    outputs.insert("tables".into(), stats["tables"].clone());
-    outputs.insert("size_bytes".into(), stats["size_bytes"].clone());
-    outputs.insert("largest_tables".into(), stats["largest_tables"].clone());
-    Ok(outputs)
+    finish_restore(cfg, ctx, &conn, &out, format.as_str(), "file", started).await
 }
 
 /// Read-only preview: the target (exists? how big?), what would happen to it, and the
@@ -745,6 +652,194 @@ fn toc_summary(toc: &str) -> String {
         version("Dumped by pg_dump version").unwrap_or_else(|| "?".into()),
         version("Dumped from database version").unwrap_or_else(|| "?".into())
     )
+}
+
+/// Recreates the target when asked, then runs `pre_sql` in it.
+async fn prepare_target(
+    cfg: &PgRestore,
+    ctx: &StepCtx,
+    conn: &Conn,
+    maintenance: &Conn,
+) -> Result<(), StepError> {
+    if cfg.recreate {
+        let db = &conn.database;
+        let owner = cfg
+            .owner
+            .as_ref()
+            .map(|o| format!(" OWNER {}", ident(o)))
+            .unwrap_or_default();
+        let sql = format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = {} AND pid <> pg_backend_pid();\n\
+             DROP DATABASE IF EXISTS {};\nCREATE DATABASE {}{owner};\n",
+            literal(db),
+            ident(db),
+            ident(db)
+        );
+        psql(maintenance, &cfg.pg_bin, &sql, ctx).await?;
+        ctx.note(format!("recreated database {db}"));
+    }
+    for sql in &cfg.pre_sql {
+        psql(conn, &cfg.pg_bin, sql, ctx).await?;
+    }
+
+    Ok(())
+}
+
+/// Judges the restore's errors, analyzes, and gathers the outputs.
+async fn finish_restore(
+    cfg: &PgRestore,
+    ctx: &StepCtx,
+    conn: &Conn,
+    out: &super::pg_client::ClientOutput,
+    format: &str,
+    mode: &str,
+    started: Instant,
+) -> Result<Outputs, StepError> {
+    let errors = restore_errors(&out.stderr);
+    if errors.is_empty() && out.code != Some(0) {
+        if let Some(e) = connection_error(conn, &out.stderr) {
+            return Err(e);
+        }
+        return Err(StepError::new(
+            FailureClass::Other,
+            format!(
+                "restore into {} failed: {}",
+                conn.describe(),
+                clean(&out.stderr)
+            ),
+        ));
+    }
+    let allow: Vec<regex::Regex> = cfg
+        .allow_errors
+        .iter()
+        .filter_map(|p| regex::Regex::new(p).ok())
+        .collect();
+    let (allowed, unexpected): (Vec<String>, Vec<String>) = errors
+        .into_iter()
+        .partition(|e| allow.iter().any(|re| re.is_match(e)));
+    if !unexpected.is_empty() {
+        let shown: Vec<&str> = unexpected.iter().take(5).map(String::as_str).collect();
+        return Err(StepError::new(
+            FailureClass::Assertion,
+            format!(
+                "{} restore error(s) not matched by `allow_errors` ({} allowed): {}",
+                unexpected.len(),
+                allowed.len(),
+                shown.join(" | ")
+            ),
+        ));
+    }
+    for w in &allowed {
+        ctx.note(format!("allowed restore error: {w}"));
+    }
+    let duration = started.elapsed().as_secs_f64();
+    if cfg.analyze {
+        psql(conn, &cfg.pg_bin, "ANALYZE;", ctx).await?;
+    }
+    let top = cfg.top_tables.unwrap_or(10);
+    let stats_sql = format!(
+        "SELECT json_build_object(\
+           'tables', (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                      WHERE c.relkind IN ('r','p') AND n.nspname NOT IN ('pg_catalog','information_schema') AND n.nspname NOT LIKE 'pg_toast%'),\
+           'size_bytes', pg_database_size(current_database()),\
+           'largest_tables', (SELECT coalesce(json_agg(t), '[]'::json) FROM (\
+               SELECT n.nspname || '.' || c.relname AS table, greatest(c.reltuples, 0)::bigint AS rows_estimate, pg_total_relation_size(c.oid) AS bytes \
+               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+               WHERE c.relkind IN ('r','p') AND n.nspname NOT IN ('pg_catalog','information_schema') AND n.nspname NOT LIKE 'pg_toast%' \
+               ORDER BY pg_total_relation_size(c.oid) DESC, 1 LIMIT {top}) t))"
+    );
+    let stats: serde_json::Value = serde_json::from_str(
+        psql(conn, &cfg.pg_bin, &stats_sql, ctx).await?.trim(),
+    )
+    .map_err(|e| {
+        StepError::new(
+            FailureClass::Other,
+            format!("reading restore statistics: {e}"),
+        )
+    })?;
+    let mut outputs = Outputs::new();
+    outputs.insert("database".into(), json!(conn.database));
+    outputs.insert("format".into(), json!(format));
+    outputs.insert("mode".into(), json!(mode));
+    outputs.insert(
+        "duration".into(),
+        json!((duration * 1000.0).round() / 1000.0),
+    );
+    outputs.insert("errors_ignored".into(), json!(allowed.len()));
+    outputs.insert("warnings".into(), json!(allowed));
+    outputs.insert("tables".into(), stats["tables"].clone());
+    outputs.insert("size_bytes".into(), stats["size_bytes"].clone());
+    outputs.insert("largest_tables".into(), stats["largest_tables"].clone());
+    Ok(outputs)
+}
+
+/// Restores an `s3://` custom-format archive by streaming the object into `pg_restore`'s
+/// standard input: no temporary file, and no parallel jobs (those need a seekable file).
+async fn restore_streamed(
+    cfg: &PgRestore,
+    ctx: &StepCtx,
+    conn: &Conn,
+    maintenance: &Conn,
+) -> Result<Outputs, StepError> {
+    let access = cfg.s3.clone().unwrap_or_default();
+    // Peek at the header first, so a wrong format fails before anything is dropped.
+    let (head, _) = super::s3_fetch::open_object(&access, &cfg.archive).await?;
+    let first = head.collect().await.map(|d| d.into_bytes()).map_err(|e| {
+        StepError::new(
+            FailureClass::Connection,
+            format!("reading {}: {e}", cfg.archive),
+        )
+    })?;
+    if !first.starts_with(b"PGDMP") {
+        return Err(StepError::config(format!(
+            "{} is not a custom-format (pg_dump -Fc) archive; only those can be streamed: fetch it with s3.fetch first",
+            cfg.archive
+        )));
+    }
+    drop(first);
+    let note = if cfg.jobs.is_some_and(|j| j > 1) {
+        " (`jobs` ignored: parallel restore needs a file)"
+    } else {
+        ""
+    };
+    ctx.note(format!(
+        "streaming {} into pg_restore{note}; archive verification is skipped in this mode",
+        cfg.archive
+    ));
+    let started = Instant::now();
+    prepare_target(cfg, ctx, conn, maintenance).await?;
+    let (stream, size) = super::s3_fetch::open_object(&access, &cfg.archive).await?;
+    let mut cmd = conn.command(&cfg.pg_bin, "pg_restore");
+    cmd.args(["--no-password", "-d", &conn.database]);
+    if cfg.no_owner {
+        cmd.arg("--no-owner");
+    }
+    if cfg.no_privileges {
+        cmd.arg("--no-privileges");
+    }
+    for schema in cfg.schema.as_ref().map(|s| s.to_vec()).unwrap_or_default() {
+        cmd.args(["--schema", &schema]);
+    }
+    if cfg.clean {
+        cmd.arg("--clean");
+    }
+    if cfg.if_exists {
+        cmd.arg("--if-exists");
+    }
+    if cfg.single_transaction {
+        cmd.arg("--single-transaction");
+    }
+    cmd.args(&cfg.extra_args);
+    let progress_ctx = ctx.clone();
+    let progress = Box::new(move |done: u64| progress_ctx.progress(done, Some(size)));
+    let out = run_client(
+        cmd,
+        "pg_restore",
+        super::pg_client::Input::Stream(stream, progress),
+        &ctx.cancel,
+    )
+    .await?;
+    finish_restore(cfg, ctx, conn, &out, "custom", "stream", started).await
 }
 
 #[cfg(test)]

@@ -73,6 +73,38 @@ pub struct S3Fetch {
     pub part_size: Option<ByteSize>,
 }
 
+/// How to reach an S3 (or S3-compatible) store; credentials come from the standard AWS
+/// chain (environment, shared profiles, SSO, web identity, instance metadata).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct S3Access {
+    /// AWS region (default: from the profile or environment; `us-east-1` otherwise).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Endpoint URL of an S3-compatible store, e.g. `http://127.0.0.1:8333`.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Use path-style addressing, as most S3-compatible stores need.
+    #[serde(default)]
+    pub path_style: bool,
+    /// Shared-config profile to take credentials from.
+    #[serde(default)]
+    pub profile: Option<String>,
+}
+
+impl S3Fetch {
+    fn access(&self) -> S3Access {
+        S3Access {
+            region: self.region.clone(),
+            endpoint: self.endpoint.clone(),
+            path_style: self.path_style,
+            profile: self.profile.clone(),
+        }
+    }
+}
+
+pub use runtime::open_object;
+
 /// How `s3.fetch` picks an object under `prefix`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
@@ -189,7 +221,7 @@ mod runtime {
     use serde_json::json;
     use sha2::Sha256;
 
-    use super::{DEFAULT_TIMESTAMP_FORMAT, DEFAULT_TIMESTAMP_PATTERN, S3Fetch, Select};
+    use super::{DEFAULT_TIMESTAMP_FORMAT, DEFAULT_TIMESTAMP_PATTERN, S3Access, S3Fetch, Select};
     use crate::duration::{HumanDuration, format_duration};
     use crate::playbook::model::FailureClass;
     use crate::steps::{Outputs, Preview, StepCtx, StepError};
@@ -215,7 +247,7 @@ mod runtime {
         principal: String,
     }
 
-    async fn client(cfg: &S3Fetch) -> Result<Client, StepError> {
+    async fn client(cfg: &S3Access) -> Result<Client, StepError> {
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
         if let Some(p) = &cfg.profile {
             loader = loader.profile_name(p);
@@ -246,7 +278,7 @@ mod runtime {
         })
     }
 
-    async fn principal(shared: &aws_config::SdkConfig, cfg: &S3Fetch) -> String {
+    async fn principal(shared: &aws_config::SdkConfig, cfg: &S3Access) -> String {
         use aws_credential_types::provider::ProvideCredentials;
         let source = match &cfg.profile {
             Some(p) => format!("profile `{p}`"),
@@ -530,7 +562,7 @@ mod runtime {
     }
 
     pub async fn preview(cfg: &S3Fetch) -> Preview {
-        let client = match client(cfg).await {
+        let client = match client(&cfg.access()).await {
             Ok(c) => c,
             Err(e) => return Preview::cannot(e.message),
         };
@@ -607,7 +639,7 @@ mod runtime {
     }
 
     pub async fn run(cfg: &S3Fetch, ctx: &StepCtx) -> Result<Outputs, StepError> {
-        let client = client(cfg).await?;
+        let client = client(&cfg.access()).await?;
         let chosen = choose(cfg, &client).await?;
         let age = check_limits(cfg, &chosen)?;
         ctx.note(format!(
@@ -925,6 +957,31 @@ mod runtime {
         }
         let _ = std::fs::remove_file(&meta_path);
         Ok(sha_hex)
+    }
+
+    /// Opens `s3://bucket/key` as a byte stream (for restoring straight from S3).
+    pub async fn open_object(
+        access: &S3Access,
+        url: &str,
+    ) -> Result<(aws_sdk_s3::primitives::ByteStream, u64), StepError> {
+        let rest = url
+            .strip_prefix("s3://")
+            .ok_or_else(|| StepError::config(format!("not an s3:// URL: {url}")))?;
+        let (bucket, key) = rest
+            .split_once('/')
+            .filter(|(b, k)| !b.is_empty() && !k.is_empty())
+            .ok_or_else(|| StepError::config(format!("an S3 URL is s3://bucket/key, not {url}")))?;
+        let client = client(access).await?;
+        let out = client
+            .s3
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| classify(&e, url, &client, bucket))?;
+        let size = out.content_length().unwrap_or(0).max(0) as u64;
+        Ok((out.body, size))
     }
 
     enum RangeError {

@@ -362,3 +362,112 @@ steps:
     );
     assert_eq!(c.sql("busy", "SELECT count(*) FROM users"), "3000");
 }
+
+#[test]
+fn restores_straight_from_s3_without_a_temporary_file() {
+    let c = Cluster::start();
+    c.sql("postgres", "CREATE DATABASE src");
+    c.sql("src", SOURCE_SQL);
+    let expected = fingerprint(&c, "src");
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dump(&c, dir.path(), "custom");
+    let server = crate::s3_support::S3Server::start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let s3 = server.client();
+    rt.block_on(async {
+        s3.create_bucket().bucket("dumps").send().await.unwrap();
+        let body = std::fs::read(&archive).unwrap();
+        s3.put_object()
+            .bucket("dumps")
+            .key("acme/daily-acme.pgdump")
+            .body(body.into())
+            .send()
+            .await
+            .unwrap();
+        s3.put_object()
+            .bucket("dumps")
+            .key("acme/plain.sql")
+            .body(b"SELECT 1;".to_vec().into())
+            .send()
+            .await
+            .unwrap();
+    });
+    let body = |key: &str| {
+        format!(
+            r#"
+steps:
+  restore:
+    kind: pg.restore
+    with:
+      archive: s3://dumps/{key}
+      s3: {{ endpoint: "{}", path_style: true, region: us-east-1 }}
+      url: "{{{{ secrets.db_url }}}}"
+      pg_bin: "{{{{ vars.pg_bin }}}}"
+      recreate: true
+      no_owner: true
+      jobs: 2
+"#,
+            server.endpoint()
+        )
+    };
+    let env = |cmd: &mut std::process::Command| {
+        cmd.env("AWS_ACCESS_KEY_ID", crate::s3_support::ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", crate::s3_support::SECRET_KEY)
+            .env("AWS_EC2_METADATA_DISABLED", "true");
+    };
+    let pb = playbook(dir.path(), &c, &body("acme/daily-acme.pgdump"));
+    let mut cmd = drrun();
+    cmd.current_dir(dir.path())
+        .env("DRRUN_TEST_DB_URL", c.url("dr_stream"))
+        .arg(&pb)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"));
+    env(&mut cmd);
+    let out = run_cmd(&mut cmd);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("`jobs` ignored: parallel restore needs a file"),
+        "{}",
+        out.stderr
+    );
+    let restored = outputs(dir.path(), "restore");
+    assert_eq!(restored["mode"], "stream");
+    assert_eq!(fingerprint(&c, "dr_stream"), expected);
+    let work = std::fs::read_dir(dir.path().join("state/runs"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+        .join("work");
+    assert_eq!(
+        std::fs::read_dir(work).unwrap().count(),
+        0,
+        "no temporary file"
+    );
+
+    // Only custom-format archives stream; anything else is refused before touching the target.
+    std::fs::remove_dir_all(dir.path().join("state")).unwrap();
+    let pb = playbook(dir.path(), &c, &body("acme/plain.sql"));
+    let mut cmd = drrun();
+    cmd.current_dir(dir.path())
+        .env("DRRUN_TEST_DB_URL", c.url("dr_stream"))
+        .arg(&pb)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"));
+    env(&mut cmd);
+    let out = run_cmd(&mut cmd);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr
+            .contains("is not a custom-format (pg_dump -Fc) archive"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        fingerprint(&c, "dr_stream"),
+        expected,
+        "the target was not touched"
+    );
+}
