@@ -79,6 +79,10 @@ fn settings(kind: &KindInfo) -> Vec<Value> {
 }
 
 fn type_name(p: &Value) -> String {
+    // schemars wraps a documented `$ref` in `allOf: [{$ref}]`.
+    if let Some(inner) = p["allOf"].as_array().and_then(|a| a.first()) {
+        return type_name(inner);
+    }
     if let Some(r) = p["$ref"].as_str() {
         return r.rsplit('/').next().unwrap_or(r).to_string();
     }

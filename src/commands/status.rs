@@ -10,7 +10,7 @@ use crate::report::printer::out;
 use crate::state::runs::StateDir;
 
 pub fn status(args: StatusArgs) -> Result<ExitCode> {
-    let (dir, newest) = find_run(&args.state, args.run_id.as_deref(), false)?;
+    let (dir, _) = find_run(&args.state, args.run_id.as_deref(), false)?;
     let state = StateDir::new(&dir);
     if let Some(id) = args.run_id.as_deref() {
         let summary = state.summary(id)?;
@@ -55,7 +55,6 @@ pub fn status(args: StatusArgs) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let _ = newest;
     let mut runs = Vec::new();
     for id in state.list()? {
         runs.push(state.summary(&id)?);

@@ -29,8 +29,6 @@ pub enum TaskOutcome {
         error: StepError,
         attempts: u32,
         duration: Duration,
-        #[allow(dead_code)]
-        fingerprint: String,
     },
     Cancelled {
         attempts: u32,
@@ -152,7 +150,6 @@ impl Attempt {
             error,
             attempts,
             duration: started.elapsed(),
-            fingerprint: self.fingerprint.clone(),
         }
     }
 }

@@ -595,7 +595,6 @@ impl Engine {
                 error: StepError::new(class, message),
                 attempts: 0,
                 duration: Duration::ZERO,
-                fingerprint: String::new(),
             },
         )
     }

@@ -318,7 +318,7 @@ pub async fn run_client(
 
 /// Classifies a libpq connection failure from a client's stderr.
 pub fn connection_error(conn: &Conn, stderr: &str) -> Option<StepError> {
-    let line = stderr.lines().find(|l| {
+    stderr.lines().find(|l| {
         l.contains("connection to server") || l.contains("FATAL") || l.contains("could not connect")
     })?;
     let text = stderr.trim().replace('\n', " ");
@@ -330,7 +330,6 @@ pub fn connection_error(conn: &Conn, stderr: &str) -> Option<StepError> {
     } else {
         FailureClass::Connection
     };
-    let _ = line;
     Some(StepError::new(
         class,
         format!("cannot connect to {}: {}", conn.describe(), clean(&text)),

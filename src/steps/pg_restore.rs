@@ -458,30 +458,9 @@ async fn restore(cfg: &PgRestore, ctx: &StepCtx) -> Result<Outputs, StepError> {
 
     let jobs_allowed = matches!(format, Format::Custom | Format::Directory);
     let out = if format.uses_pg_restore() {
-        let mut cmd = conn.command(&cfg.pg_bin, "pg_restore");
-        cmd.args(["--no-password", "-d", &conn.database]);
-        if cfg.no_owner {
-            cmd.arg("--no-owner");
-        }
-        if cfg.no_privileges {
-            cmd.arg("--no-privileges");
-        }
-        for schema in cfg.schema.as_ref().map(|s| s.to_vec()).unwrap_or_default() {
-            cmd.args(["--schema", &schema]);
-        }
-        if cfg.clean {
-            cmd.arg("--clean");
-        }
-        if cfg.if_exists {
-            cmd.arg("--if-exists");
-        }
-        if let Some(j) = cfg.jobs.filter(|_| jobs_allowed) {
-            cmd.args(["--jobs", &j.to_string()]);
-        }
-        if cfg.single_transaction {
-            cmd.arg("--single-transaction");
-        }
-        cmd.args(&cfg.extra_args).arg(&path);
+        let jobs = cfg.jobs.filter(|_| jobs_allowed);
+        let mut cmd = pg_restore_command(cfg, &conn, jobs);
+        cmd.arg(&path);
         run_client(cmd, "pg_restore", None, &ctx.cancel).await?
     } else {
         let mut cmd = conn.command(&cfg.pg_bin, "psql");
@@ -654,6 +633,36 @@ fn toc_summary(toc: &str) -> String {
     )
 }
 
+/// `pg_restore` into `conn`'s database with the playbook's options; the archive (or
+/// standard input) is added by the caller.
+fn pg_restore_command(cfg: &PgRestore, conn: &Conn, jobs: Option<u32>) -> tokio::process::Command {
+    let mut cmd = conn.command(&cfg.pg_bin, "pg_restore");
+    cmd.args(["--no-password", "-d", &conn.database]);
+    if cfg.no_owner {
+        cmd.arg("--no-owner");
+    }
+    if cfg.no_privileges {
+        cmd.arg("--no-privileges");
+    }
+    for schema in cfg.schema.as_ref().map(|s| s.to_vec()).unwrap_or_default() {
+        cmd.args(["--schema", &schema]);
+    }
+    if cfg.clean {
+        cmd.arg("--clean");
+    }
+    if cfg.if_exists {
+        cmd.arg("--if-exists");
+    }
+    if let Some(j) = jobs {
+        cmd.args(["--jobs", &j.to_string()]);
+    }
+    if cfg.single_transaction {
+        cmd.arg("--single-transaction");
+    }
+    cmd.args(&cfg.extra_args);
+    cmd
+}
+
 /// Recreates the target when asked, then runs `pre_sql` in it.
 async fn prepare_target(
     cfg: &PgRestore,
@@ -809,27 +818,7 @@ async fn restore_streamed(
     let started = Instant::now();
     prepare_target(cfg, ctx, conn, maintenance).await?;
     let (stream, size) = super::s3_fetch::open_object(&access, &cfg.archive).await?;
-    let mut cmd = conn.command(&cfg.pg_bin, "pg_restore");
-    cmd.args(["--no-password", "-d", &conn.database]);
-    if cfg.no_owner {
-        cmd.arg("--no-owner");
-    }
-    if cfg.no_privileges {
-        cmd.arg("--no-privileges");
-    }
-    for schema in cfg.schema.as_ref().map(|s| s.to_vec()).unwrap_or_default() {
-        cmd.args(["--schema", &schema]);
-    }
-    if cfg.clean {
-        cmd.arg("--clean");
-    }
-    if cfg.if_exists {
-        cmd.arg("--if-exists");
-    }
-    if cfg.single_transaction {
-        cmd.arg("--single-transaction");
-    }
-    cmd.args(&cfg.extra_args);
+    let cmd = pg_restore_command(cfg, conn, None);
     let progress_ctx = ctx.clone();
     let progress = Box::new(move |done: u64| progress_ctx.progress(done, Some(size)));
     let out = run_client(

@@ -53,18 +53,9 @@ pub struct S3Fetch {
     /// run's work directory, under the key's file name).
     #[serde(default)]
     pub dest: Option<String>,
-    /// AWS region (default: from the profile or environment; `us-east-1` for custom endpoints).
-    #[serde(default)]
-    pub region: Option<String>,
-    /// Endpoint URL of an S3-compatible store, e.g. `http://127.0.0.1:8333`.
-    #[serde(default)]
-    pub endpoint: Option<String>,
-    /// Use path-style addressing (`endpoint/bucket/key`), as most S3-compatible stores need.
-    #[serde(default)]
-    pub path_style: bool,
-    /// Shared-config profile to take credentials from (`~/.aws/config`).
-    #[serde(default)]
-    pub profile: Option<String>,
+    /// Where the store is and which credentials to use.
+    #[serde(flatten)]
+    pub access: S3Access,
     /// Parallel ranged GETs in flight (default 8).
     #[serde(default)]
     pub concurrency: Option<u32>,
@@ -90,17 +81,6 @@ pub struct S3Access {
     /// Shared-config profile to take credentials from.
     #[serde(default)]
     pub profile: Option<String>,
-}
-
-impl S3Fetch {
-    fn access(&self) -> S3Access {
-        S3Access {
-            region: self.region.clone(),
-            endpoint: self.endpoint.clone(),
-            path_style: self.path_style,
-            profile: self.profile.clone(),
-        }
-    }
 }
 
 pub use runtime::open_object;
@@ -226,7 +206,9 @@ mod runtime {
     use crate::playbook::model::FailureClass;
     use crate::steps::{Outputs, Preview, StepCtx, StepError};
 
-    const DEFAULT_CONCURRENCY: usize = 6;
+    const DEFAULT_CONCURRENCY: usize = 4;
+    /// How often the download is made durable and its progress recorded.
+    const SYNC_EVERY: u64 = 64 << 20;
     const DEFAULT_PART: u64 = 8 << 20;
     /// Attempts per ranged GET before the step fails (the step's own retry comes on top).
     const PART_ATTEMPTS: u32 = 3;
@@ -562,7 +544,7 @@ mod runtime {
     }
 
     pub async fn preview(cfg: &S3Fetch) -> Preview {
-        let client = match client(&cfg.access()).await {
+        let client = match client(&cfg.access).await {
             Ok(c) => c,
             Err(e) => return Preview::cannot(e.message),
         };
@@ -612,6 +594,28 @@ mod runtime {
         sha256: String,
     }
 
+    /// The digests computed while the parts stream through.
+    struct Digests {
+        sha: Sha256,
+        md5: Option<md5::Md5>,
+    }
+
+    impl Digests {
+        fn update(&mut self, data: &[u8]) {
+            self.sha.update(data);
+            if let Some(m) = self.md5.as_mut() {
+                m.update(data);
+            }
+        }
+    }
+
+    /// Replaces the partial-download record atomically.
+    fn write_meta(path: &Path, partial: &Partial) -> Result<(), StepError> {
+        let tmp = sidecar(path, ".tmp");
+        std::fs::write(&tmp, serde_json::to_vec(partial).unwrap()).map_err(|e| io(&tmp, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| io(path, e))
+    }
+
     fn sidecar(path: &Path, suffix: &str) -> PathBuf {
         let mut s = path.as_os_str().to_owned();
         s.push(suffix);
@@ -639,7 +643,7 @@ mod runtime {
     }
 
     pub async fn run(cfg: &S3Fetch, ctx: &StepCtx) -> Result<Outputs, StepError> {
-        let client = client(&cfg.access()).await?;
+        let client = client(&cfg.access).await?;
         let chosen = choose(cfg, &client).await?;
         let age = check_limits(cfg, &chosen)?;
         ctx.note(format!(
@@ -784,8 +788,13 @@ mod runtime {
         let previous: Option<Partial> = std::fs::read(&meta_path)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
-        let mut sha = Sha256::new();
-        let mut md5 = md5::Md5::new();
+        // A single-part upload's ETag is the md5 of the content; a multipart one is not,
+        // and then md5 (the slowest part of hashing) is not computed at all.
+        let etag_is_md5 = etag.len() == 32 && etag.chars().all(|c| c.is_ascii_hexdigit());
+        let mut digests = Digests {
+            sha: Sha256::new(),
+            md5: etag_is_md5.then(md5::Md5::new),
+        };
         let mut verified = 0u64;
         let mut file = std::fs::OpenOptions::new()
             .create(true)
@@ -814,8 +823,7 @@ mod runtime {
                 if n == 0 {
                     break;
                 }
-                sha.update(&buf[..n]);
-                md5.update(&buf[..n]);
+                digests.update(&buf[..n]);
                 verified += n as u64;
             }
             if verified > 0 {
@@ -825,32 +833,63 @@ mod runtime {
             }
         }
         file.set_len(size).map_err(|e| io(&part_path, e))?;
-        let write_meta = |verified: u64| -> Result<(), StepError> {
-            let meta = Partial {
-                bucket: cfg.bucket.clone(),
-                key: key.to_string(),
-                etag: etag.to_string(),
-                version_id: version_id.map(str::to_string),
-                size,
-                verified,
-            };
-            let tmp = sidecar(&meta_path, ".tmp");
-            std::fs::write(&tmp, serde_json::to_vec(&meta).unwrap()).map_err(|e| io(&tmp, e))?;
-            std::fs::rename(&tmp, &meta_path).map_err(|e| io(&meta_path, e))
+        file.seek(SeekFrom::Start(verified))
+            .map_err(|e| io(&part_path, e))?;
+        let partial = Partial {
+            bucket: cfg.bucket.clone(),
+            key: key.to_string(),
+            etag: etag.to_string(),
+            version_id: version_id.map(str::to_string),
+            size,
+            verified,
         };
-        write_meta(verified)?;
+        write_meta(&meta_path, &partial)?;
+
+        // The sink thread writes and hashes parts strictly in order while the downloads
+        // go on; it makes the data durable and records the verified prefix every
+        // SYNC_EVERY bytes (a resume re-fetches at most that much).
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(2);
+        let sink_ctx = ctx.clone();
+        let sink_path = part_path.clone();
+        let sink_meta = meta_path.clone();
+        let sink =
+            tokio::task::spawn_blocking(move || -> Result<(Digests, u64), (StepError, u64)> {
+                let mut partial = partial;
+                let mut written = partial.verified;
+                let mut synced = written;
+                let flush = |file: &std::fs::File,
+                             written: u64,
+                             partial: &mut Partial|
+                 -> Result<(), StepError> {
+                    file.sync_data().map_err(|e| io(&sink_path, e))?;
+                    partial.verified = written;
+                    write_meta(&sink_meta, partial)
+                };
+                while let Some(bytes) = rx.blocking_recv() {
+                    if let Err(e) = file.write_all(&bytes) {
+                        return Err((io(&sink_path, e), synced));
+                    }
+                    digests.update(&bytes);
+                    written += bytes.len() as u64;
+                    if written - synced >= SYNC_EVERY {
+                        flush(&file, written, &mut partial).map_err(|e| (e, synced))?;
+                        synced = written;
+                    }
+                    sink_ctx.progress(written, Some(partial.size));
+                }
+                flush(&file, written, &mut partial).map_err(|e| (e, synced))?;
+                Ok((digests, written))
+            });
 
         let s3 = Arc::new(client.s3.clone());
         let mut next_start = verified;
+        let mut next_send = verified;
         let mut in_flight = tokio::task::JoinSet::new();
         let mut ready: BTreeMap<u64, bytes::Bytes> = BTreeMap::new();
         let mut failure: Option<StepError> = None;
         ctx.progress(verified, Some(size));
-        while verified < size {
-            while failure.is_none()
-                && in_flight.len() + ready.len() < concurrency
-                && next_start < size
-            {
+        while next_send < size && failure.is_none() {
+            while in_flight.len() + ready.len() < concurrency && next_start < size {
                 let start = next_start;
                 let end = (start + part_size).min(size) - 1;
                 next_start = end + 1;
@@ -869,65 +908,62 @@ mod runtime {
                     )
                 });
             }
-            if in_flight.is_empty() && !ready.contains_key(&verified) {
-                break;
-            }
-            if !ready.contains_key(&verified) {
+            if !ready.contains_key(&next_send) {
                 tokio::select! {
                     joined = in_flight.join_next() => {
-                        let (start, result) = joined.expect("in flight").expect("range task");
+                        let Some(joined) = joined else { break };
+                        let (start, result) = joined.expect("range task");
                         match result {
                             Ok(bytes) => { ready.insert(start, bytes); }
                             Err(RangeError::Sdk(e)) => {
-                                let e = classify(&e, &format!("s3://{}/{key} (bytes {start}-)", cfg.bucket), client, &cfg.bucket);
-                                failure.get_or_insert(e);
+                                failure = Some(classify(&e, &format!("s3://{}/{key} (bytes {start}-)", cfg.bucket), client, &cfg.bucket));
                             }
                             Err(RangeError::Body(m)) => {
-                                failure.get_or_insert(StepError::new(FailureClass::Ambiguous, format!("s3://{}/{key} (bytes {start}-): {m}", cfg.bucket)));
+                                failure = Some(StepError::new(FailureClass::Ambiguous, format!("s3://{}/{key} (bytes {start}-): {m}", cfg.bucket)));
                             }
                         }
                     }
                     _ = ctx.cancel.cancelled() => {
                         in_flight.abort_all();
+                        drop(tx);
+                        let _ = sink.await;
                         return Err(StepError::new(FailureClass::Other, "download cancelled"));
                     }
                 }
             }
-            // Write and hash every part that is next in order.
-            let mut wrote = false;
-            while let Some(bytes) = ready.remove(&verified) {
-                file.seek(SeekFrom::Start(verified))
-                    .map_err(|e| io(&part_path, e))?;
-                file.write_all(&bytes).map_err(|e| io(&part_path, e))?;
-                sha.update(&bytes);
-                md5.update(&bytes);
-                verified += bytes.len() as u64;
-                wrote = true;
-            }
-            if wrote {
-                // Data first, then the claim that it is there.
-                file.sync_data().map_err(|e| io(&part_path, e))?;
-                write_meta(verified)?;
-                ctx.progress(verified, Some(size));
-            }
-            if failure.is_some() && !ready.contains_key(&verified) {
-                in_flight.abort_all();
-                break;
+            while let Some(bytes) = ready.remove(&next_send) {
+                next_send += bytes.len() as u64;
+                if tx.send(bytes).await.is_err() {
+                    break;
+                }
             }
         }
+        in_flight.abort_all();
+        drop(tx);
+        let (digests, written) = match sink.await.expect("sink thread") {
+            Ok(done) => done,
+            Err((e, kept)) => {
+                return Err(StepError::new(
+                    e.class,
+                    format!("{} ({kept} of {size} bytes kept for resuming)", e.message),
+                ));
+            }
+        };
         if let Some(e) = failure {
             return Err(StepError::new(
                 e.class,
                 format!(
-                    "{} ({verified} of {size} bytes kept for resuming)",
+                    "{} ({written} of {size} bytes kept for resuming)",
                     e.message
                 ),
             ));
         }
-        let sha_hex = hex::encode(sha.finalize());
-        let md5_hex = hex::encode(md5.finalize());
+        let sha_hex = hex::encode(digests.sha.finalize());
+        let md5_hex = digests
+            .md5
+            .map(|m| hex::encode(m.finalize()))
+            .unwrap_or_default();
         // A single-part upload's ETag is the md5 of the content; a multipart one is not.
-        let etag_is_md5 = etag.len() == 32 && etag.chars().all(|c| c.is_ascii_hexdigit());
         let mismatch = if etag_is_md5 && etag != md5_hex {
             Some(format!("md5 {md5_hex} does not match the ETag {etag}"))
         } else if let Some(expected) = full_sha256 {
@@ -949,8 +985,6 @@ mod runtime {
                 ),
             ));
         }
-        file.sync_all().map_err(|e| io(&part_path, e))?;
-        drop(file);
         std::fs::rename(&part_path, dest).map_err(|e| io(dest, e))?;
         if let Some(dir) = dest.parent() {
             crate::state::journal::sync_dir(dir);
