@@ -56,10 +56,10 @@ pub struct S3Fetch {
     /// Where the store is and which credentials to use.
     #[serde(flatten)]
     pub access: S3Access,
-    /// Parallel ranged GETs in flight (default 8).
+    /// Parallel ranged GETs in flight (default 6).
     #[serde(default)]
     pub concurrency: Option<u32>,
-    /// Size of each ranged GET (default `16MiB`).
+    /// Size of each ranged GET (default `4MiB`).
     #[serde(default)]
     pub part_size: Option<ByteSize>,
 }
@@ -206,10 +206,10 @@ mod runtime {
     use crate::playbook::model::FailureClass;
     use crate::steps::{Outputs, Preview, StepCtx, StepError};
 
-    const DEFAULT_CONCURRENCY: usize = 4;
+    const DEFAULT_CONCURRENCY: usize = 6;
     /// How often the download is made durable and its progress recorded.
-    const SYNC_EVERY: u64 = 64 << 20;
-    const DEFAULT_PART: u64 = 8 << 20;
+    const SYNC_EVERY: u64 = 256 << 20;
+    const DEFAULT_PART: u64 = 4 << 20;
     /// Attempts per ranged GET before the step fails (the step's own retry comes on top).
     const PART_ATTEMPTS: u32 = 3;
 
@@ -848,7 +848,7 @@ mod runtime {
         // The sink thread writes and hashes parts strictly in order while the downloads
         // go on; it makes the data durable and records the verified prefix every
         // SYNC_EVERY bytes (a resume re-fetches at most that much).
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(2);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(1);
         let sink_ctx = ctx.clone();
         let sink_path = part_path.clone();
         let sink_meta = meta_path.clone();

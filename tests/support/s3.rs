@@ -63,8 +63,9 @@ impl S3Server {
         .unwrap();
         // Hold every probe socket until all are chosen, or the kernel may hand out a
         // port twice.
-        let probes: Vec<std::net::TcpListener> =
-            (0..8).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+        let probes: Vec<std::net::TcpListener> = (0..8)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
         let ports = std::array::from_fn(|i| probes[i].local_addr().unwrap().port());
         drop(probes);
         let mut server = Self {
