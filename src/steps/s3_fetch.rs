@@ -207,7 +207,8 @@ mod runtime {
     use crate::steps::{Outputs, Preview, StepCtx, StepError};
 
     const DEFAULT_CONCURRENCY: usize = 6;
-    /// How often the download is made durable and its progress recorded.
+    /// At most this much is downloaded between durability points (fsync + progress
+    /// record); smaller objects get one every eighth of their size.
     const SYNC_EVERY: u64 = 256 << 20;
     const DEFAULT_PART: u64 = 4 << 20;
     /// Attempts per ranged GET before the step fails (the step's own retry comes on top).
@@ -852,6 +853,7 @@ mod runtime {
         let sink_ctx = ctx.clone();
         let sink_path = part_path.clone();
         let sink_meta = meta_path.clone();
+        let sync_every = (size / 8).clamp(part_size, SYNC_EVERY);
         let sink =
             tokio::task::spawn_blocking(move || -> Result<(Digests, u64), (StepError, u64)> {
                 let mut partial = partial;
@@ -871,7 +873,7 @@ mod runtime {
                     }
                     digests.update(&bytes);
                     written += bytes.len() as u64;
-                    if written - synced >= SYNC_EVERY {
+                    if written - synced >= sync_every {
                         flush(&file, written, &mut partial).map_err(|e| (e, synced))?;
                         synced = written;
                     }

@@ -15,14 +15,6 @@ pub struct S3Server {
     launches: u32,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn weed() -> PathBuf {
     let out = Command::new("sh")
         .args(["-c", "command -v weed"])
