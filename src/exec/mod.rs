@@ -134,6 +134,8 @@ struct Engine {
     templates: Templates,
     run: RunInfo,
     work_dir: PathBuf,
+    /// Shared by every step's context (built once, not per step).
+    guards: Arc<crate::steps::guard::Guards>,
     jobs: usize,
     fail_fast: bool,
     /// Checkpoints from earlier invocations of this run: step -> (fingerprint, outputs).
@@ -260,6 +262,7 @@ pub async fn run(
             status: "running".into(),
         },
         work_dir,
+        guards: Arc::new(plan.guards.clone()),
         jobs: opts.jobs.max(1),
         fail_fast: opts.fail_fast,
         checkpoints,
@@ -576,7 +579,7 @@ impl Engine {
             redactor: self.redactor.clone(),
             work_dir: self.work_dir.clone(),
             base_dir: plan.base_dir.clone(),
-            guards: Arc::new(plan.guards.clone()),
+            guards: self.guards.clone(),
         };
         let cancel = cancel.clone();
         tasks.spawn(async move { (i, attempt.run(cancel).await) });

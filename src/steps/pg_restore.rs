@@ -322,14 +322,6 @@ fn major_version(text: &str) -> Option<u32> {
 }
 
 /// Lists the archive (`pg_restore --list`): validates it, reads the dump's version.
-async fn table_of_contents(
-    path: &Path,
-    bin: &Option<String>,
-    ctx: &StepCtx,
-) -> Result<String, StepError> {
-    list_archive(path, bin, &ctx.cancel).await
-}
-
 async fn list_archive(
     path: &Path,
     bin: &Option<String>,
@@ -341,14 +333,7 @@ async fn list_archive(
     if out.code != Some(0) {
         let err = clean(&out.stderr);
         if err.contains("unsupported version") {
-            let local = {
-                let mut cmd = Conn::default().command(bin, "pg_restore");
-                cmd.arg("--version");
-                run_client(cmd, "pg_restore", None, cancel)
-                    .await
-                    .map(|o| o.stdout)
-                    .unwrap_or_default()
-            };
+            let local = local_version(bin, cancel).await.unwrap_or_default();
             return Err(StepError::config(format!(
                 "the archive was made by a newer pg_dump than this pg_restore ({}) can read: {err}; use a newer PostgreSQL client (`pg_bin`)",
                 local.trim()
@@ -362,10 +347,13 @@ async fn list_archive(
     Ok(out.stdout)
 }
 
-async fn local_version(bin: &Option<String>, ctx: &StepCtx) -> Option<String> {
+async fn local_version(
+    bin: &Option<String>,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> Option<String> {
     let mut cmd = Conn::default().command(bin, "pg_restore");
     cmd.arg("--version");
-    run_client(cmd, "pg_restore", None, &ctx.cancel)
+    run_client(cmd, "pg_restore", None, cancel)
         .await
         .ok()
         .map(|o| o.stdout)
@@ -413,12 +401,12 @@ async fn restore(cfg: &PgRestore, ctx: &StepCtx) -> Result<Outputs, StepError> {
     let started = Instant::now();
 
     if format.uses_pg_restore() {
-        let toc = table_of_contents(&path, &cfg.pg_bin, ctx).await?;
+        let toc = list_archive(&path, &cfg.pg_bin, &ctx.cancel).await?;
         if let (Some(dump), Some(local)) = (
             toc.lines()
                 .find(|l| l.contains("Dumped by pg_dump version"))
                 .and_then(major_version),
-            local_version(&cfg.pg_bin, ctx)
+            local_version(&cfg.pg_bin, &ctx.cancel)
                 .await
                 .as_deref()
                 .and_then(major_version),

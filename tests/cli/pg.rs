@@ -410,20 +410,20 @@ steps:
             server.endpoint()
         )
     };
-    let env = |cmd: &mut std::process::Command| {
-        cmd.env("AWS_ACCESS_KEY_ID", crate::s3_support::ACCESS_KEY)
+    let restore_from = |pb: &Path| {
+        let mut cmd = drrun();
+        cmd.current_dir(dir.path())
+            .env("DRRUN_TEST_DB_URL", c.url("dr_stream"))
+            .env("AWS_ACCESS_KEY_ID", crate::s3_support::ACCESS_KEY)
             .env("AWS_SECRET_ACCESS_KEY", crate::s3_support::SECRET_KEY)
-            .env("AWS_EC2_METADATA_DISABLED", "true");
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .arg(pb)
+            .arg("--state-dir")
+            .arg(dir.path().join("state"));
+        run_cmd(&mut cmd)
     };
     let pb = playbook(dir.path(), &c, &body("acme/daily-acme.pgdump"));
-    let mut cmd = drrun();
-    cmd.current_dir(dir.path())
-        .env("DRRUN_TEST_DB_URL", c.url("dr_stream"))
-        .arg(&pb)
-        .arg("--state-dir")
-        .arg(dir.path().join("state"));
-    env(&mut cmd);
-    let out = run_cmd(&mut cmd);
+    let out = restore_from(&pb);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(
         out.stderr
@@ -450,14 +450,7 @@ steps:
     // Only custom-format archives stream; anything else is refused before touching the target.
     std::fs::remove_dir_all(dir.path().join("state")).unwrap();
     let pb = playbook(dir.path(), &c, &body("acme/plain.sql"));
-    let mut cmd = drrun();
-    cmd.current_dir(dir.path())
-        .env("DRRUN_TEST_DB_URL", c.url("dr_stream"))
-        .arg(&pb)
-        .arg("--state-dir")
-        .arg(dir.path().join("state"));
-    env(&mut cmd);
-    let out = run_cmd(&mut cmd);
+    let out = restore_from(&pb);
     assert_eq!(out.code, 1);
     assert!(
         out.stderr
