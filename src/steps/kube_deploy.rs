@@ -1,14 +1,25 @@
 //! `kube.deploy`: set the image (or tag) of DR Deployments and wait for the rollout.
 
+use std::time::{Duration, Instant};
+
+use indexmap::IndexMap;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{Api, Patch, PatchParams};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 
-use super::kube_job::JobSpec;
+use super::kube_client::{FIELD_MANAGER, Kube, KubeAccess, is_placeholder, pause, selector_string};
+use super::kube_image::ImageRef;
+use super::kube_job::{JobSpec, preview_job, run_job};
 use super::{
     ConfigIssue, Effect, OutputDoc, Outputs, Preview, PreviewCtx, StepCtx, StepError, StepKind,
     output,
 };
-use crate::duration::HumanDuration;
+use crate::duration::{HumanDuration, format_duration};
+use crate::playbook::model::FailureClass;
+
+const DEFAULT_WAIT: Duration = Duration::from_secs(600);
 
 /// Sets the image (or only the tag) of the named Deployments' containers and waits for
 /// the rollout as `kubectl rollout status` does.
@@ -28,18 +39,102 @@ pub struct KubeDeploy {
     /// Keep each container's repository and set only this tag (usually `{{ steps.prod_tag.outputs.tag }}`).
     #[serde(default)]
     pub tag: Option<String>,
+    /// Also set the replica count (DR namespaces usually sit at zero between drills).
+    #[serde(default)]
+    pub replicas: Option<u32>,
     /// How long to wait for the rollout (default `10m`).
     #[serde(default)]
     pub wait: Option<HumanDuration>,
-    /// Jobs (e.g. `migrate`) run to completion before the image change.
+    /// Jobs (e.g. `migrate`) run to completion before the image change, with the new image.
     #[serde(default)]
     pub pre_jobs: Vec<JobSpec>,
-    /// kubeconfig context to use (default: the current context).
-    #[serde(default)]
-    pub context: Option<String>,
-    /// Path of a kubeconfig file (default: `$KUBECONFIG` or `~/.kube/config`).
-    #[serde(default)]
-    pub kubeconfig: Option<String>,
+    /// Which cluster and credentials.
+    #[serde(flatten)]
+    pub access: KubeAccess,
+}
+
+/// One Deployment's planned change.
+struct Change {
+    name: String,
+    /// `container -> (before, after)`.
+    images: IndexMap<String, (String, String)>,
+    replicas_before: i32,
+}
+
+impl KubeDeploy {
+    fn new_image(&self, current: &str) -> String {
+        match (&self.image, &self.tag) {
+            (Some(image), _) => image.clone(),
+            (None, Some(tag)) => ImageRef::parse(current).with_tag(tag),
+            (None, None) => current.to_string(),
+        }
+    }
+
+    /// Reads every Deployment and works out the image changes (before any write).
+    async fn changes(&self, kube: &Kube) -> Result<Vec<Change>, StepError> {
+        let mut changes = Vec::new();
+        for name in &self.deployments {
+            let d = kube.deployment(&self.namespace, name).await?;
+            let spec = d.spec.as_ref();
+            let containers = spec
+                .and_then(|s| s.template.spec.as_ref())
+                .map(|p| p.containers.clone())
+                .unwrap_or_default();
+            let owner = format!("deployment `{}/{name}`", self.namespace);
+            let chosen: Vec<_> = match &self.container {
+                Some(c) => {
+                    vec![super::kube_client::pick_container(&containers, Some(c), &owner)?.clone()]
+                }
+                None => containers,
+            };
+            let images = chosen
+                .into_iter()
+                .map(|c| {
+                    let before = c.image.unwrap_or_default();
+                    let after = self.new_image(&before);
+                    (c.name, (before, after))
+                })
+                .collect();
+            changes.push(Change {
+                name: name.clone(),
+                images,
+                replicas_before: spec.and_then(|s| s.replicas).unwrap_or(1),
+            });
+        }
+        Ok(changes)
+    }
+
+    fn patch_body(&self, change: &Change) -> serde_json::Value {
+        let containers: Vec<_> = change
+            .images
+            .iter()
+            .map(|(name, (_, after))| json!({ "name": name, "image": after }))
+            .collect();
+        let mut spec = json!({ "template": { "spec": { "containers": containers } } });
+        if let Some(r) = self.replicas {
+            spec["replicas"] = json!(r);
+        }
+        json!({ "spec": spec })
+    }
+
+    fn patch_params(dry_run: bool) -> PatchParams {
+        PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            dry_run,
+            ..Default::default()
+        }
+    }
+
+    /// The image a pre-job from `deployment` should run: the new one, when that Deployment
+    /// is being changed.
+    fn job_image<'a>(&self, changes: &'a [Change], job: &JobSpec) -> Option<&'a str> {
+        let change = changes.iter().find(|c| c.name == job.from_deployment)?;
+        let (_, (_, after)) = match &job.container {
+            Some(name) => change.images.iter().find(|(c, _)| *c == name)?,
+            None => change.images.first()?,
+        };
+        Some(after.as_str())
+    }
 }
 
 impl StepKind for KubeDeploy {
@@ -56,8 +151,16 @@ impl StepKind for KubeDeploy {
             "Map of `deployment/container` to the image after the change.",
         ),
         output(
+            "image",
+            "The image deployed (of the first Deployment's first changed container).",
+        ),
+        output(
             "ready_replicas",
             "Map of deployment to ready replicas after the rollout.",
+        ),
+        output(
+            "pre_jobs",
+            "Outputs of each pre-job (`job_name`, `succeeded`, `logs_tail`, `duration`).",
         ),
         output("duration", "Seconds the change and rollout took."),
     ];
@@ -94,10 +197,254 @@ impl StepKind for KubeDeploy {
         if ctx.offline {
             return Preview::offline();
         }
-        Preview::cannot("live Kubernetes preview is not available in this build")
+        match self.preview_lines(ctx).await {
+            Ok(lines) => Preview::lines(lines),
+            Err(e) => Preview::cannot(e.message),
+        }
     }
 
-    async fn run(&self, _ctx: &StepCtx) -> Result<Outputs, StepError> {
-        Err(super::not_built(Self::NAME))
+    async fn run(&self, ctx: &StepCtx) -> Result<Outputs, StepError> {
+        ctx.guards.check_kube_namespace(&self.namespace)?;
+        let started = Instant::now();
+        let kube = Kube::connect(&self.access, &ctx.base_dir).await?;
+        let changes = self.changes(&kube).await?;
+
+        let mut job_outputs = Vec::new();
+        for job in &self.pre_jobs {
+            let outcome = run_job(
+                &kube,
+                &self.namespace,
+                job,
+                self.job_image(&changes, job),
+                ctx,
+            )
+            .await?;
+            if !outcome.succeeded {
+                return Err(outcome.error());
+            }
+            job_outputs.push(serde_json::Value::Object(outcome.outputs()));
+        }
+
+        let api: Api<Deployment> = kube.api(&self.namespace);
+        for change in &changes {
+            for (container, (before, after)) in &change.images {
+                if before != after {
+                    ctx.note(format!("{}/{container}: {before} -> {after}", change.name));
+                }
+            }
+            api.patch(
+                &change.name,
+                &Self::patch_params(false),
+                &Patch::Strategic(self.patch_body(change)),
+            )
+            .await
+            .map_err(|e| {
+                kube.error(
+                    &format!(
+                        "patch deployment `{}` in namespace `{}`",
+                        change.name, self.namespace
+                    ),
+                    true,
+                    e,
+                )
+            })?;
+        }
+
+        let wait = self.wait.map(|w| w.0).unwrap_or(DEFAULT_WAIT);
+        let deadline = Instant::now() + wait;
+        let mut ready = serde_json::Map::new();
+        for change in &changes {
+            let r = wait_rollout(&kube, &self.namespace, &change.name, deadline, wait, ctx).await?;
+            ready.insert(change.name.clone(), json!(r));
+        }
+
+        let mut before = serde_json::Map::new();
+        let mut after = serde_json::Map::new();
+        for change in &changes {
+            for (container, (b, a)) in &change.images {
+                let key = format!("{}/{container}", change.name);
+                before.insert(key.clone(), json!(b));
+                after.insert(key, json!(a));
+            }
+        }
+        let image = changes
+            .first()
+            .and_then(|c| c.images.first())
+            .map(|(_, (_, a))| a.clone())
+            .unwrap_or_default();
+        let mut out = Outputs::new();
+        out.insert("images_before".into(), before.into());
+        out.insert("images_after".into(), after.into());
+        out.insert("image".into(), json!(image));
+        out.insert("ready_replicas".into(), ready.into());
+        out.insert("pre_jobs".into(), job_outputs.into());
+        out.insert(
+            "duration".into(),
+            json!((started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0),
+        );
+        Ok(out)
+    }
+}
+
+impl KubeDeploy {
+    async fn preview_lines(&self, ctx: &PreviewCtx) -> Result<Vec<String>, StepError> {
+        let kube = Kube::connect(&self.access, &ctx.base_dir).await?;
+        let changes = self.changes(&kube).await?;
+        let mut lines = Vec::new();
+        for job in &self.pre_jobs {
+            let image = self.job_image(&changes, job);
+            for line in preview_job(&kube, &self.namespace, job, image).await? {
+                lines.push(format!("pre-job: {line}"));
+            }
+        }
+        let api: Api<Deployment> = kube.api(&self.namespace);
+        let mut placeholder = false;
+        for change in &changes {
+            for (container, (before, after)) in &change.images {
+                let verb = if before == after { "stays" } else { "->" };
+                lines.push(format!(
+                    "deployment {}/{} container {container}: {before} {verb} {after}",
+                    self.namespace, change.name
+                ));
+                placeholder |= is_placeholder(after);
+            }
+            if let Some(r) = self.replicas {
+                lines.push(format!(
+                    "deployment {}/{}: replicas {} -> {r}",
+                    self.namespace, change.name, change.replicas_before
+                ));
+            }
+        }
+        if placeholder {
+            lines.push("server-side dry run skipped: the image is only known at run time".into());
+            return Ok(lines);
+        }
+        for change in &changes {
+            api.patch(
+                &change.name,
+                &Self::patch_params(true),
+                &Patch::Strategic(self.patch_body(change)),
+            )
+            .await
+            .map_err(|e| {
+                kube.error(
+                    &format!(
+                        "patch deployment `{}` in namespace `{}` (dry run)",
+                        change.name, self.namespace
+                    ),
+                    false,
+                    e,
+                )
+            })?;
+        }
+        lines.push("server-side dry run: accepted".into());
+        Ok(lines)
+    }
+}
+
+/// What `kubectl rollout status` says about a Deployment: `Ok(None)` when the rollout is
+/// complete, `Ok(Some(waiting for ...))` while it goes on, `Err` when it failed.
+pub fn rollout_status(d: &Deployment) -> Result<Option<String>, String> {
+    let generation = d.metadata.generation.unwrap_or(0);
+    let status = d.status.clone().unwrap_or_default();
+    if generation > status.observed_generation.unwrap_or(0) {
+        return Ok(Some(
+            "waiting for the deployment spec update to be observed".into(),
+        ));
+    }
+    for c in status.conditions.iter().flatten() {
+        if c.type_ == "Progressing" && c.reason.as_deref() == Some("ProgressDeadlineExceeded") {
+            return Err(format!(
+                "exceeded its progress deadline ({})",
+                c.message.as_deref().unwrap_or("ProgressDeadlineExceeded")
+            ));
+        }
+    }
+    let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let updated = status.updated_replicas.unwrap_or(0);
+    let total = status.replicas.unwrap_or(0);
+    let available = status.available_replicas.unwrap_or(0);
+    if updated < want {
+        return Ok(Some(format!(
+            "{updated} out of {want} new replicas have been updated"
+        )));
+    }
+    if total > updated {
+        return Ok(Some(format!(
+            "{} old replicas are pending termination",
+            total - updated
+        )));
+    }
+    if available < updated {
+        return Ok(Some(format!(
+            "{available} of {updated} updated replicas are available"
+        )));
+    }
+    Ok(None)
+}
+
+/// Polls the Deployment until its rollout completes; on failure or at the deadline the
+/// error names the pods that are not ready and why. Returns the ready replicas.
+async fn wait_rollout(
+    kube: &Kube,
+    namespace: &str,
+    name: &str,
+    deadline: Instant,
+    wait: Duration,
+    ctx: &StepCtx,
+) -> Result<i32, StepError> {
+    let api: Api<Deployment> = kube.api(namespace);
+    let mut last = String::new();
+    loop {
+        let d = api.get(name).await.map_err(|e| {
+            kube.error(
+                &format!("get deployment `{name}` in namespace `{namespace}`"),
+                false,
+                e,
+            )
+        })?;
+        let failure = match rollout_status(&d) {
+            Ok(None) => {
+                let ready = d.status.and_then(|s| s.ready_replicas).unwrap_or(0);
+                ctx.note(format!(
+                    "deployment {namespace}/{name} rolled out ({ready} ready)"
+                ));
+                return Ok(ready);
+            }
+            Ok(Some(waiting)) => {
+                if waiting != last {
+                    ctx.note(format!("{name}: {waiting}"));
+                    last = waiting;
+                }
+                if Instant::now() < deadline {
+                    None
+                } else {
+                    Some((
+                        FailureClass::Timeout,
+                        format!("did not finish within {}: {last}", format_duration(wait)),
+                    ))
+                }
+            }
+            Err(why) => Some((FailureClass::Assertion, why)),
+        };
+        if let Some((class, why)) = failure {
+            let mut msg =
+                format!("rollout of deployment `{name}` in namespace `{namespace}` {why}");
+            let pods = kube.diagnose_pods(namespace, &selector_string(&d)).await;
+            if pods.is_empty() {
+                msg.push_str("\n  (no pod reports a problem)");
+            }
+            for p in pods {
+                msg.push_str("\n  ");
+                msg.push_str(&p);
+            }
+            return Err(StepError::new(class, msg));
+        }
+        if !pause(&ctx.cancel, Duration::from_millis(500)).await {
+            return Err(StepError::new(
+                FailureClass::Other,
+                format!("waiting for deployment `{name}` was cancelled"),
+            ));
+        }
     }
 }

@@ -1,16 +1,32 @@
 //! `kube.job`: run a one-off Job from a Deployment's pod template (`manage.py migrate`).
 
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::{Job, JobSpec as K8sJobSpec};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 
+use super::kube_client::{Kube, KubeAccess, is_placeholder, pause, pick_container};
 use super::{
     ConfigIssue, Effect, OutputDoc, Outputs, Preview, PreviewCtx, StepCtx, StepError, StepKind,
     output,
 };
-use crate::duration::HumanDuration;
+use crate::duration::{HumanDuration, format_duration};
+use crate::playbook::model::FailureClass;
 
-/// A one-off Job built from a Deployment's pod template (same image, env and secrets)
-/// with the command replaced.
+const DEFAULT_WAIT: Duration = Duration::from_secs(600);
+const LOG_LINES: i64 = 20;
+
+/// A one-off Job built from a Deployment's pod template (same image, env, volumes and
+/// secrets) with the command replaced. Only the chosen container runs (sidecars would keep
+/// the Job from completing); probes are dropped and the pod gets its own labels, so the
+/// Deployment's Services never route to it.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobSpec {
@@ -46,6 +62,272 @@ impl JobSpec {
             Vec::new()
         }
     }
+
+    fn wait(&self) -> Duration {
+        self.wait.map(|w| w.0).unwrap_or(DEFAULT_WAIT)
+    }
+
+    /// The Job object: the Deployment's pod template with the command replaced and, for a
+    /// Job that runs before an image change, the new image (`image`).
+    pub fn build(
+        &self,
+        deployment: &Deployment,
+        image: Option<&str>,
+        labels: BTreeMap<String, String>,
+    ) -> Result<Job, StepError> {
+        let owner = format!("deployment `{}`", self.from_deployment);
+        let mut template = deployment
+            .spec
+            .as_ref()
+            .map(|s| s.template.clone())
+            .unwrap_or_default();
+        let mut pod = template
+            .spec
+            .take()
+            .ok_or_else(|| StepError::config(format!("{owner} has no pod template")))?;
+        let mut container =
+            pick_container(&pod.containers, self.container.as_deref(), &owner)?.clone();
+        container.command = Some(self.command.clone());
+        container.args = None;
+        container.liveness_probe = None;
+        container.readiness_probe = None;
+        container.startup_probe = None;
+        container.lifecycle = None;
+        if let Some(image) = image {
+            container.image = Some(image.to_string());
+        }
+        pod.containers = vec![container];
+        pod.restart_policy = Some("Never".into());
+        let mut meta = template.metadata.take().unwrap_or_default();
+        meta.labels = Some(labels.clone());
+        let prefix = self
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{}-drrun", self.from_deployment));
+        let wait_secs = self.wait().as_secs().max(1) as i64;
+        Ok(Job {
+            metadata: ObjectMeta {
+                generate_name: Some(format!("{}-", prefix.trim_end_matches('-'))),
+                labels: Some(labels),
+                ..Default::default()
+            },
+            spec: Some(K8sJobSpec {
+                backoff_limit: Some(self.backoff_limit.unwrap_or(0) as i32),
+                // The server stops the Job too if drrun goes away while waiting.
+                active_deadline_seconds: Some(wait_secs),
+                template: k8s_openapi::api::core::v1::PodTemplateSpec {
+                    metadata: Some(meta),
+                    spec: Some(pod),
+                },
+                ..Default::default()
+            }),
+            status: None,
+        })
+    }
+}
+
+/// How a Job ended.
+pub struct JobOutcome {
+    pub name: String,
+    pub succeeded: bool,
+    pub logs_tail: String,
+    pub duration: Duration,
+    /// Why it failed (Job condition reason and message, pod state).
+    pub failure: Option<String>,
+}
+
+impl JobOutcome {
+    pub fn outputs(&self) -> Outputs {
+        let mut out = Outputs::new();
+        out.insert("job_name".into(), json!(self.name));
+        out.insert("succeeded".into(), json!(self.succeeded));
+        out.insert("logs_tail".into(), json!(self.logs_tail));
+        out.insert(
+            "duration".into(),
+            json!((self.duration.as_secs_f64() * 1000.0).round() / 1000.0),
+        );
+        out
+    }
+
+    /// The step error for a failed Job, with the end of its log.
+    pub fn error(&self) -> StepError {
+        let mut msg = format!(
+            "job `{}` failed: {}",
+            self.name,
+            self.failure.as_deref().unwrap_or("unknown reason")
+        );
+        if !self.logs_tail.trim().is_empty() {
+            msg.push_str("\nlast log lines:\n");
+            for line in self.logs_tail.lines() {
+                msg.push_str("  ");
+                msg.push_str(line);
+                msg.push('\n');
+            }
+        }
+        StepError::new(FailureClass::ExitCode, msg.trim_end().to_string())
+    }
+}
+
+/// Labels on every Job drrun creates, so they can be found (and cleaned up) later.
+pub fn job_labels(ctx: &StepCtx) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            "app.kubernetes.io/managed-by".to_string(),
+            "drrun".to_string(),
+        ),
+        ("drrun.dev/run".to_string(), label_value(&ctx.run_id)),
+        ("drrun.dev/step".to_string(), label_value(&ctx.step_id)),
+    ])
+}
+
+fn label_value(text: &str) -> String {
+    let v: String = text
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(63)
+        .collect();
+    v.trim_matches(|c: char| !c.is_ascii_alphanumeric())
+        .to_string()
+}
+
+/// Creates the Job, waits for it, reads the end of its log, and deletes it (unless `keep`).
+pub async fn run_job(
+    kube: &Kube,
+    namespace: &str,
+    spec: &JobSpec,
+    image: Option<&str>,
+    ctx: &StepCtx,
+) -> Result<JobOutcome, StepError> {
+    let deployment = kube.deployment(namespace, &spec.from_deployment).await?;
+    let job = spec.build(&deployment, image, job_labels(ctx))?;
+    let jobs: Api<Job> = kube.api(namespace);
+    let started = Instant::now();
+    let created = jobs
+        .create(&PostParams::default(), &job)
+        .await
+        .map_err(|e| kube.error(&format!("create a job in namespace `{namespace}`"), true, e))?;
+    let name = created.metadata.name.clone().unwrap_or_default();
+    ctx.note(format!(
+        "job {namespace}/{name} started: {}",
+        spec.command.join(" ")
+    ));
+    let result = wait_job(kube, &jobs, namespace, &name, spec.wait(), ctx).await;
+    let duration = started.elapsed();
+    let logs_tail = match &result {
+        Err(_) if ctx.cancel.is_cancelled() => String::new(),
+        _ => logs_tail(kube, namespace, &name).await,
+    };
+    if !spec.keep {
+        // Background propagation removes the pods with the Job.
+        if let Err(e) = jobs.delete(&name, &DeleteParams::background()).await {
+            ctx.note(format!("could not delete job {name}: {e}"));
+        }
+    }
+    let failure = result?;
+    Ok(JobOutcome {
+        name,
+        succeeded: failure.is_none(),
+        logs_tail,
+        duration,
+        failure,
+    })
+}
+
+/// Waits for the Job's Complete/Failed condition. `Ok(None)` is success, `Ok(Some(why))`
+/// a failed Job; `Err` a timeout, cancellation or API error.
+async fn wait_job(
+    kube: &Kube,
+    jobs: &Api<Job>,
+    namespace: &str,
+    name: &str,
+    wait: Duration,
+    ctx: &StepCtx,
+) -> Result<Option<String>, StepError> {
+    let deadline = Instant::now() + wait;
+    loop {
+        let job = jobs
+            .get(name)
+            .await
+            .map_err(|e| kube.error(&format!("get job `{name}`"), false, e))?;
+        let status = job.status.unwrap_or_default();
+        for c in status.conditions.iter().flatten() {
+            if c.status != "True" {
+                continue;
+            }
+            match c.type_.as_str() {
+                "Complete" => return Ok(None),
+                "Failed" => {
+                    let mut why = c.reason.clone().unwrap_or_else(|| "Failed".into());
+                    if let Some(m) = &c.message {
+                        why = format!("{why}: {m}");
+                    }
+                    let pods = kube
+                        .diagnose_pods(namespace, &format!("job-name={name}"))
+                        .await;
+                    if !pods.is_empty() {
+                        why = format!("{why}; {}", pods.join("; "));
+                    }
+                    return Ok(Some(why));
+                }
+                _ => {}
+            }
+        }
+        if Instant::now() >= deadline {
+            let pods = kube
+                .diagnose_pods(namespace, &format!("job-name={name}"))
+                .await;
+            let mut msg = format!(
+                "job `{name}` did not finish within {}",
+                format_duration(wait)
+            );
+            for p in pods {
+                msg.push_str("\n  ");
+                msg.push_str(&p);
+            }
+            return Err(StepError::new(FailureClass::Timeout, msg));
+        }
+        if !pause(&ctx.cancel, Duration::from_millis(400)).await {
+            return Err(StepError::new(
+                FailureClass::Other,
+                format!("job `{name}` was cancelled"),
+            ));
+        }
+    }
+}
+
+/// The last lines of the newest pod's log; a log that cannot be read says why instead.
+async fn logs_tail(kube: &Kube, namespace: &str, job: &str) -> String {
+    let pods: Api<Pod> = kube.api(namespace);
+    let list = match pods
+        .list(&ListParams::default().labels(&format!("job-name={job}")))
+        .await
+    {
+        Ok(l) => l.items,
+        Err(e) => return format!("(logs unavailable: {e})"),
+    };
+    let Some(pod) = list
+        .iter()
+        .max_by_key(|p| p.metadata.creation_timestamp.clone().map(|t| t.0))
+    else {
+        return "(no pod was created)".into();
+    };
+    let params = LogParams {
+        tail_lines: Some(LOG_LINES),
+        ..Default::default()
+    };
+    match pods
+        .logs(pod.metadata.name.as_deref().unwrap_or_default(), &params)
+        .await
+    {
+        Ok(text) => text.trim_end().to_string(),
+        Err(e) => format!("(logs unavailable: {e})"),
+    }
 }
 
 /// Runs a one-off Job in `namespace` and waits for it to finish.
@@ -57,12 +339,9 @@ pub struct KubeJob {
     /// The Job.
     #[serde(flatten)]
     pub job: JobSpec,
-    /// kubeconfig context to use (default: the current context).
-    #[serde(default)]
-    pub context: Option<String>,
-    /// Path of a kubeconfig file (default: `$KUBECONFIG` or `~/.kube/config`).
-    #[serde(default)]
-    pub kubeconfig: Option<String>,
+    /// Which cluster and credentials.
+    #[serde(flatten)]
+    pub access: KubeAccess,
 }
 
 impl StepKind for KubeJob {
@@ -87,10 +366,70 @@ impl StepKind for KubeJob {
         if ctx.offline {
             return Preview::offline();
         }
-        Preview::cannot("live Kubernetes preview is not available in this build")
+        let kube = match Kube::connect(&self.access, &ctx.base_dir).await {
+            Ok(k) => k,
+            Err(e) => return Preview::cannot(e.message),
+        };
+        let lines = preview_job(&kube, &self.namespace, &self.job, None).await;
+        match lines {
+            Ok(lines) => Preview::lines(lines),
+            Err(e) => Preview::cannot(e.message),
+        }
     }
 
-    async fn run(&self, _ctx: &StepCtx) -> Result<Outputs, StepError> {
-        Err(super::not_built(Self::NAME))
+    async fn run(&self, ctx: &StepCtx) -> Result<Outputs, StepError> {
+        ctx.guards.check_kube_namespace(&self.namespace)?;
+        let kube = Kube::connect(&self.access, &ctx.base_dir).await?;
+        let outcome = run_job(&kube, &self.namespace, &self.job, None, ctx).await?;
+        if outcome.succeeded {
+            Ok(outcome.outputs())
+        } else {
+            Err(outcome.error())
+        }
     }
+}
+
+/// What a Job would run, checked by the API server with a dry-run create.
+pub async fn preview_job(
+    kube: &Kube,
+    namespace: &str,
+    spec: &JobSpec,
+    image: Option<&str>,
+) -> Result<Vec<String>, StepError> {
+    let deployment = kube.deployment(namespace, &spec.from_deployment).await?;
+    let labels = BTreeMap::from([(
+        "app.kubernetes.io/managed-by".to_string(),
+        "drrun".to_string(),
+    )]);
+    let job = spec.build(&deployment, image, labels)?;
+    let shown_image = job
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|p| p.containers.first())
+        .and_then(|c| c.image.clone())
+        .unwrap_or_default();
+    let mut lines = vec![format!(
+        "job from deployment {namespace}/{} (image {shown_image}): {}",
+        spec.from_deployment,
+        spec.command.join(" ")
+    )];
+    if is_placeholder(&shown_image) || spec.command.iter().any(|c| is_placeholder(c)) {
+        lines.push("server-side dry run skipped: the image is only known at run time".into());
+        return Ok(lines);
+    }
+    let jobs: Api<Job> = kube.api(namespace);
+    let pp = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    jobs.create(&pp, &job).await.map_err(|e| {
+        kube.error(
+            &format!("create a job in namespace `{namespace}` (dry run)"),
+            false,
+            e,
+        )
+    })?;
+    lines.push("server-side dry run: accepted".into());
+    Ok(lines)
 }

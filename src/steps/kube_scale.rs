@@ -1,13 +1,20 @@
 //! `kube.scale`: scale workloads (usually the whole DR namespace to zero, in `finally`).
 
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use kube::api::{ListParams, Patch, PatchParams};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 
+use super::kube_client::{FIELD_MANAGER, Kube, KubeAccess, listing, pause};
 use super::{
     ConfigIssue, Effect, OutputDoc, Outputs, Preview, PreviewCtx, StepCtx, StepError, StepKind,
     output,
 };
-use crate::duration::HumanDuration;
+use crate::duration::{HumanDuration, format_duration};
+use crate::playbook::model::FailureClass;
 
 /// Workload kinds `kube.scale` can scale.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -15,6 +22,15 @@ use crate::duration::HumanDuration;
 pub enum ScaleKind {
     Deployments,
     Statefulsets,
+}
+
+impl ScaleKind {
+    fn singular(self) -> &'static str {
+        match self {
+            Self::Deployments => "deployment",
+            Self::Statefulsets => "statefulset",
+        }
+    }
 }
 
 /// Scales Deployments and/or StatefulSets in a namespace: all of them, by name, or by
@@ -41,16 +57,152 @@ pub struct KubeScale {
     /// Wait until the workloads report this many replicas (e.g. all pods gone), up to this long.
     #[serde(default)]
     pub wait: Option<HumanDuration>,
-    /// kubeconfig context to use (default: the current context).
-    #[serde(default)]
-    pub context: Option<String>,
-    /// Path of a kubeconfig file (default: `$KUBECONFIG` or `~/.kube/config`).
-    #[serde(default)]
-    pub kubeconfig: Option<String>,
+    /// Which cluster and credentials.
+    #[serde(flatten)]
+    pub access: KubeAccess,
 }
 
 fn default_kinds() -> Vec<ScaleKind> {
     vec![ScaleKind::Deployments]
+}
+
+/// A workload's replica counts as read.
+#[derive(Debug, Clone)]
+struct Workload {
+    kind: ScaleKind,
+    name: String,
+    /// `spec.replicas`.
+    replicas: i32,
+    /// `status.replicas` (pods that exist).
+    current: i32,
+    ready: i32,
+    settled: bool,
+}
+
+impl Workload {
+    fn key(&self) -> String {
+        format!("{}/{}", self.kind.singular(), self.name)
+    }
+
+    fn from_deployment(d: &Deployment) -> Self {
+        let status = d.status.clone().unwrap_or_default();
+        Self {
+            kind: ScaleKind::Deployments,
+            name: d.metadata.name.clone().unwrap_or_default(),
+            replicas: d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+            current: status.replicas.unwrap_or(0),
+            ready: status.ready_replicas.unwrap_or(0),
+            settled: status.observed_generation >= d.metadata.generation,
+        }
+    }
+
+    fn from_statefulset(s: &StatefulSet) -> Self {
+        let status = s.status.clone().unwrap_or_default();
+        Self {
+            kind: ScaleKind::Statefulsets,
+            name: s.metadata.name.clone().unwrap_or_default(),
+            replicas: s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+            current: status.replicas,
+            ready: status.ready_replicas.unwrap_or(0),
+            settled: status.observed_generation >= s.metadata.generation,
+        }
+    }
+
+    fn reached(&self, target: i32) -> bool {
+        self.settled && self.current == target && self.ready == target
+    }
+}
+
+impl KubeScale {
+    fn list_params(&self) -> ListParams {
+        match &self.selector {
+            Some(s) => ListParams::default().labels(s),
+            None => ListParams::default(),
+        }
+    }
+
+    async fn list(&self, kube: &Kube, kind: ScaleKind) -> Result<Vec<Workload>, StepError> {
+        let doing = format!("list {kind:?} in namespace `{}`", self.namespace).to_lowercase();
+        let lp = self.list_params();
+        Ok(match kind {
+            ScaleKind::Deployments => kube
+                .api::<Deployment>(&self.namespace)
+                .list(&lp)
+                .await
+                .map_err(|e| kube.error(&doing, false, e))?
+                .items
+                .iter()
+                .map(Workload::from_deployment)
+                .collect(),
+            ScaleKind::Statefulsets => kube
+                .api::<StatefulSet>(&self.namespace)
+                .list(&lp)
+                .await
+                .map_err(|e| kube.error(&doing, false, e))?
+                .items
+                .iter()
+                .map(Workload::from_statefulset)
+                .collect(),
+        })
+    }
+
+    /// The workloads this step scales, read before any write.
+    async fn select(&self, kube: &Kube) -> Result<Vec<Workload>, StepError> {
+        let mut found = Vec::new();
+        for kind in &self.kinds {
+            found.extend(self.list(kube, *kind).await?);
+        }
+        if self.names.is_empty() {
+            if found.is_empty()
+                && let Some(err) = kube.missing_namespace(&self.namespace).await
+            {
+                return Err(err);
+            }
+            return Ok(found);
+        }
+        let mut chosen = Vec::new();
+        for name in &self.names {
+            let matching: Vec<_> = found.iter().filter(|w| &w.name == name).cloned().collect();
+            if matching.is_empty() {
+                if let Some(err) = kube.missing_namespace(&self.namespace).await {
+                    return Err(err);
+                }
+                let names: Vec<String> = found.iter().map(|w| w.name.clone()).collect();
+                let kinds: Vec<&str> = self.kinds.iter().map(|k| k.singular()).collect();
+                return Err(StepError::config(format!(
+                    "no {} named `{name}` in namespace `{}`; {}",
+                    kinds.join(" or "),
+                    self.namespace,
+                    listing("workloads there", name, &names)
+                )));
+            }
+            chosen.extend(matching);
+        }
+        Ok(chosen)
+    }
+
+    async fn patch(&self, kube: &Kube, w: &Workload, dry_run: bool) -> Result<(), StepError> {
+        let pp = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            dry_run,
+            ..Default::default()
+        };
+        let body = Patch::Merge(json!({ "spec": { "replicas": self.replicas } }));
+        let doing = format!("scale {} in namespace `{}`", w.key(), self.namespace);
+        let result = match w.kind {
+            ScaleKind::Deployments => kube
+                .api::<Deployment>(&self.namespace)
+                .patch_scale(&w.name, &pp, &body)
+                .await
+                .map(drop),
+            ScaleKind::Statefulsets => kube
+                .api::<StatefulSet>(&self.namespace)
+                .patch_scale(&w.name, &pp, &body)
+                .await
+                .map(drop),
+        };
+        result.map_err(|e| kube.error(&doing, !dry_run, e))
+    }
 }
 
 impl StepKind for KubeScale {
@@ -93,10 +245,82 @@ impl StepKind for KubeScale {
         if ctx.offline {
             return Preview::offline();
         }
-        Preview::cannot("live Kubernetes preview is not available in this build")
+        let result = async {
+            let kube = Kube::connect(&self.access, &ctx.base_dir).await?;
+            let workloads = self.select(&kube).await?;
+            let mut lines = Vec::new();
+            for w in &workloads {
+                lines.push(format!(
+                    "{} in {}: replicas {} -> {}",
+                    w.key(),
+                    self.namespace,
+                    w.replicas,
+                    self.replicas
+                ));
+                if w.replicas != self.replicas as i32 {
+                    self.patch(&kube, w, true).await?;
+                }
+            }
+            if workloads.is_empty() {
+                lines.push(format!("nothing to scale in {}", self.namespace));
+            } else {
+                lines.push("server-side dry run: accepted".into());
+            }
+            Ok::<_, StepError>(lines)
+        };
+        match result.await {
+            Ok(lines) => Preview::lines(lines),
+            Err(e) => Preview::cannot(e.message),
+        }
     }
 
-    async fn run(&self, _ctx: &StepCtx) -> Result<Outputs, StepError> {
-        Err(super::not_built(Self::NAME))
+    async fn run(&self, ctx: &StepCtx) -> Result<Outputs, StepError> {
+        ctx.guards.check_kube_namespace(&self.namespace)?;
+        let kube = Kube::connect(&self.access, &ctx.base_dir).await?;
+        let workloads = self.select(&kube).await?;
+        let target = self.replicas as i32;
+        let mut previous = serde_json::Map::new();
+        let mut scaled = Vec::new();
+        for w in &workloads {
+            previous.insert(w.key(), json!(w.replicas));
+            if w.replicas != target {
+                self.patch(&kube, w, false).await?;
+                ctx.note(format!("{}: {} -> {target}", w.key(), w.replicas));
+                scaled.push(json!(w.key()));
+            }
+        }
+        if let Some(wait) = self.wait {
+            let deadline = Instant::now() + wait.0;
+            loop {
+                let mut pending = Vec::new();
+                for kind in &self.kinds {
+                    for w in self.list(&kube, *kind).await? {
+                        if previous.contains_key(&w.key()) && !w.reached(target) {
+                            pending.push(format!("{} ({} of {target})", w.key(), w.current));
+                        }
+                    }
+                }
+                if pending.is_empty() {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    return Err(StepError::new(
+                        FailureClass::Timeout,
+                        format!(
+                            "not at {target} replicas after {}: {}",
+                            format_duration(wait.0),
+                            pending.join(", ")
+                        ),
+                    ));
+                }
+                if !pause(&ctx.cancel, Duration::from_millis(500)).await {
+                    return Err(StepError::new(FailureClass::Other, "scaling was cancelled"));
+                }
+            }
+        }
+        let mut out = Outputs::new();
+        out.insert("previous".into(), previous.into());
+        out.insert("scaled".into(), scaled.into());
+        Ok(out)
     }
 }

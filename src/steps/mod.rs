@@ -14,6 +14,7 @@ mod context;
 pub mod exec;
 pub mod guard;
 pub mod http_smoke;
+pub mod kube_client;
 pub mod kube_deploy;
 pub mod kube_image;
 pub mod kube_job;
@@ -193,12 +194,4 @@ registry! {
 
 pub fn find_kind(name: &str) -> Option<&'static KindInfo> {
     KINDS.iter().find(|k| k.name == name)
-}
-
-/// The error for kinds whose runtime lands in a later release of this build.
-pub(crate) fn not_built(kind: &str) -> StepError {
-    StepError::new(
-        crate::playbook::model::FailureClass::Config,
-        format!("the `{kind}` kind validates and previews in this build, but cannot run yet"),
-    )
 }

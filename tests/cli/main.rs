@@ -2,6 +2,9 @@
 
 mod engine;
 mod http;
+mod kube;
+#[path = "../support/kube.rs"]
+mod kube_support;
 mod pg;
 #[path = "../support/pg.rs"]
 mod pg_support;

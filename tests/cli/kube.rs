@@ -1,0 +1,497 @@
+//! `kube.*` against a real kube-apiserver and kube-controller-manager (tests/support/kube.rs).
+
+use std::path::{Path, PathBuf};
+
+use crate::kube_support::{BUSYBOX, PAUSE_NEW_TAG, PAUSE_OLD, UNPULLABLE, cluster};
+use crate::support::{Out, drrun, journal, run_cmd};
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Runs `drrun ARGS PLAYBOOK --state-dir DIR/state` with `kubeconfig` as KUBECONFIG.
+fn drrun_kube(dir: &Path, kubeconfig: &Path, args: &[&str], pb: &Path) -> Out {
+    let state = dir.join("state");
+    run_cmd(
+        drrun()
+            .current_dir(dir)
+            .env("KUBECONFIG", kubeconfig)
+            .args(args)
+            .arg(pb)
+            .arg("--state-dir")
+            .arg(&state),
+    )
+}
+
+fn plan(dir: &Path, kubeconfig: &Path, pb: &Path) -> Out {
+    run_cmd(
+        drrun()
+            .current_dir(dir)
+            .env("KUBECONFIG", kubeconfig)
+            .arg("plan")
+            .arg(pb),
+    )
+}
+
+fn outputs(dir: &Path, step: &str) -> serde_json::Value {
+    journal(&dir.join("state"))
+        .into_iter()
+        .find(|r| r["type"] == "step_succeeded" && r["step"] == step)
+        .map(|r| r["outputs"].clone())
+        .unwrap_or_else(|| panic!("no outputs for {step}"))
+}
+
+#[test]
+fn reads_the_production_tag_deploys_it_and_scales_everything_back_to_zero() {
+    let c = cluster();
+    let prod = c.namespace("prod");
+    let dr = c.namespace("dr");
+    let prod_image = format!("registry.k8s.io/pause:{PAUSE_NEW_TAG}");
+    prod.create_deployment("app", &prod_image, 1, &[]);
+    dr.create_deployment("app", PAUSE_OLD, 0, &[]);
+    dr.create_deployment("worker", PAUSE_OLD, 2, &[]);
+    dr.create_statefulset("cache", 1);
+    dr.wait_ready("worker", 2);
+
+    let dir = tempfile::tempdir().unwrap();
+    let pb = write(
+        dir.path(),
+        "drill.yaml",
+        &format!(
+            r#"
+version: 1
+name: kube-drill
+guards:
+  kube_namespaces: ["{prod}"]
+steps:
+  prod_tag:
+    kind: kube.image
+    with: {{ namespace: "{prod}", deployment: app }}
+  deploy:
+    kind: kube.deploy
+    with:
+      namespace: "{dr}"
+      deployments: [app]
+      tag: "{{{{ steps.prod_tag.outputs.tag }}}}"
+      replicas: 2
+      wait: 60s
+finally:
+  scale_down:
+    kind: kube.scale
+    with: {{ namespace: "{dr}", all: true, kinds: [deployments, statefulsets], replicas: 0, wait: 60s }}
+"#,
+            prod = prod.name,
+            dr = dr.name
+        ),
+    );
+
+    // The live preview reads both sides; the tag is only known at run time.
+    let p = plan(dir.path(), &c.kubeconfig, &pb);
+    assert_eq!(p.code, 0, "{}{}", p.stdout, p.stderr);
+    assert!(
+        p.stdout
+            .contains(&format!("runs {prod_image} (tag `{PAUSE_NEW_TAG}`)")),
+        "{}",
+        p.stdout
+    );
+    assert!(
+        p.stdout.contains(&format!(
+            "container app: {PAUSE_OLD} -> registry.k8s.io/pause:<steps.prod_tag.outputs.tag>"
+        )),
+        "{}",
+        p.stdout
+    );
+    assert!(p.stdout.contains("replicas 0 -> 2"), "{}", p.stdout);
+    assert!(
+        p.stdout.contains("deployment/worker in ") && p.stdout.contains("replicas 2 -> 0"),
+        "{}",
+        p.stdout
+    );
+
+    let out = drrun_kube(dir.path(), &c.kubeconfig, &[], &pb);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+
+    let tag = outputs(dir.path(), "prod_tag");
+    assert_eq!(tag["tag"], PAUSE_NEW_TAG);
+    assert_eq!(tag["repository"], "registry.k8s.io/pause");
+    assert_eq!(tag["registry"], "registry.k8s.io");
+    assert_eq!(tag["container"], "app");
+
+    let deploy = outputs(dir.path(), "deploy");
+    assert_eq!(deploy["images_before"]["app/app"], PAUSE_OLD);
+    assert_eq!(deploy["images_after"]["app/app"], prod_image.as_str());
+    assert_eq!(deploy["image"], prod_image.as_str());
+    // Ready replicas are measured when the rollout completed, before `finally`.
+    assert_eq!(deploy["ready_replicas"]["app"], 2);
+
+    let scale = outputs(dir.path(), "scale_down");
+    assert_eq!(scale["previous"]["deployment/app"], 2);
+    assert_eq!(scale["previous"]["deployment/worker"], 2);
+    assert_eq!(scale["previous"]["statefulset/cache"], 1);
+    assert_eq!(scale["scaled"].as_array().unwrap().len(), 3);
+
+    // What the cluster now holds: the production image at zero replicas, everything at zero.
+    let (image, replicas, ready) = dr.deployment_state("app");
+    assert_eq!(
+        (image.as_str(), replicas, ready),
+        (prod_image.as_str(), 0, 0)
+    );
+    assert_eq!(dr.deployment_state("worker").1, 0);
+    assert_eq!(dr.statefulset_replicas("cache"), (0, 0));
+    // Production was only read.
+    assert_eq!(prod.deployment_state("app").1, 1);
+    let managers: Vec<String> = dr
+        .deployment("app")
+        .metadata
+        .managed_fields
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|m| m.manager)
+        .collect();
+    assert!(managers.contains(&"drrun".to_string()), "{managers:?}");
+}
+
+#[test]
+fn a_stuck_rollout_names_the_pods_and_why() {
+    let c = cluster();
+    let ns = c.namespace("stuck");
+    ns.create_deployment("app", PAUSE_OLD, 1, &[]);
+    ns.create_deployment("doomed", PAUSE_OLD, 1, &[]);
+    ns.wait_ready("app", 1);
+    ns.wait_ready("doomed", 1);
+    ns.set_progress_deadline("doomed", 2);
+    let dir = tempfile::tempdir().unwrap();
+    let playbook = |deployment: &str, wait: &str| {
+        write(
+            dir.path(),
+            &format!("{deployment}.yaml"),
+            &format!(
+                r#"
+version: 1
+name: stuck
+steps:
+  deploy:
+    kind: kube.deploy
+    with: {{ namespace: "{}", deployments: [{deployment}], image: "{UNPULLABLE}", wait: {wait} }}
+"#,
+                ns.name
+            ),
+        )
+    };
+
+    // Our own wait runs out first.
+    let out = drrun_kube(dir.path(), &c.kubeconfig, &[], &playbook("app", "6s"));
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert!(all.contains("did not finish within 6s"), "{all}");
+    assert!(
+        all.contains("1 old replicas are pending termination"),
+        "{all}"
+    );
+    assert!(all.contains("pod app-"), "{all}");
+    assert!(all.contains("ImagePull"), "{all}");
+    assert!(all.contains(UNPULLABLE), "{all}");
+
+    // The controller gives up first: ProgressDeadlineExceeded, also with the pod reasons.
+    let dir2 = tempfile::tempdir().unwrap();
+    let pb = playbook("doomed", "2m");
+    let started = std::time::Instant::now();
+    let out = drrun_kube(dir2.path(), &c.kubeconfig, &[], &pb);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert!(all.contains("exceeded its progress deadline"), "{all}");
+    assert!(
+        all.contains("pod doomed-") && all.contains("ImagePull"),
+        "{all}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(100),
+        "gave up only at the wait limit"
+    );
+}
+
+#[test]
+fn guarded_namespaces_are_refused_before_any_request() {
+    // A "cluster" that only counts connections.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = write(
+        dir.path(),
+        "kubeconfig",
+        &format!(
+            r#"
+apiVersion: v1
+kind: Config
+clusters: [{{ name: c, cluster: {{ server: "https://127.0.0.1:{port}", insecure-skip-tls-verify: true }} }}]
+users: [{{ name: u, user: {{ token: not-a-real-token }} }}]
+contexts: [{{ name: prod, context: {{ cluster: c, user: u }} }}]
+current-context: prod
+"#
+        ),
+    );
+    for (kind, with) in [
+        ("kube.scale", "all: true, replicas: 0"),
+        ("kube.deploy", "deployments: [app], tag: v2"),
+        ("kube.job", "from_deployment: app, command: [migrate]"),
+    ] {
+        let pb = write(
+            dir.path(),
+            "guarded.yaml",
+            &format!(
+                r#"
+version: 1
+name: guarded
+guards: {{ kube_namespaces: ["prod-*"] }}
+steps:
+  touch:
+    kind: {kind}
+    with: {{ namespace: prod-site, {with} }}
+"#
+            ),
+        );
+        let p = plan(dir.path(), &kubeconfig, &pb);
+        assert!(
+            p.stdout
+                .contains("refusing to touch Kubernetes namespace `prod-site`"),
+            "{kind}: {}{}",
+            p.stdout,
+            p.stderr
+        );
+        let out = drrun_kube(dir.path(), &kubeconfig, &["run"], &pb);
+        assert_eq!(out.code, 1, "{kind}: {}{}", out.stdout, out.stderr);
+        let all = format!("{}{}", out.stdout, out.stderr);
+        assert!(
+            all.contains("refusing to touch Kubernetes namespace `prod-site`: it matches `prod-*` in guards.kube_namespaces; nothing was sent"),
+            "{kind}: {all}"
+        );
+    }
+    match listener.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("a request reached the API server: {other:?}"),
+    }
+}
+
+#[test]
+fn jobs_run_from_a_deployment_template_and_report_success_and_failure() {
+    let c = cluster();
+    let ns = c.namespace("jobs");
+    ns.create_deployment("app", BUSYBOX, 0, &["sleep", "3600"]);
+    let dir = tempfile::tempdir().unwrap();
+    let job = |name: &str, script: &str, extra: &str| {
+        write(
+            dir.path(),
+            &format!("{name}.yaml"),
+            &format!(
+                r#"
+version: 1
+name: {name}
+steps:
+  job:
+    kind: kube.job
+    with:
+      namespace: "{}"
+      from_deployment: app
+      command: [sh, -c, "{script}"]
+      wait: 60s
+      {extra}
+"#,
+                ns.name
+            ),
+        )
+    };
+
+    let out = drrun_kube(
+        dir.path(),
+        &c.kubeconfig,
+        &[],
+        &job("ok", "echo migrating; echo 42 migrations applied", ""),
+    );
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let o = outputs(dir.path(), "job");
+    assert_eq!(o["succeeded"], true);
+    assert_eq!(o["logs_tail"], "migrating\n42 migrations applied");
+    assert!(o["job_name"].as_str().unwrap().starts_with("app-drrun-"));
+    assert!(ns.jobs().is_empty(), "the job is deleted afterwards");
+
+    let dir2 = tempfile::tempdir().unwrap();
+    let pb = job(
+        "bad",
+        "echo applying 0042; echo relation wagtailcore_page does not exist; exit 3",
+        "keep: true",
+    );
+    let out = drrun_kube(dir2.path(), &c.kubeconfig, &[], &pb);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert!(all.contains("BackoffLimitExceeded"), "{all}");
+    assert!(
+        all.contains("relation wagtailcore_page does not exist"),
+        "the log tail is in the error: {all}"
+    );
+    assert!(all.contains("exit code 3"), "{all}");
+    let kept = ns.jobs();
+    assert_eq!(kept.len(), 1, "keep: true keeps the failed job");
+    assert_eq!(ns.job_image(&kept[0]), BUSYBOX);
+}
+
+#[test]
+fn pre_jobs_run_with_the_new_image_before_the_rollout() {
+    let c = cluster();
+    let ns = c.namespace("prejob");
+    ns.create_deployment("app", BUSYBOX, 1, &["sleep", "3600"]);
+    ns.wait_ready("app", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let pb = write(
+        dir.path(),
+        "deploy.yaml",
+        &format!(
+            r#"
+version: 1
+name: prejob
+steps:
+  deploy:
+    kind: kube.deploy
+    with:
+      namespace: "{}"
+      deployments: [app]
+      tag: "1.37"
+      wait: 60s
+      pre_jobs:
+        - {{ from_deployment: app, command: [sh, -c, "echo migrated"], name: migrate, keep: true }}
+"#,
+            ns.name
+        ),
+    );
+    let out = drrun_kube(dir.path(), &c.kubeconfig, &[], &pb);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let o = outputs(dir.path(), "deploy");
+    assert_eq!(o["pre_jobs"][0]["succeeded"], true);
+    assert_eq!(o["pre_jobs"][0]["logs_tail"], "migrated");
+    assert_eq!(o["images_after"]["app/app"], "busybox:1.37");
+    let jobs = ns.jobs();
+    assert_eq!(jobs.len(), 1);
+    assert!(jobs[0].starts_with("migrate-"), "{jobs:?}");
+    assert_eq!(
+        ns.job_image(&jobs[0]),
+        "busybox:1.37",
+        "migrations run the new code"
+    );
+    assert_eq!(ns.deployment_state("app"), ("busybox:1.37".into(), 1, 1));
+}
+
+#[test]
+fn plan_sends_writes_as_server_side_dry_runs_only() {
+    let c = cluster();
+    let ns = c.namespace("dryrun");
+    ns.create_deployment("app", PAUSE_OLD, 1, &[]);
+    ns.wait_ready("app", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let playbook = |image: &str| {
+        write(
+            dir.path(),
+            "plan.yaml",
+            &format!(
+                r#"
+version: 1
+name: dryrun
+steps:
+  deploy:
+    kind: kube.deploy
+    with: {{ namespace: "{ns}", deployments: [app], image: "{image}" }}
+  scale:
+    kind: kube.scale
+    with: {{ namespace: "{ns}", names: [app], replicas: 0 }}
+"#,
+                ns = ns.name
+            ),
+        )
+    };
+    let p = plan(
+        dir.path(),
+        &c.kubeconfig,
+        &playbook("registry.k8s.io/pause:3.10"),
+    );
+    assert_eq!(p.code, 0, "{}{}", p.stdout, p.stderr);
+    assert!(
+        p.stdout.contains(&format!(
+            "container app: {PAUSE_OLD} -> registry.k8s.io/pause:3.10"
+        )),
+        "{}",
+        p.stdout
+    );
+    assert!(p.stdout.contains("deployment/app in "), "{}", p.stdout);
+    assert_eq!(
+        p.stdout.matches("server-side dry run: accepted").count(),
+        2,
+        "{}",
+        p.stdout
+    );
+
+    // Admission/validation errors show up in the preview.
+    let p = plan(dir.path(), &c.kubeconfig, &playbook(""));
+    assert!(
+        p.stdout.contains("preview: cannot patch deployment `app`")
+            && p.stdout.contains("containers[0].image: Required value"),
+        "{}{}",
+        p.stdout,
+        p.stderr
+    );
+    // Nothing changed.
+    assert_eq!(ns.deployment_state("app"), (PAUSE_OLD.into(), 1, 1));
+}
+
+#[test]
+fn errors_name_what_exists() {
+    let c = cluster();
+    let ns = c.namespace("errors");
+    ns.create_deployment("web", PAUSE_OLD, 0, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let image = |namespace: &str, deployment: &str, extra: &str| {
+        write(
+            dir.path(),
+            "image.yaml",
+            &format!(
+                r#"
+version: 1
+name: errors
+steps:
+  tag:
+    kind: kube.image
+    with: {{ namespace: "{namespace}", deployment: "{deployment}" {extra} }}
+"#
+            ),
+        )
+    };
+    let run = |pb: &Path, kubeconfig: &Path| {
+        let out = drrun_kube(dir.path(), kubeconfig, &["run"], pb);
+        assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+        format!("{}{}", out.stdout, out.stderr)
+    };
+
+    let all = run(&image(&ns.name, "webb", ""), &c.kubeconfig);
+    assert!(
+        all.contains(&format!(
+            "deployment `webb` not found in namespace `{}`; deployments there: web (did you mean `web`?)",
+            ns.name
+        )),
+        "{all}"
+    );
+    let all = run(&image(&format!("{}x", ns.name), "web", ""), &c.kubeconfig);
+    assert!(all.contains("not found on context"), "{all}");
+    assert!(
+        all.contains(&format!("(did you mean `{}`?)", ns.name)),
+        "{all}"
+    );
+
+    let all = run(&image(&ns.name, "web", ", context: staging"), &c.kubeconfig);
+    assert!(all.contains("context `staging` not found in"), "{all}");
+    assert!(all.contains("contexts there: "), "{all}");
+
+    let nobody = c.kubeconfig_as(dir.path(), "drrun-test-nobody");
+    let all = run(&image(&ns.name, "web", ""), &nobody);
+    assert!(all.contains("forbidden:"), "{all}");
+    assert!(all.contains("cannot get resource \"deployments\""), "{all}");
+}
