@@ -31,6 +31,8 @@ pub enum Command {
     Resume(ResumeArgs),
     /// Show runs and their steps.
     Status(StatusArgs),
+    /// Print a run's drill report (RTO/RPO, timeline) again.
+    Report(ReportArgs),
     /// List the step kinds, or document one.
     Kinds(KindsArgs),
     /// Print the playbook JSON schema.
@@ -76,6 +78,10 @@ pub struct RunArgs {
     /// Continue the newest unfinished run of this playbook instead of starting a new one.
     #[arg(long)]
     pub resume: bool,
+    /// Also write report.json, report.md and junit.xml here (they always go to the run's
+    /// state directory).
+    #[arg(long, value_name = "DIR")]
+    pub report: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t)]
     pub output: Output,
 }
@@ -140,8 +146,32 @@ pub struct ResumeArgs {
     pub jobs: usize,
     #[arg(long)]
     pub fail_fast: bool,
+    /// Also write report.json, report.md and junit.xml here.
+    #[arg(long, value_name = "DIR")]
+    pub report: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t)]
     pub output: Output,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The run (default: the newest).
+    pub run_id: Option<String>,
+    #[command(flatten)]
+    pub state: StateArgs,
+    #[arg(long, value_enum, default_value_t)]
+    pub format: ReportFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum ReportFormat {
+    /// Markdown, for people and tickets.
+    #[default]
+    Md,
+    /// The full report as JSON.
+    Json,
+    /// JUnit XML, one test case per step and objective.
+    Junit,
 }
 
 #[derive(Debug, Args)]
@@ -161,7 +191,7 @@ pub struct KindsArgs {
 }
 
 const SUBCOMMANDS: &[&str] = &[
-    "run", "plan", "validate", "graph", "resume", "status", "kinds", "schema", "help",
+    "run", "plan", "validate", "graph", "resume", "status", "report", "kinds", "schema", "help",
 ];
 
 /// `drrun PLAYBOOK ...` means `drrun run PLAYBOOK ...`.

@@ -3,6 +3,7 @@
 mod graph;
 mod kinds;
 mod plan;
+mod report;
 mod run;
 mod status;
 mod validate;
@@ -28,6 +29,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Validate(args) => validate::validate(args),
         Command::Graph(args) => graph::graph(args),
         Command::Status(args) => status::status(args),
+        Command::Report(args) => report::report(args),
         Command::Kinds(args) => kinds::kinds(args),
         Command::Schema => {
             crate::report::printer::out(&crate::schema::playbook_schema_text());

@@ -38,6 +38,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         args.fail_fast,
         args.output,
         overrides,
+        args.report.clone(),
     )
 }
 
@@ -84,9 +85,11 @@ pub fn resume(args: ResumeArgs) -> Result<ExitCode> {
         args.fail_fast,
         args.output,
         overrides,
+        args.report.clone(),
     )
 }
 
+#[allow(clippy::too_many_arguments)]
 fn execute(
     plan: Plan,
     state_dir: PathBuf,
@@ -95,6 +98,7 @@ fn execute(
     fail_fast: bool,
     output: Output,
     overrides: serde_json::Map<String, serde_json::Value>,
+    report_dir: Option<PathBuf>,
 ) -> Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -111,6 +115,7 @@ fn execute(
             fail_fast,
             resume,
             overrides,
+            report_dir,
         };
         crate::exec::run(Arc::new(plan), opts, printer.clone(), stop)
             .await

@@ -19,7 +19,8 @@ use crate::playbook::template::Templates;
 use crate::report::event::SummaryRow;
 use crate::report::{Event, Reporter, StepState};
 use crate::state::fingerprint::fingerprint;
-use crate::state::journal::{Journal, Record, now};
+use crate::report::drill::DrillReport;
+use crate::state::journal::{self, Journal, PlannedStep, Record, now};
 use crate::state::lock::{Holder, StateLock};
 use crate::state::redact::Redactor;
 use crate::state::runs::{StateDir, new_run_id};
@@ -46,6 +47,8 @@ pub struct RunOptions {
     pub resume: Resume,
     /// Command-line var overrides, recorded so `drrun resume` can reuse them.
     pub overrides: serde_json::Map<String, serde_json::Value>,
+    /// `--report DIR`: where else to write the drill report.
+    pub report_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,6 +201,8 @@ pub async fn run(
                     .map(|(k, v)| (k.clone(), redactor.redact_json(v)))
                     .collect(),
                 overrides: opts.overrides.clone(),
+                objectives: plan.objectives.clone(),
+                steps: PlannedStep::of(&plan),
             })?;
             (run_id, journal, HashMap::new(), at, false)
         }
@@ -219,6 +224,8 @@ pub async fn run(
                 pid: holder.pid,
                 at: now(),
                 playbook_hash: plan.source_hash.clone(),
+                objectives: plan.objectives.clone(),
+                steps: PlannedStep::of(&plan),
             })?;
             let checkpoints = summary
                 .steps
@@ -312,18 +319,45 @@ pub async fn run(
         RunStatus::Passed if !finally_ok => RunStatus::Failed,
         s => s,
     };
+    // A drill whose steps all passed still fails when it missed an objective.
+    let journal_path = state.journal_path(&run_id);
+    let measured = DrillReport::from_records(&journal::read(&journal_path)?.records);
+    let status = match status {
+        RunStatus::Passed if measured.as_ref().is_some_and(DrillReport::objective_missed) => {
+            RunStatus::Failed
+        }
+        s => s,
+    };
     let duration = started.elapsed();
     engine.journal.append(&Record::RunFinished {
         status: status.as_str().into(),
         duration_ms: duration.as_millis() as u64,
         at: now(),
     })?;
+    let report = DrillReport::from_records(&journal::read(&journal_path)?.records);
+    let mut report_files = Vec::new();
+    if let Some(report) = &report {
+        let dirs = std::iter::once(state.run_dir(&run_id)).chain(opts.report_dir.clone());
+        for dir in dirs {
+            match report.write_files(&dir) {
+                Ok(files) => report_files.extend(files),
+                Err(e) => reporter.event(&Event::Notice {
+                    text: format!("could not write the drill report to {}: {e}", dir.display()),
+                }),
+            }
+        }
+    }
     let summary = engine.summary();
     reporter.event(&Event::RunFinished {
         run_id: run_id.clone(),
         status: status.as_str().into(),
         duration_ms: duration.as_millis() as u64,
         summary: summary.clone(),
+        objectives: report.as_ref().map(DrillReport::headline).unwrap_or_default(),
+        report: report_files
+            .iter()
+            .find(|p| p.extension().is_some_and(|e| e == "md"))
+            .map(|p| p.display().to_string()),
     });
     drop(lock);
     Ok(RunOutcome {

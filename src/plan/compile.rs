@@ -13,7 +13,7 @@ use super::refs::{RefChecker, Resolved, Site};
 use super::{DEFAULT_TIMEOUT, Phase, Plan, PlanStep, RetryPolicy};
 use crate::diag::{Diagnostic, did_you_mean};
 use crate::playbook::load::{Sink, Source, parse, path_string};
-use crate::playbook::model::{RawPlaybook, RawStep};
+use crate::playbook::model::{Objectives, RawPlaybook, RawStep};
 use crate::playbook::spans::{SpanIndex, join};
 use crate::playbook::template::{Templates, is_template};
 use crate::steps::guard::Guards;
@@ -127,6 +127,8 @@ pub fn compile(
         }
     }
 
+    check_objective_steps(&raw.objectives, &checker, &mut sink);
+
     let (main_levels, finally_levels) = if sink.diags.is_empty() {
         resolve_deps(&mut steps, &dep_ids);
         (
@@ -158,6 +160,43 @@ pub fn compile(
         main_levels,
         finally_levels,
     })
+}
+
+/// `objectives.rto_until` must name a main step; `objectives.rpo_from` an `s3.fetch` or
+/// `pg.sql` step.
+fn check_objective_steps(objectives: &Objectives, checker: &RefChecker, sink: &mut Sink) {
+    let ids = || checker.steps.keys().copied().collect::<Vec<_>>();
+    if let Some(id) = &objectives.rto_until {
+        let path = "objectives.rto_until".to_string();
+        match checker.steps.get(id.as_str()) {
+            None => sink.at_value(
+                Diagnostic::new(path, format!("`rto_until` names a step that does not exist: `{id}`"))
+                    .with_help_opt(did_you_mean(id, ids())),
+            ),
+            Some((Phase::Finally, _)) => sink.at_value(
+                Diagnostic::new(path, format!("`rto_until` names the finally step `{id}`"))
+                    .with_help("the RTO ends when the service is back, before cleanup: name a step under `steps`"),
+            ),
+            Some(_) => {}
+        }
+    }
+    if let Some(id) = &objectives.rpo_from {
+        let path = "objectives.rpo_from".to_string();
+        match checker.steps.get(id.as_str()) {
+            None => sink.at_value(
+                Diagnostic::new(path, format!("`rpo_from` names a step that does not exist: `{id}`"))
+                    .with_help_opt(did_you_mean(id, ids())),
+            ),
+            Some((_, Some(kind))) if kind.name != "s3.fetch" && kind.name != "pg.sql" => sink.at_value(
+                Diagnostic::new(
+                    path,
+                    format!("`rpo_from` names `{id}`, a `{}` step, which does not date the data", kind.name),
+                )
+                .with_help("name an `s3.fetch` step (backup time) or a `pg.sql` step whose `scalar` is a timestamp"),
+            ),
+            Some(_) => {}
+        }
+    }
 }
 
 fn finish(diags: Vec<Diagnostic>) -> Vec<Diagnostic> {

@@ -28,6 +28,14 @@ pub struct Objectives {
     /// Recovery time objective: the drill must have the service back within this time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rto: Option<HumanDuration>,
+    /// The step whose success ends the measured RTO (default: the last main step to succeed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rto_until: Option<String>,
+    /// The step whose result dates the restored data, for RPO: an `s3.fetch` (its
+    /// `backup_time`, else `last_modified`) or a `pg.sql` returning a timestamp as `scalar`
+    /// (default: the first `s3.fetch` step).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpo_from: Option<String>,
 }
 
 /// Things no step may ever touch, whatever a template renders to. Checked before any

@@ -85,6 +85,10 @@ pub enum Event {
         status: String,
         duration_ms: u64,
         summary: Vec<SummaryRow>,
+        /// The RTO and RPO headline lines.
+        objectives: Vec<String>,
+        /// Where report.md was written.
+        report: Option<String>,
     },
 }
 

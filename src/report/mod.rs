@@ -1,6 +1,9 @@
 //! Everything the user sees: events from the engine and the printers that show them.
 //! The engine never prints; it sends [`Event`]s to a [`Reporter`].
 
+pub mod drill;
+pub mod junit;
+pub mod markdown;
 pub mod event;
 pub mod printer;
 

@@ -206,6 +206,8 @@ impl Reporter for Printer {
                 status,
                 duration_ms,
                 summary,
+                objectives,
+                report,
             } => {
                 let _ = self.multi.clear();
                 let mut text = summary_table(summary);
@@ -224,6 +226,17 @@ impl Reporter for Printer {
                         failed.step,
                         failed.reason.as_deref().unwrap_or("")
                     ));
+                }
+                for line in objectives {
+                    let line = if line.contains("MISSED") {
+                        style(line.as_str()).red().to_string()
+                    } else {
+                        line.clone()
+                    };
+                    text.push_str(&format!("{line}\n"));
+                }
+                if let Some(path) = report {
+                    text.push_str(&format!("report: {path}\n"));
                 }
                 eprint!("{text}");
             }

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 
 use super::{StateError, io_err};
-use crate::playbook::model::FailureClass;
+use crate::playbook::model::{FailureClass, Objectives};
 use crate::steps::Outputs;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -29,11 +29,21 @@ pub enum Record {
         /// `-e`/`--vars-file` overrides, reused by `drrun resume`.
         #[serde(default)]
         overrides: serde_json::Map<String, serde_json::Value>,
+        /// What the drill is measured against (the report is built from the journal alone).
+        #[serde(default)]
+        objectives: Objectives,
+        /// Every step of the plan, so the report lists those that never started too.
+        #[serde(default)]
+        steps: Vec<PlannedStep>,
     },
     Resumed {
         pid: u32,
         at: String,
         playbook_hash: String,
+        #[serde(default)]
+        objectives: Objectives,
+        #[serde(default)]
+        steps: Vec<PlannedStep>,
     },
     PhaseStarted {
         phase: String,
@@ -97,6 +107,28 @@ pub enum Record {
         duration_ms: u64,
         at: String,
     },
+}
+
+/// A step of the plan as the journal records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedStep {
+    pub id: String,
+    pub kind: String,
+    /// `steps` or `finally`.
+    pub phase: String,
+}
+
+impl PlannedStep {
+    pub fn of(plan: &crate::plan::Plan) -> Vec<Self> {
+        plan.steps
+            .iter()
+            .map(|s| Self {
+                id: s.id.clone(),
+                kind: s.kind.name.to_string(),
+                phase: s.phase.section().to_string(),
+            })
+            .collect()
+    }
 }
 
 pub fn now() -> String {

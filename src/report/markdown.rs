@@ -1,0 +1,144 @@
+//! `report.md`: the drill report as a summary a team can paste into a ticket.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use super::drill::{DrillReport, Measure};
+use crate::duration::format_duration;
+
+fn dur(ms: u64) -> String {
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else {
+        format_duration(Duration::from_millis(ms))
+    }
+}
+
+/// A table cell: no line breaks, no unescaped pipes.
+fn cell(text: &str) -> String {
+    text.replace('|', "\\|").replace('\n', " ")
+}
+
+fn objective_row(out: &mut String, name: &str, m: &Measure) {
+    let target = m.target_ms.map(dur).unwrap_or_else(|| "none".into());
+    let measured = m
+        .measured_ms
+        .map(dur)
+        .unwrap_or_else(|| format!("not measured: {}", m.note.as_deref().unwrap_or("?")));
+    let result = match (m.met, m.margin_ms) {
+        (Some(true), Some(margin)) => format!("met ({} to spare)", dur(margin as u64)),
+        (Some(false), Some(margin)) => format!("**MISSED** by {}", dur(margin.unsigned_abs())),
+        (Some(false), None) => "**MISSED**".into(),
+        _ => "-".into(),
+    };
+    let _ = writeln!(
+        out,
+        "| {name} | {target} | {} | {result} | {} |",
+        cell(&measured),
+        cell(&m.source)
+    );
+}
+
+pub fn render(r: &DrillReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# DR drill `{}`: {}\n",
+        r.playbook.name,
+        r.status.to_uppercase()
+    );
+    let _ = writeln!(out, "| | |\n|---|---|");
+    let resumed = match r.resumed {
+        0 => String::new(),
+        1 => " (resumed once)".into(),
+        n => format!(" (resumed {n} times)"),
+    };
+    let _ = writeln!(out, "| Run | `{}`{resumed} |", r.run_id);
+    let _ = writeln!(
+        out,
+        "| Playbook | `{}` (sha256 `{}`) |",
+        cell(&r.playbook.path),
+        &r.playbook.hash[..r.playbook.hash.len().min(12)]
+    );
+    let _ = writeln!(out, "| Started | {} |", r.started_at);
+    match (&r.finished_at, r.duration_ms) {
+        (Some(f), Some(d)) => {
+            let _ = writeln!(out, "| Finished | {f} ({}) |", dur(d));
+        }
+        _ => {
+            let _ = writeln!(out, "| Finished | not yet (the run can be resumed) |");
+        }
+    }
+    let _ = writeln!(
+        out,
+        "| Host | {} (drrun {}) |\n",
+        cell(&r.host),
+        r.drrun_version
+    );
+
+    let _ = writeln!(out, "## Objectives\n");
+    let _ = writeln!(
+        out,
+        "| Objective | Target | Measured | Result | Measured from |\n|---|---|---|---|---|"
+    );
+    objective_row(&mut out, "RTO", &r.rto);
+    objective_row(&mut out, "RPO", &r.rpo);
+    out.push('\n');
+
+    if let Some(b) = &r.backup {
+        let s = |k: &str| b.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
+        let _ = writeln!(out, "## Backup\n");
+        let _ = writeln!(out, "- object: `s3://{}/{}`", s("bucket"), s("key"));
+        if let Some(size) = b.get("size").and_then(|v| v.as_u64()) {
+            let _ = writeln!(out, "- size: {size} bytes");
+        }
+        let _ = writeln!(out, "- sha256: `{}`", s("sha256"));
+        let time = if s("backup_time").is_empty() {
+            s("last_modified")
+        } else {
+            s("backup_time")
+        };
+        let _ = writeln!(out, "- taken: {time} (age {} at selection)\n", s("age"));
+    }
+    if let Some(img) = &r.image {
+        let _ = writeln!(out, "## Image deployed\n");
+        let _ = writeln!(out, "- `{}` (step `{}`)", img.image, img.step);
+        if let Some(before) = img.before.as_object() {
+            for (k, v) in before {
+                let _ = writeln!(out, "- before: `{k}` ran `{}`", v.as_str().unwrap_or(""));
+            }
+        }
+        out.push('\n');
+    }
+    if let Some(f) = &r.failed_step {
+        let _ = writeln!(out, "## Failure\n");
+        let _ = writeln!(out, "Step `{}` ({}, {}):\n", f.step, f.kind, f.class);
+        let _ = writeln!(out, "```\n{}\n```\n", f.error.trim_end());
+    }
+
+    let _ = writeln!(out, "## Timeline\n");
+    let _ = writeln!(
+        out,
+        "| Step | Kind | Phase | Start | Duration | Attempts | Result |\n|---|---|---|---|---|---|---|"
+    );
+    let mut steps: Vec<_> = r.steps.iter().collect();
+    steps.sort_by_key(|s| (s.phase != "steps", s.offset_ms.unwrap_or(u64::MAX)));
+    for s in steps {
+        let result = match (&s.state[..], &s.error) {
+            ("skipped", Some(why)) => format!("skipped: {}", why),
+            (state, _) => state.to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            s.id,
+            s.kind,
+            s.phase,
+            s.offset_ms.map(|o| format!("+{}", dur(o))).unwrap_or_else(|| "-".into()),
+            s.duration_ms.map(dur).unwrap_or_else(|| "-".into()),
+            s.attempts,
+            cell(&result)
+        );
+    }
+    out
+}
