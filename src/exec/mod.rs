@@ -16,10 +16,10 @@ use crate::plan::context::{RunInfo, SecretValues};
 use crate::plan::{Phase, Plan};
 use crate::playbook::model::{FailureClass, SecretRef};
 use crate::playbook::template::Templates;
+use crate::report::drill::DrillReport;
 use crate::report::event::SummaryRow;
 use crate::report::{Event, Reporter, StepState};
 use crate::state::fingerprint::fingerprint;
-use crate::report::drill::DrillReport;
 use crate::state::journal::{self, Journal, PlannedStep, Record, now};
 use crate::state::lock::{Holder, StateLock};
 use crate::state::redact::Redactor;
@@ -353,7 +353,10 @@ pub async fn run(
         status: status.as_str().into(),
         duration_ms: duration.as_millis() as u64,
         summary: summary.clone(),
-        objectives: report.as_ref().map(DrillReport::headline).unwrap_or_default(),
+        objectives: report
+            .as_ref()
+            .map(DrillReport::headline)
+            .unwrap_or_default(),
         report: report_files
             .iter()
             .find(|p| p.extension().is_some_and(|e| e == "md"))

@@ -203,7 +203,11 @@ impl DrillReport {
                 }
                 Record::PhaseStarted { phase: p, .. } => phase = p.clone(),
                 Record::StepStarted {
-                    step, kind, at, attempt, ..
+                    step,
+                    kind,
+                    at,
+                    attempt,
+                    ..
                 } => {
                     let s = slot(&mut steps, step, &phase);
                     s.kind = kind.clone();
@@ -217,7 +221,9 @@ impl DrillReport {
                         s.class = None;
                     }
                 }
-                Record::StepRetrying { step, error, class, .. } => {
+                Record::StepRetrying {
+                    step, error, class, ..
+                } => {
                     let s = slot(&mut steps, step, &phase);
                     s.error = Some(error.clone());
                     s.class = Some(class.as_str().into());
@@ -311,7 +317,11 @@ impl DrillReport {
                 Some(ImageDeployed {
                     step: s.id.clone(),
                     image: s.outputs.get("image")?.as_str()?.to_string(),
-                    before: s.outputs.get("images_before").cloned().unwrap_or(Json::Null),
+                    before: s
+                        .outputs
+                        .get("images_before")
+                        .cloned()
+                        .unwrap_or(Json::Null),
                 })
             });
         let duration_ms = finished_at
@@ -473,7 +483,9 @@ fn measure_rpo(
     };
     let source = format!("{field} of step {}", step.id);
     let dated = time.and_then(|v| v.as_str()).and_then(parse_time);
-    let measured_ms = dated.filter(|_| ok).map(|t| ms_between(t, start).max(0) as u64);
+    let measured_ms = dated
+        .filter(|_| ok)
+        .map(|t| ms_between(t, start).max(0) as u64);
     let (met, margin_ms) = judge(target_ms, measured_ms);
     let note = match (ok, dated) {
         (false, _) => Some(format!("step {} did not succeed", step.id)),
@@ -513,26 +525,6 @@ fn measure_rpo(
     )
 }
 
-#[cfg(test)]
-mod tests {
-    use super::parse_time;
-
-    #[test]
-    fn timestamps_from_s3_outputs_and_postgres_both_parse() {
-        let want = "2026-11-24T10:00:00Z".parse::<chrono::DateTime<chrono::Utc>>().unwrap();
-        for text in [
-            "2026-11-24T10:00:00Z",
-            "2026-11-24T11:00:00+01:00",
-            "2026-11-24 10:00:00+00",
-            "2026-11-24 10:00:00.000+00",
-            "2026-11-24 10:00:00",
-        ] {
-            assert_eq!(parse_time(text), Some(want), "{text}");
-        }
-        assert_eq!(parse_time("yesterday"), None);
-    }
-}
-
 impl DrillReport {
     /// Writes `report.json`, `report.md` and `junit.xml` into `dir`, each through a
     /// temporary file renamed into place, so a reader never sees half a report.
@@ -556,5 +548,27 @@ impl DrillReport {
             written.push(path);
         }
         Ok(written)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_time;
+
+    #[test]
+    fn timestamps_from_s3_outputs_and_postgres_both_parse() {
+        let want = "2026-11-24T10:00:00Z"
+            .parse::<chrono::DateTime<chrono::Utc>>()
+            .unwrap();
+        for text in [
+            "2026-11-24T10:00:00Z",
+            "2026-11-24T11:00:00+01:00",
+            "2026-11-24 10:00:00+00",
+            "2026-11-24 10:00:00.000+00",
+            "2026-11-24 10:00:00",
+        ] {
+            assert_eq!(parse_time(text), Some(want), "{text}");
+        }
+        assert_eq!(parse_time("yesterday"), None);
     }
 }

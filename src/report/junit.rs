@@ -64,7 +64,13 @@ pub fn render(r: &DrillReport) -> String {
             let failure = match s.state.as_str() {
                 "failed" => Some((
                     s.class.clone().unwrap_or_else(|| "other".into()),
-                    s.error.clone().unwrap_or_default().lines().next().unwrap_or("").to_string(),
+                    s.error
+                        .clone()
+                        .unwrap_or_default()
+                        .lines()
+                        .next()
+                        .unwrap_or("")
+                        .to_string(),
                     s.error.clone().unwrap_or_default(),
                 )),
                 "cancelled" | "running" => Some((
@@ -117,11 +123,7 @@ pub fn render(r: &DrillReport) -> String {
         ("playbook_sha256", r.playbook.hash.as_str()),
         ("drrun_version", r.drrun_version.as_str()),
     ] {
-        let _ = writeln!(
-            out,
-            "      <property name=\"{k}\" value=\"{}\"/>",
-            esc(v)
-        );
+        let _ = writeln!(out, "      <property name=\"{k}\" value=\"{}\"/>", esc(v));
     }
     let _ = writeln!(out, "    </properties>");
     for c in &cases {

@@ -134,7 +134,9 @@ pub fn render(r: &DrillReport) -> String {
             s.id,
             s.kind,
             s.phase,
-            s.offset_ms.map(|o| format!("+{}", dur(o))).unwrap_or_else(|| "-".into()),
+            s.offset_ms
+                .map(|o| format!("+{}", dur(o)))
+                .unwrap_or_else(|| "-".into()),
             s.duration_ms.map(dur).unwrap_or_else(|| "-".into()),
             s.attempts,
             cell(&result)

@@ -2,9 +2,9 @@
 //! The engine never prints; it sends [`Event`]s to a [`Reporter`].
 
 pub mod drill;
+pub mod event;
 pub mod junit;
 pub mod markdown;
-pub mod event;
 pub mod printer;
 
 pub use event::{Event, StepState};

@@ -13,6 +13,8 @@ use super::{StateError, io_err};
 use crate::playbook::model::{FailureClass, Objectives};
 use crate::steps::Outputs;
 
+// Records are written and read once each; their size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Record {

@@ -5,13 +5,17 @@ use std::process::{Child, Command, Stdio};
 
 use crate::support::{drrun, journal, root, run_cmd};
 
-struct WebApp {
+pub struct WebApp {
     child: Child,
     port: u16,
 }
 
 impl WebApp {
-    fn start(extra: &[&str]) -> Self {
+    pub fn start(extra: &[&str]) -> Self {
+        Self::start_with(extra, &[])
+    }
+
+    pub fn start_with(extra: &[&str], env: &[(&str, &str)]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -21,13 +25,14 @@ impl WebApp {
             .arg(root().join("tests/support/webapp.py"))
             .arg(port.to_string())
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .spawn()
             .expect("python3 runs the test web app");
         Self { child, port }
     }
 
-    fn base(&self) -> String {
+    pub fn base(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 }

@@ -7,9 +7,12 @@ same-origin Referer, answers 302 + `sessionid` on success and 200 (form again) o
 /admin/pages/add/ creates a page (302, or 200 with errors); /admin/images/multiple/add/
 takes a multipart upload and answers JSON; /media/original_images/existing.png exists.
 Start-up is flaky on purpose: --refuse-for seconds with no listener, then --unavailable-for
-seconds of 503 answers.
+seconds of 503 answers. With --database-url-env VAR, the home page reads the default site's
+hostname from the PostgreSQL database whose URL is in $VAR (as a restored Wagtail site would),
+and answers 503 while that database cannot be read.
 
-usage: webapp.py PORT [--user U --password P] [--admin-password P] [--refuse-for S] [--unavailable-for S]
+usage: webapp.py PORT [--user U --password P] [--admin-password P] [--refuse-for S]
+                      [--unavailable-for S] [--database-url-env VAR]
 """
 import argparse
 import base64
@@ -17,13 +20,39 @@ import email.parser
 import email.policy
 import html
 import json
+import os
 import secrets
+import subprocess
 import sys
 import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def pg_env(url):
+    """libpq environment for a postgresql:// URL (the password never goes to argv)."""
+    u = urllib.parse.urlsplit(url)
+    q = urllib.parse.parse_qs(u.query)
+    env = dict(os.environ)
+    env["PGHOST"] = q.get("host", [u.hostname or "localhost"])[0]
+    env["PGPORT"] = q.get("port", [str(u.port or 5432)])[0]
+    env["PGUSER"] = urllib.parse.unquote(u.username or "postgres")
+    env["PGPASSWORD"] = urllib.parse.unquote(u.password or "")
+    env["PGDATABASE"] = u.path.lstrip("/")
+    return env
+
+
+def site_hostname(url):
+    out = subprocess.run(
+        ["psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c",
+         "SELECT hostname FROM wagtailcore_site WHERE is_default_site"],
+        env=pg_env(url), capture_output=True, text=True, timeout=10,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr.strip())
+    return out.stdout.strip()
 
 
 def main():
@@ -35,6 +64,7 @@ def main():
     ap.add_argument("--admin-password", default="admin-pw")
     ap.add_argument("--refuse-for", type=float, default=0)
     ap.add_argument("--unavailable-for", type=float, default=0)
+    ap.add_argument("--database-url-env")
     args = ap.parse_args()
 
     state = {"sessions": set(), "pages": [], "images": [], "ready_at": 0.0}
@@ -105,7 +135,14 @@ def main():
             if not self.gate():
                 return
             path = urllib.parse.urlsplit(self.path).path
-            if path == "/":
+            if path == "/" and args.database_url_env:
+                try:
+                    host = site_hostname(os.environ[args.database_url_env])
+                except Exception as e:  # the database is missing or not restored yet
+                    self.send(503, "database unavailable: " + html.escape(str(e)))
+                    return
+                self.send(200, f"<html><body><h1>Welcome to Acme</h1><p id=site>{html.escape(host)}</p></body></html>")
+            elif path == "/":
                 self.send(200, "<html><body><h1>Welcome to Acme</h1></body></html>")
             elif path == "/admin/login/":
                 self.login_page()

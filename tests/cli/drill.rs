@@ -1,0 +1,470 @@
+//! The reference drill end to end, every kind against real services: SeaweedFS (S3),
+//! PostgreSQL, the kube-apiserver test cluster and the Django-like web app reading the
+//! restored database. Then the same drill with a failing smoke step, and one killed with
+//! SIGKILL in the middle and resumed.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::http::WebApp;
+use crate::kube_support::{PAUSE_NEW_TAG, PAUSE_OLD, TestNamespace, cluster};
+use crate::pg_support::Cluster;
+use crate::s3_support::{ACCESS_KEY, S3Server, SECRET_KEY};
+use crate::support::{Out, drrun, journal, run_cmd, wait_for};
+
+const PROD_SQL: &str = r#"
+CREATE TABLE wagtailcore_site (id serial PRIMARY KEY, hostname text, port int, site_name text, is_default_site bool);
+INSERT INTO wagtailcore_site (hostname, port, site_name, is_default_site) VALUES ('www.acme.example.com', 443, 'Acme', true);
+CREATE TABLE auth_user (id serial PRIMARY KEY, username text, last_login timestamptz);
+INSERT INTO auth_user (username, last_login)
+  SELECT 'user' || g, now() - interval '3 hours' - (g || ' minutes')::interval FROM generate_series(1, 500) g;
+"#;
+
+struct Services {
+    pg: Cluster,
+    s3: S3Server,
+    web: WebApp,
+    prod: TestNamespace,
+    dr: TestNamespace,
+    /// The backup's timestamp, three hours ago.
+    stamp: chrono::DateTime<chrono::Utc>,
+}
+
+fn services() -> Services {
+    let pg = Cluster::start();
+    pg.sql("postgres", "CREATE DATABASE prod");
+    pg.sql("prod", PROD_SQL);
+    let dir = tempfile::tempdir().unwrap();
+    let dump = dir.path().join("prod.pgdump");
+    let out = pg
+        .client("pg_dump")
+        .args(["-Fc", "-d", "prod", "-f"])
+        .arg(&dump)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let s3 = S3Server::start();
+    let client = s3.client();
+    let stamp = chrono::Utc::now() - chrono::Duration::hours(3);
+    let key = format!("acme/daily-acme-{}.pgdump", stamp.format("%Y%m%d%H%M"));
+    let older = format!(
+        "acme/daily-acme-{}.pgdump",
+        (stamp - chrono::Duration::days(1)).format("%Y%m%d%H%M")
+    );
+    let body = std::fs::read(&dump).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        client
+            .create_bucket()
+            .bucket("acme-hosting-services")
+            .send()
+            .await
+            .unwrap();
+        for (k, b) in [(older, b"not the newest".to_vec()), (key, body)] {
+            client
+                .put_object()
+                .bucket("acme-hosting-services")
+                .key(k)
+                .body(b.into())
+                .send()
+                .await
+                .unwrap();
+        }
+    });
+
+    let c = cluster();
+    let prod = c.namespace("acme-prod");
+    let dr = c.namespace("acme-dr");
+    prod.create_deployment(
+        "app",
+        &format!("registry.k8s.io/pause:{PAUSE_NEW_TAG}"),
+        1,
+        &[],
+    );
+    dr.create_deployment("app", PAUSE_OLD, 0, &[]);
+
+    let web = WebApp::start_with(
+        &["--database-url-env", "ACME_DR_DATABASE_URL"],
+        &[("ACME_DR_DATABASE_URL", &pg.url("acme_dr"))],
+    );
+    Services {
+        pg,
+        s3,
+        web,
+        prod,
+        dr,
+        stamp,
+    }
+}
+
+/// The reference drill; `expect_site` is what the smoke test expects the home page to show.
+fn playbook(dir: &Path, s: &Services, expect_site: &str) -> PathBuf {
+    let text = format!(
+        r##"
+version: 1
+name: acme-dr
+vars:
+  project: acme
+  prod_ns: {prod}
+  dr_ns: {dr}
+  dr_host: dr.acme.example.com
+  pg_bin: {pg_bin}
+secrets:
+  db_url: {{ env: ACME_DR_DB_URL }}
+  basic_auth_password: {{ env: ACME_BASIC }}
+  admin_password: {{ env: ACME_ADMIN }}
+objectives: {{ rpo: 26h, rto: 15m }}
+guards:
+  kube_namespaces: ["{{{{ vars.prod_ns }}}}"]
+  pg_databases: [prod]
+steps:
+  backup:
+    kind: s3.fetch
+    with:
+      endpoint: {endpoint}
+      path_style: true
+      region: us-east-1
+      bucket: "{{{{ vars.project }}}}-hosting-services"
+      prefix: "{{{{ vars.project }}}}/daily-"
+      select: newest-key-timestamp
+      max_age: "{{{{ objectives.rpo }}}}"
+  restore:
+    kind: pg.restore
+    with:
+      archive: "{{{{ steps.backup.outputs.path }}}}"
+      url: "{{{{ secrets.db_url }}}}"
+      recreate: true
+      no_owner: true
+      no_privileges: true
+      pg_bin: "{{{{ vars.pg_bin }}}}"
+  site:
+    kind: pg.sql
+    with:
+      url: "{{{{ secrets.db_url }}}}"
+      pg_bin: "{{{{ vars.pg_bin }}}}"
+      sql: UPDATE wagtailcore_site SET hostname = '{{{{ vars.dr_host }}}}' WHERE is_default_site RETURNING id
+      expect: {{ rows: 1 }}
+    needs: [restore]
+  data_fresh:
+    kind: pg.sql
+    needs: [restore]
+    with:
+      url: "{{{{ secrets.db_url }}}}"
+      pg_bin: "{{{{ vars.pg_bin }}}}"
+      sql: SELECT max(last_login) FROM auth_user
+      expect: {{ scalar: {{ newer_than: "{{{{ objectives.rpo }}}}" }} }}
+  prod_tag:
+    kind: kube.image
+    with: {{ namespace: "{{{{ vars.prod_ns }}}}", deployment: app }}
+  deploy:
+    kind: kube.deploy
+    needs: [site]
+    with:
+      namespace: "{{{{ vars.dr_ns }}}}"
+      deployments: [app]
+      tag: "{{{{ steps.prod_tag.outputs.tag }}}}"
+      replicas: 1
+      wait: 60s
+  smoke:
+    kind: http.smoke
+    needs: [deploy, data_fresh]
+    with:
+      base_url: {web}
+      basic_auth: {{ username: dr, password: "{{{{ secrets.basic_auth_password }}}}" }}
+      requests:
+        - name: site is up on the restored data
+          url: /
+          retry_until: {{ deadline: 20s, interval: 200ms }}
+          assert: {{ status: 200, css: [{{ selector: "#site", text: "{expect_site}" }}] }}
+        - name: login form
+          url: /admin/login/
+          capture: {{ csrf: {{ css: "input[name=csrfmiddlewaretoken]", attr: value }} }}
+        - name: log in
+          method: POST
+          url: /admin/login/
+          form: {{ csrfmiddlewaretoken: "{{{{ captures.csrf }}}}", username: admin, password: "{{{{ secrets.admin_password }}}}" }}
+          assert: {{ status: 302 }}
+        - name: upload an image
+          method: POST
+          url: /admin/images/multiple/add/
+          multipart:
+            fields: {{ csrfmiddlewaretoken: "{{{{ captures.csrf }}}}" }}
+            files: [{{ field: "files[]", generate: png }}]
+          assert: {{ status: 200, jsonpath: [{{ path: $.success, equals: true }}] }}
+finally:
+  scale_down:
+    kind: kube.scale
+    with: {{ namespace: "{{{{ vars.dr_ns }}}}", all: true, replicas: 0 }}
+"##,
+        prod = s.prod.name,
+        dr = s.dr.name,
+        pg_bin = s.pg.bin.display(),
+        endpoint = s.s3.endpoint(),
+        web = s.web.base(),
+    );
+    let path = dir.join("acme.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn drrun_drill(dir: &Path, s: &Services) -> std::process::Command {
+    let mut cmd = drrun();
+    cmd.current_dir(dir)
+        .env("KUBECONFIG", &cluster().kubeconfig)
+        .env("ACME_DR_DB_URL", s.pg.url("acme_dr"))
+        .env("ACME_BASIC", "basic-pw")
+        .env("ACME_ADMIN", "admin-pw")
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", dir.join("no-aws-config"))
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            dir.join("no-aws-credentials"),
+        );
+    cmd
+}
+
+fn run_drill(dir: &Path, s: &Services, pb: &Path, extra: &[&str]) -> Out {
+    run_cmd(
+        drrun_drill(dir, s)
+            .arg("run")
+            .arg(pb)
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .args(extra),
+    )
+}
+
+fn report_json(dir: &Path) -> serde_json::Value {
+    let out = run_cmd(
+        drrun()
+            .args(["report", "--format", "json", "--state-dir"])
+            .arg(dir.join("state")),
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    serde_json::from_str(&out.stdout).unwrap()
+}
+
+#[test]
+fn the_reference_drill_passes_fails_honestly_and_resumes_after_sigkill() {
+    let s = services();
+
+    // 1. The whole drill passes, with evidence.
+    let dir = tempfile::tempdir().unwrap();
+    let pb = playbook(dir.path(), &s, "dr.acme.example.com");
+    let reports = dir.path().join("reports");
+    let out = run_drill(
+        dir.path(),
+        &s,
+        &pb,
+        &["--report", reports.to_str().unwrap()],
+    );
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("drill PASSED"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("RTO ") && out.stderr.contains("(objective 15m): met"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("(objective 26h): met"),
+        "{}",
+        out.stderr
+    );
+
+    let r = report_json(dir.path());
+    assert_eq!(r["status"], "passed");
+    assert_eq!(r["playbook"]["name"], "acme-dr");
+    assert_eq!(r["rto"]["met"], true);
+    assert_eq!(r["rpo"]["met"], true);
+    assert_eq!(r["rpo"]["source"], "backup_time of step backup");
+    // RPO = run start - the backup's key timestamp (3 h ago, to the minute).
+    let rpo_ms = r["rpo"]["measured_ms"].as_u64().unwrap();
+    let expected = (chrono::Utc::now() - s.stamp).num_milliseconds() as u64;
+    assert!(
+        rpo_ms.abs_diff(expected) < 120_000,
+        "rpo {rpo_ms} ms, expected about {expected} ms"
+    );
+    assert!(r["backup"]["key"].as_str().unwrap().ends_with(".pgdump"));
+    assert_eq!(r["backup"]["sha256"].as_str().unwrap().len(), 64);
+    assert_eq!(
+        r["image"]["image"],
+        format!("registry.k8s.io/pause:{PAUSE_NEW_TAG}").as_str()
+    );
+    let states: Vec<(&str, &str)> = r["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|st| (st["id"].as_str().unwrap(), st["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(states.len(), 8, "{states:?}");
+    assert!(
+        states.iter().all(|(_, state)| *state == "passed"),
+        "{states:?}"
+    );
+    // No secret reaches the report, in any format.
+    for name in ["report.json", "report.md", "junit.xml"] {
+        let text = std::fs::read_to_string(reports.join(name)).unwrap();
+        for secret in [
+            crate::pg_support::PASSWORD,
+            "basic-pw",
+            "admin-pw",
+            SECRET_KEY,
+        ] {
+            assert!(!text.contains(secret), "{name} leaks a secret");
+        }
+    }
+    let md = std::fs::read_to_string(reports.join("report.md")).unwrap();
+    assert!(md.starts_with("# DR drill `acme-dr`: PASSED"), "{md}");
+    assert!(md.contains("| RTO | 15m |"), "{md}");
+    let junit = std::fs::read_to_string(reports.join("junit.xml")).unwrap();
+    assert_eq!(
+        junit.matches("<testcase ").count(),
+        10,
+        "8 steps + 2 objectives"
+    );
+    assert!(junit.contains("failures=\"0\""));
+    // The restored database has the DR hostname; DR is back at zero replicas.
+    assert_eq!(
+        s.pg.sql(
+            "acme_dr",
+            "SELECT hostname FROM wagtailcore_site WHERE is_default_site"
+        ),
+        "dr.acme.example.com"
+    );
+    let (image, replicas, _) = s.dr.deployment_state("app");
+    assert_eq!(image, format!("registry.k8s.io/pause:{PAUSE_NEW_TAG}"));
+    assert_eq!(replicas, 0);
+
+    // 2. The smoke step fails: finally still scales to zero; the report says which assertion.
+    let dir = tempfile::tempdir().unwrap();
+    let pb = playbook(dir.path(), &s, "www.acme.example.com");
+    let out = run_drill(dir.path(), &s, &pb, &[]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("drill FAILED"), "{}", out.stderr);
+    let r = report_json(dir.path());
+    assert_eq!(r["status"], "failed");
+    assert_eq!(r["failed_step"]["step"], "smoke");
+    assert_eq!(r["failed_step"]["class"], "assertion");
+    let error = r["failed_step"]["error"].as_str().unwrap();
+    assert!(
+        error.contains("www.acme.example.com") && error.contains("dr.acme.example.com"),
+        "expected and actual: {error}"
+    );
+    assert_eq!(
+        r["rto"]["met"], false,
+        "the service was not shown to be back"
+    );
+    let scale = r["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|st| st["id"] == "scale_down")
+        .unwrap();
+    assert_eq!(scale["state"], "passed");
+    assert_eq!(scale["outputs"]["previous"]["deployment/app"], 1);
+    assert_eq!(s.dr.deployment_state("app").1, 0);
+    let junit = run_cmd(
+        drrun()
+            .args(["report", "--format", "junit", "--state-dir"])
+            .arg(dir.path().join("state")),
+    )
+    .stdout;
+    assert!(junit.contains("<failure type=\"assertion\""), "{junit}");
+
+    // 3. SIGKILL while the deployment rolls out, then resume to success.
+    let dir = tempfile::tempdir().unwrap();
+    let pb = playbook(dir.path(), &s, "dr.acme.example.com");
+    let state = dir.path().join("state");
+    let mut child = drrun_drill(dir.path(), &s)
+        .arg("run")
+        .arg(&pb)
+        .arg("--state-dir")
+        .arg(&state)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started_deploy = wait_for(Duration::from_secs(60), || {
+        journal(&state)
+            .iter()
+            .any(|r| r["type"] == "step_started" && r["step"] == "deploy")
+    });
+    assert!(started_deploy, "deploy never started");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let r = report_json(dir.path());
+    assert_eq!(r["status"], "incomplete");
+
+    let out = run_cmd(
+        drrun_drill(dir.path(), &s)
+            .arg("resume")
+            .arg("--state-dir")
+            .arg(&state),
+    );
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let records = journal(&state);
+    let reused: Vec<&str> = records
+        .iter()
+        .filter(|r| r["type"] == "step_reused")
+        .map(|r| r["step"].as_str().unwrap())
+        .collect();
+    for step in ["backup", "restore", "site", "data_fresh", "prod_tag"] {
+        assert!(reused.contains(&step), "{step} ran again: {reused:?}");
+    }
+    let r = report_json(dir.path());
+    assert_eq!(r["status"], "passed");
+    assert_eq!(r["resumed"], 1);
+    assert_eq!(r["rto"]["met"], true);
+    assert_eq!(s.dr.deployment_state("app").1, 0);
+}
+
+#[test]
+fn a_missed_objective_fails_an_otherwise_green_drill() {
+    let dir = tempfile::tempdir().unwrap();
+    let pb = dir.path().join("slow.yaml");
+    std::fs::write(
+        &pb,
+        r#"
+version: 1
+name: slow
+objectives: { rto: 1s, rto_until: restored }
+steps:
+  restored:
+    kind: exec
+    with: { argv: [sleep, "1.5"] }
+  after:
+    kind: exec
+    needs: [restored]
+    with: { argv: ["true"] }
+"#,
+    )
+    .unwrap();
+    let out = run_cmd(
+        drrun()
+            .arg(&pb)
+            .arg("--state-dir")
+            .arg(dir.path().join("state")),
+    );
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("drill FAILED"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("(objective 1s): MISSED by"),
+        "{}",
+        out.stderr
+    );
+    let r = report_json(dir.path());
+    assert_eq!(r["rto"]["met"], false);
+    assert_eq!(r["rto"]["source"], "until step restored succeeded");
+    assert!(r["rto"]["margin_ms"].as_i64().unwrap() < 0);
+    assert!(
+        r["failed_step"].is_null(),
+        "no step failed, an objective did"
+    );
+}
