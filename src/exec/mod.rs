@@ -651,6 +651,7 @@ impl Engine {
         self.journal.append_lazy(&Record::StepSkipped {
             step: id,
             reason: reason.clone(),
+            satisfied,
             at: now(),
         })?;
         self.status[i] = Status::Done {

@@ -268,9 +268,14 @@ impl DrillReport {
                     s.error = Some(error.clone());
                     succeeded_at.remove(step);
                 }
-                Record::StepSkipped { step, reason, .. } => {
+                Record::StepSkipped {
+                    step,
+                    reason,
+                    satisfied,
+                    ..
+                } => {
                     let s = slot(&mut steps, step, &phase);
-                    s.state = "skipped".into();
+                    s.state = if *satisfied { "not needed" } else { "skipped" }.into();
                     s.error = Some(reason.clone());
                 }
                 Record::StepCancelled {
@@ -293,12 +298,13 @@ impl DrillReport {
             }
         }
 
+        // Steps whose `when` was false were not needed for the recovery.
         let main_ids: Vec<&str> = steps
             .iter()
-            .filter(|s| s.phase == "steps")
+            .filter(|s| s.phase == "steps" && s.state != "not needed")
             .map(|s| s.id.as_str())
             .collect();
-        let rto = measure_rto(&objectives, start, &main_ids, &steps, &succeeded_at);
+        let rto = measure_rto(&objectives, start, &main_ids, &succeeded_at);
         let (rpo, backup) = measure_rpo(&objectives, start, &steps);
         let failed_step = steps
             .iter()
@@ -363,22 +369,18 @@ impl DrillReport {
     }
 }
 
+/// A duration for people: milliseconds only below a minute.
+pub fn human_ms(ms: u64) -> String {
+    let ms = if ms >= 60_000 { ms / 1000 * 1000 } else { ms };
+    format_duration(std::time::Duration::from_millis(ms))
+}
+
 fn headline(name: &str, m: &Measure) -> String {
-    let measured = m
-        .measured_ms
-        .map(|ms| format_duration(std::time::Duration::from_millis(ms)));
-    let target = m
-        .target_ms
-        .map(|ms| format_duration(std::time::Duration::from_millis(ms)));
+    let measured = m.measured_ms.map(human_ms);
+    let target = m.target_ms.map(human_ms);
     let verdict = match (m.met, m.margin_ms) {
-        (Some(true), Some(margin)) => format!(
-            "met, {} to spare",
-            format_duration(std::time::Duration::from_millis(margin as u64))
-        ),
-        (Some(false), Some(margin)) => format!(
-            "MISSED by {}",
-            format_duration(std::time::Duration::from_millis(margin.unsigned_abs()))
-        ),
+        (Some(true), Some(margin)) => format!("met, {} to spare", human_ms(margin as u64)),
+        (Some(false), Some(margin)) => format!("MISSED by {}", human_ms(margin.unsigned_abs())),
         (Some(false), None) => "MISSED".to_string(),
         _ => "no objective set".to_string(),
     };
@@ -407,7 +409,6 @@ fn measure_rto(
     objectives: &Objectives,
     start: DateTime<Utc>,
     main_ids: &[&str],
-    steps: &[StepReport],
     succeeded_at: &std::collections::HashMap<String, String>,
 ) -> Measure {
     let target_ms = objectives.rto.map(|d| d.0.as_millis() as u64);
@@ -423,10 +424,10 @@ fn measure_rto(
                 .iter()
                 .filter_map(|id| succeeded_at.get(*id).and_then(|t| parse_time(t)))
                 .max();
-            let unfinished: Vec<&str> = steps
+            let unfinished: Vec<&str> = main_ids
                 .iter()
-                .filter(|s| s.phase == "steps" && !succeeded_at.contains_key(&s.id))
-                .map(|s| s.id.as_str())
+                .copied()
+                .filter(|id| !succeeded_at.contains_key(*id))
                 .collect();
             (
                 "until the last step succeeded".to_string(),

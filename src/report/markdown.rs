@@ -1,16 +1,13 @@
 //! `report.md`: the drill report as a summary a team can paste into a ticket.
 
+use super::drill::{DrillReport, Measure, human_ms};
 use std::fmt::Write;
-use std::time::Duration;
-
-use super::drill::{DrillReport, Measure};
-use crate::duration::format_duration;
 
 fn dur(ms: u64) -> String {
     if ms < 1000 {
         format!("{ms}ms")
     } else {
-        format_duration(Duration::from_millis(ms))
+        human_ms(ms)
     }
 }
 

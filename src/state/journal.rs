@@ -92,6 +92,9 @@ pub enum Record {
     StepSkipped {
         step: String,
         reason: String,
+        /// Skipped on purpose (`when` was false), so it does not hold the drill back.
+        #[serde(default)]
+        satisfied: bool,
         at: String,
     },
     StepCancelled {
