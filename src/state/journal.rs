@@ -288,6 +288,7 @@ mod tests {
         Record::StepSkipped {
             step: step.into(),
             reason: "r".into(),
+            satisfied: false,
             at: "t".into(),
         }
     }
