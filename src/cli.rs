@@ -186,6 +186,9 @@ pub struct StatusArgs {
 #[derive(Debug, Args)]
 pub struct KindsArgs {
     pub kind: Option<String>,
+    /// Document every kind (Markdown; this is how docs/kinds.md is generated).
+    #[arg(long, conflicts_with = "kind")]
+    pub all: bool,
     #[arg(long, value_enum, default_value_t)]
     pub output: Output,
 }

@@ -59,6 +59,15 @@ impl StepKind for Exec {
     const SUMMARY: &'static str =
         "Run a program (no shell) with env, cwd and stdin; capture its exit code and output.";
     const EFFECT: Effect = Effect::Destructive;
+    const EXAMPLE: &'static str = r#"notify:
+  kind: exec
+  description: Tell the team a drill started; secrets go in `env`, never in `argv`.
+  with:
+    argv: [sh, -c, 'curl -fsS -H "Authorization: Bearer $TOKEN" --data-binary @- "$HOOK"']
+    env: { TOKEN: "{{ secrets.chat_token }}", HOOK: https://chat.example.com/hooks/dr }
+    stdin: "DR drill {{ run.id }} of {{ vars.project }} started"
+    timeout: 30s
+"#;
     const OUTPUTS: &'static [OutputDoc] = &[
         output("exit_code", "The program's exit code."),
         output(

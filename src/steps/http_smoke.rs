@@ -265,6 +265,33 @@ impl StepKind for HttpSmoke {
     const NAME: &'static str = "http.smoke";
     const SUMMARY: &'static str = "Run ordered HTTP requests with one cookie jar: captures (CSRF tokens), asserts, uploads, wait-until-up.";
     const EFFECT: Effect = Effect::Destructive;
+    const EXAMPLE: &'static str = r#"smoke:
+  kind: http.smoke
+  needs: [deploy]
+  with:
+    base_url: "https://{{ vars.dr_host }}"
+    basic_auth: { username: dr, password: "{{ secrets.basic_auth_password }}" }
+    requests:
+      - name: site is up
+        url: /
+        retry_until: { deadline: 5m, interval: 5s }
+        assert: { status: 200 }
+      - name: login form
+        url: /admin/login/
+        capture: { csrf: { css: "input[name=csrfmiddlewaretoken]", attr: value } }
+      - name: log in
+        method: POST
+        url: /admin/login/
+        form: { csrfmiddlewaretoken: "{{ captures.csrf }}", username: admin, password: "{{ secrets.admin_password }}" }
+        assert: { status: 302 }
+      - name: upload an image
+        method: POST
+        url: /admin/images/multiple/add/
+        multipart:
+          fields: { csrfmiddlewaretoken: "{{ captures.csrf }}" }
+          files: [{ field: "files[]", generate: png }]
+        assert: { status: 200, jsonpath: [{ path: $.success, equals: true }] }
+"#;
     const OUTPUTS: &'static [OutputDoc] = &[
         output("requests", "Per request: name, status, duration (ms)."),
         output("captures", "Captured values by name (secrets redacted)."),

@@ -141,6 +141,18 @@ impl StepKind for KubeDeploy {
     const NAME: &'static str = "kube.deploy";
     const SUMMARY: &'static str = "Set the image or tag of Deployments (field manager `drrun`), run pre-jobs, wait for the rollout.";
     const EFFECT: Effect = Effect::Idempotent;
+    const EXAMPLE: &'static str = r#"deploy:
+  kind: kube.deploy
+  needs: [site]
+  with:
+    namespace: "{{ vars.dr_ns }}"
+    deployments: [app, worker]
+    tag: "{{ steps.prod_tag.outputs.tag }}"
+    replicas: 1
+    wait: 10m
+    pre_jobs:
+      - { from_deployment: app, command: [python, manage.py, migrate, --noinput] }
+"#;
     const OUTPUTS: &'static [OutputDoc] = &[
         output(
             "images_before",

@@ -81,6 +81,11 @@ impl StepKind for KubeImage {
     const SUMMARY: &'static str =
         "Read the image (repository, tag, digest) a Deployment's container runs.";
     const EFFECT: Effect = Effect::Read;
+    const EXAMPLE: &'static str = r#"prod_tag:
+  kind: kube.image
+  description: Reading production is allowed; writing to it is what guards forbid.
+  with: { namespace: "{{ vars.prod_ns }}", deployment: app, container: app }
+"#;
     const OUTPUTS: &'static [OutputDoc] = &[
         output("image", "The full image reference."),
         output(

@@ -348,6 +348,15 @@ impl StepKind for KubeJob {
     const NAME: &'static str = "kube.job";
     const SUMMARY: &'static str = "Run a one-off Job from a Deployment's pod template with a command override, wait, collect logs.";
     const EFFECT: Effect = Effect::Destructive;
+    const EXAMPLE: &'static str = r#"reindex:
+  kind: kube.job
+  needs: [deploy]
+  with:
+    namespace: "{{ vars.dr_ns }}"
+    from_deployment: app
+    command: [python, manage.py, update_index]
+    wait: 15m
+"#;
     const OUTPUTS: &'static [OutputDoc] = &[
         output("job_name", "Name of the Job that ran."),
         output("succeeded", "Whether the Job completed successfully."),

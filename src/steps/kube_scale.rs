@@ -209,6 +209,11 @@ impl StepKind for KubeScale {
     const NAME: &'static str = "kube.scale";
     const SUMMARY: &'static str = "Scale Deployments/StatefulSets (all, by name or selector) and record the previous replica counts.";
     const EFFECT: Effect = Effect::Idempotent;
+    const EXAMPLE: &'static str = r#"scale_down:
+  kind: kube.scale
+  description: Usually under `finally`, so DR goes back to zero whatever happened.
+  with: { namespace: "{{ vars.dr_ns }}", all: true, kinds: [deployments, statefulsets], replicas: 0, wait: 5m }
+"#;
     const OUTPUTS: &'static [OutputDoc] = &[
         output(
             "previous",

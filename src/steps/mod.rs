@@ -81,6 +81,10 @@ pub trait StepKind: DeserializeOwned + JsonSchema + Send + Sync + Sized + 'stati
     /// One line: what the kind does.
     const SUMMARY: &'static str;
     const EFFECT: Effect;
+    /// A step of this kind as a playbook would write it (`id:` then `kind:`, `with:`).
+    /// Every example is validated together as one playbook by a test, and `drrun kinds`
+    /// shows it.
+    const EXAMPLE: &'static str;
     const OUTPUTS: &'static [OutputDoc];
 
     /// Cross-field checks that serde cannot express; run at compile time.
@@ -100,6 +104,7 @@ pub struct KindInfo {
     pub name: &'static str,
     pub summary: &'static str,
     pub effect: Effect,
+    pub example: &'static str,
     pub outputs: &'static [OutputDoc],
     pub schema: fn(&mut schemars::SchemaGenerator) -> schemars::Schema,
     /// Types `with` and runs the kind's checks.
@@ -141,6 +146,7 @@ macro_rules! registry {
                 name: <$ty as StepKind>::NAME,
                 summary: <$ty as StepKind>::SUMMARY,
                 effect: <$ty as StepKind>::EFFECT,
+                example: <$ty as StepKind>::EXAMPLE,
                 outputs: <$ty as StepKind>::OUTPUTS,
                 schema: schema_of::<$ty>,
                 check: check_kind::<$ty>,

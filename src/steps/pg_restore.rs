@@ -132,6 +132,19 @@ impl StepKind for PgRestore {
     const NAME: &'static str = "pg.restore";
     const SUMMARY: &'static str = "Restore a pg_dump archive into a (recreated) database with pg_restore/psql; fails on unexpected restore errors.";
     const EFFECT: Effect = Effect::Destructive;
+    const EXAMPLE: &'static str = r#"restore:
+  kind: pg.restore
+  with:
+    archive: "{{ steps.backup.outputs.path }}"
+    url: "{{ secrets.db_url }}"
+    recreate: true
+    pre_sql: ["CREATE EXTENSION IF NOT EXISTS citext"]
+    no_owner: true
+    no_privileges: true
+    schema: public
+    jobs: 2
+    allow_errors: ['role "rdsadmin" does not exist']
+"#;
     const OUTPUTS: &'static [OutputDoc] = &[
         output("database", "Name of the restored database."),
         output(

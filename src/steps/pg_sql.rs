@@ -76,6 +76,17 @@ impl StepKind for PgSql {
     const SUMMARY: &'static str =
         "Run SQL through psql and assert on rows or a scalar (row counts, data freshness).";
     const EFFECT: Effect = Effect::Destructive;
+    const EXAMPLE: &'static str = r#"site:
+  kind: pg.sql
+  description: Point the restored Wagtail site at the DR hostname.
+  needs: [restore]
+  with:
+    url: "{{ secrets.db_url }}"
+    sql: >-
+      UPDATE wagtailcore_site SET hostname = '{{ vars.dr_host }}'
+      WHERE is_default_site RETURNING id
+    expect: { rows: 1 }
+"#;
     const OUTPUTS: &'static [OutputDoc] = &[
         output("rows", "The result rows, as a JSON list of objects."),
         output("row_count", "Number of rows returned or affected."),

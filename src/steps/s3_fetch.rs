@@ -100,6 +100,17 @@ impl StepKind for S3Fetch {
     const NAME: &'static str = "s3.fetch";
     const SUMMARY: &'static str = "Find the newest (or a named) backup object in S3 and download it with parallel ranged GETs, sha256-verified and resumable.";
     const EFFECT: Effect = Effect::Idempotent;
+    const EXAMPLE: &'static str = r#"backup:
+  kind: s3.fetch
+  with:
+    bucket: "{{ vars.project }}-hosting-services"
+    prefix: "{{ vars.project }}/daily-"
+    select: newest-key-timestamp      # daily-<project>-YYYYMMDDHHMM.pgdump, UTC
+    max_age: "{{ objectives.rpo }}"   # refused before a byte is downloaded
+    min_size: 1MiB
+    concurrency: 6
+    part_size: 8MiB
+"#;
     const OUTPUTS: &'static [OutputDoc] = &[
         output("path", "Local path of the downloaded file."),
         output("bucket", "Bucket the object came from."),

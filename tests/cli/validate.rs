@@ -205,3 +205,51 @@ fn usage_errors_exit_2() {
         out.stderr
     );
 }
+
+#[test]
+fn committed_kind_docs_are_current() {
+    let out = run(&["kinds", "--all"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let committed = std::fs::read_to_string(root().join("docs/kinds.md")).unwrap();
+    assert!(
+        out.stdout == committed,
+        "docs/kinds.md is stale: run `cargo run -- kinds --all > docs/kinds.md`"
+    );
+}
+
+#[test]
+fn every_kind_example_validates_as_part_of_one_drill() {
+    let out = run(&["kinds", "--output", "json", "--all"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let kinds: Vec<serde_json::Value> = serde_json::from_str(&out.stdout).unwrap();
+    let mut text = String::from(
+        "version: 1\nname: examples\n\
+         vars: { project: acme, prod_ns: acme-production, dr_ns: acme-dr, dr_host: dr.acme.example.com }\n\
+         secrets:\n  db_url: { env: DB_URL }\n  basic_auth_password: { env: BASIC }\n  \
+         admin_password: { env: ADMIN }\n  chat_token: { env: CHAT }\n\
+         objectives: { rpo: 26h, rto: 1h }\nsteps:\n",
+    );
+    for kind in &kinds {
+        let example = kind["example"].as_str().unwrap();
+        assert!(
+            example.contains(&format!("kind: {}", kind["name"].as_str().unwrap())),
+            "the example of {} shows another kind",
+            kind["name"]
+        );
+        for line in example.lines() {
+            text.push_str("  ");
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pb = dir.path().join("examples.yaml");
+    std::fs::write(&pb, &text).unwrap();
+    let out = run(&["validate", pb.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}\n{text}", out.stderr);
+    assert!(
+        out.stdout.contains(&format!("ok ({} steps", kinds.len())),
+        "{}",
+        out.stdout
+    );
+}
