@@ -20,13 +20,6 @@ use std::process::ExitCode;
 /// The whole program: parse arguments, run the command, map the outcome to an exit code.
 pub fn run(args: Vec<String>) -> ExitCode {
     use clap::Parser;
-    // Large transfer buffers (S3 parts) must go back to the OS when freed. glibc raises
-    // its mmap threshold after the first such free and then keeps them in the heap,
-    // which doubles peak RSS on big downloads; a fixed threshold prevents that.
-    // SAFETY: mallopt only tunes the allocator; called before any other thread exists.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
-    }
     let cli = match cli::Cli::try_parse_from(cli::normalize_args(args)) {
         Ok(cli) => cli,
         Err(e) => {

@@ -56,10 +56,11 @@ pub struct S3Fetch {
     /// Where the store is and which credentials to use.
     #[serde(flatten)]
     pub access: S3Access,
-    /// Parallel ranged GETs in flight (default 6).
+    /// Parts in memory at once, fetched in parallel (default 4). Memory use is bounded by
+    /// `concurrency` x `part_size`, whatever the object's size.
     #[serde(default)]
     pub concurrency: Option<u32>,
-    /// Size of each ranged GET (default `4MiB`).
+    /// Size of each ranged GET (default `8MiB`).
     #[serde(default)]
     pub part_size: Option<ByteSize>,
 }
@@ -108,7 +109,7 @@ impl StepKind for S3Fetch {
     select: newest-key-timestamp      # daily-<project>-YYYYMMDDHHMM.pgdump, UTC
     max_age: "{{ objectives.rpo }}"   # refused before a byte is downloaded
     min_size: 1MiB
-    concurrency: 6
+    concurrency: 4
     part_size: 8MiB
 "#;
     const OUTPUTS: &'static [OutputDoc] = &[
@@ -198,14 +199,13 @@ mod runtime {
     //! Talking to S3: selection, verification, the resumable parallel download.
 
     use std::collections::BTreeMap;
-    use std::io::{Read, Seek, SeekFrom, Write};
+    use std::io::{Read, Seek, SeekFrom};
     use std::path::{Path, PathBuf};
     use std::sync::Arc;
     use std::time::Duration;
 
     use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
     use aws_sdk_s3::types::ChecksumMode;
-    use bytes::Buf;
     use chrono::{DateTime, NaiveDateTime, Utc};
     use md5::Digest as _;
     use serde::{Deserialize, Serialize};
@@ -217,11 +217,36 @@ mod runtime {
     use crate::playbook::model::FailureClass;
     use crate::steps::{Outputs, Preview, StepCtx, StepError};
 
-    const DEFAULT_CONCURRENCY: usize = 6;
+    const DEFAULT_CONCURRENCY: usize = 4;
     /// At most this much is downloaded between durability points (fsync + progress
     /// record); smaller objects get one every eighth of their size.
     const SYNC_EVERY: u64 = 256 << 20;
-    const DEFAULT_PART: u64 = 4 << 20;
+    /// A downloaded part in a buffer from the pool. Dropping it (once both the writer and
+    /// the hasher are done) returns the buffer and frees its memory slot (the permit).
+    struct PartBuf {
+        data: Vec<u8>,
+        pool: Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+        _permit: tokio::sync::OwnedSemaphorePermit,
+    }
+
+    impl Drop for PartBuf {
+        fn drop(&mut self) {
+            let mut data = std::mem::take(&mut self.data);
+            data.clear();
+            if let Ok(mut pool) = self.pool.lock() {
+                pool.push(data);
+            }
+        }
+    }
+
+    type Part = Arc<PartBuf>;
+
+    /// Parts are written in slices of this size. One multi-MiB write lets the kernel
+    /// back it with large page-cache folios, and copying into those was erratically slow
+    /// (up to 4x the system time of a 1 GiB download, measured with scripts/bench-s3).
+    const WRITE_SLICE: usize = 256 << 10;
+
+    const DEFAULT_PART: u64 = 8 << 20;
     /// Attempts per ranged GET before the step fails (the step's own retry comes on top).
     const PART_ATTEMPTS: u32 = 3;
 
@@ -860,11 +885,13 @@ mod runtime {
         // The sink thread writes and hashes parts strictly in order while the downloads
         // go on; it makes the data durable and records the verified prefix every
         // SYNC_EVERY bytes (a resume re-fetches at most that much).
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(1);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Part>(1);
         let sink_ctx = ctx.clone();
         let sink_path = part_path.clone();
         let sink_meta = meta_path.clone();
         let sync_every = (size / 8).clamp(part_size, SYNC_EVERY);
+        let file = Arc::new(file);
+        let sink_file = file.clone();
         let sink =
             tokio::task::spawn_blocking(move || -> Result<(Digests, u64), (StepError, u64)> {
                 let mut partial = partial;
@@ -878,76 +905,121 @@ mod runtime {
                     partial.verified = written;
                     write_meta(&sink_meta, partial)
                 };
-                while let Some(bytes) = rx.blocking_recv() {
-                    if let Err(e) = file.write_all(&bytes) {
-                        return Err((io(&sink_path, e), synced));
-                    }
-                    digests.update(&bytes);
-                    written += bytes.len() as u64;
+                // Parts were already written at their offsets by the tasks that fetched
+                // them (in parallel, like s5cmd); this thread hashes them in order, the
+                // one thing that cannot be parallel, and moves the durability point.
+                while let Some(part) = rx.blocking_recv() {
+                    digests.update(&part.data);
+                    written += part.data.len() as u64;
+                    drop(part);
                     if written - synced >= sync_every {
-                        flush(&file, written, &mut partial).map_err(|e| (e, synced))?;
+                        flush(&sink_file, written, &mut partial).map_err(|e| (e, synced))?;
                         synced = written;
                     }
                     sink_ctx.progress(written, Some(partial.size));
                 }
-                flush(&file, written, &mut partial).map_err(|e| (e, synced))?;
+                flush(&sink_file, written, &mut partial).map_err(|e| (e, synced))?;
                 Ok((digests, written))
             });
 
         let s3 = Arc::new(client.s3.clone());
+        // One permit per part alive anywhere (being fetched, waiting its turn, queued for
+        // the sink, being written or hashed): memory stays at concurrency x part size.
+        let permits = Arc::new(tokio::sync::Semaphore::new(concurrency));
+        // Part buffers are reused: a fresh multi-MiB buffer per part would cost a page
+        // fault per 4 KiB (more than the copy into it), and hyper's own chunks would keep
+        // their larger read buffers alive.
+        let pool: Arc<std::sync::Mutex<Vec<Vec<u8>>>> = Arc::default();
+        let object = Arc::new(ObjectVersion {
+            bucket: cfg.bucket.clone(),
+            key: key.to_string(),
+            etag: etag.to_string(),
+            version: version_id.map(str::to_string),
+        });
         let mut next_start = verified;
         let mut next_send = verified;
         let mut in_flight = tokio::task::JoinSet::new();
-        let mut ready: BTreeMap<u64, bytes::Bytes> = BTreeMap::new();
+        let mut ready: BTreeMap<u64, Part> = BTreeMap::new();
         let mut failure: Option<StepError> = None;
         ctx.progress(verified, Some(size));
+        let spawn = |in_flight: &mut tokio::task::JoinSet<_>,
+                     next_start: &mut u64,
+                     permit: tokio::sync::OwnedSemaphorePermit| {
+            let start = *next_start;
+            let end = (start + part_size).min(size) - 1;
+            *next_start = end + 1;
+            let (s3, object) = (s3.clone(), object.clone());
+            let data = pool
+                .lock()
+                .ok()
+                .and_then(|mut p| p.pop())
+                .unwrap_or_else(|| Vec::with_capacity(part_size as usize));
+            let mut part = PartBuf {
+                data,
+                pool: pool.clone(),
+                _permit: permit,
+            };
+            let file = file.clone();
+            in_flight.spawn(async move {
+                let result = fetch_range(&s3, &object, start, end, &mut part.data).await;
+                if let Err(e) = result {
+                    return (start, Err(e));
+                }
+                let written = tokio::task::spawn_blocking(move || {
+                    use std::os::unix::fs::FileExt;
+                    let mut offset = start;
+                    for slice in part.data.chunks(WRITE_SLICE) {
+                        file.write_all_at(slice, offset)?;
+                        offset += slice.len() as u64;
+                    }
+                    Ok(part)
+                })
+                .await
+                .expect("write task");
+                (start, written.map(Arc::new).map_err(RangeError::Write))
+            });
+        };
         while next_send < size && failure.is_none() {
-            while in_flight.len() + ready.len() < concurrency && next_start < size {
-                let start = next_start;
-                let end = (start + part_size).min(size) - 1;
-                next_start = end + 1;
-                let (s3, bucket, key, etag, version) = (
-                    s3.clone(),
-                    cfg.bucket.clone(),
-                    key.to_string(),
-                    etag.to_string(),
-                    version_id.map(str::to_string),
-                );
-                in_flight.spawn(async move {
-                    (
-                        start,
-                        fetch_range(&s3, &bucket, &key, &etag, version.as_deref(), start, end)
-                            .await,
-                    )
-                });
-            }
-            if !ready.contains_key(&next_send) {
-                tokio::select! {
-                    joined = in_flight.join_next() => {
-                        let Some(joined) = joined else { break };
-                        let (start, result) = joined.expect("range task");
-                        match result {
-                            Ok(bytes) => { ready.insert(start, bytes); }
-                            Err(RangeError::Sdk(e)) => {
-                                failure = Some(classify(&e, &format!("s3://{}/{key} (bytes {start}-)", cfg.bucket), client, &cfg.bucket));
-                            }
-                            Err(RangeError::Body(m)) => {
-                                failure = Some(StepError::new(FailureClass::Ambiguous, format!("s3://{}/{key} (bytes {start}-): {m}", cfg.bucket)));
-                            }
-                        }
-                    }
-                    _ = ctx.cancel.cancelled() => {
-                        in_flight.abort_all();
-                        drop(tx);
-                        let _ = sink.await;
-                        return Err(StepError::new(FailureClass::Other, "download cancelled"));
-                    }
+            while next_start < size {
+                match permits.clone().try_acquire_owned() {
+                    Ok(permit) => spawn(&mut in_flight, &mut next_start, permit),
+                    Err(_) => break,
                 }
             }
-            while let Some(bytes) = ready.remove(&next_send) {
-                next_send += bytes.len() as u64;
-                if tx.send(bytes).await.is_err() {
+            while let Some(part) = ready.remove(&next_send) {
+                next_send += part.data.len() as u64;
+                if tx.send(part).await.is_err() {
                     break;
+                }
+            }
+            if next_send >= size {
+                break;
+            }
+            tokio::select! {
+                joined = in_flight.join_next(), if !in_flight.is_empty() => {
+                    let Some(joined) = joined else { break };
+                    let (start, result) = joined.expect("range task");
+                    match result {
+                        Ok(part) => { ready.insert(start, part); }
+                        Err(RangeError::Sdk(e)) => {
+                            failure = Some(classify(&e, &format!("s3://{}/{key} (bytes {start}-)", cfg.bucket), client, &cfg.bucket));
+                        }
+                        Err(RangeError::Body(m)) => {
+                            failure = Some(StepError::new(FailureClass::Ambiguous, format!("s3://{}/{key} (bytes {start}-): {m}", cfg.bucket)));
+                        }
+                        Err(RangeError::Write(e)) => {
+                            failure = Some(io(&part_path, e));
+                        }
+                    }
+                }
+                permit = permits.clone().acquire_owned(), if next_start < size => {
+                    spawn(&mut in_flight, &mut next_start, permit.expect("semaphore is never closed"));
+                }
+                _ = ctx.cancel.cancelled() => {
+                    in_flight.abort_all();
+                    drop(tx);
+                    let _ = sink.await;
+                    return Err(StepError::new(FailureClass::Other, "download cancelled"));
                 }
             }
         }
@@ -1035,17 +1107,32 @@ mod runtime {
         Sdk(Box<SdkError<aws_sdk_s3::operation::get_object::GetObjectError>>),
         /// The body ended early or broke off.
         Body(String),
+        /// The part could not be written to the partial file.
+        Write(std::io::Error),
+    }
+
+    /// The object version every part must come from.
+    struct ObjectVersion {
+        bucket: String,
+        key: String,
+        etag: String,
+        version: Option<String>,
     }
 
     async fn fetch_range(
         s3: &aws_sdk_s3::Client,
-        bucket: &str,
-        key: &str,
-        etag: &str,
-        version: Option<&str>,
+        object: &ObjectVersion,
         start: u64,
         end: u64,
-    ) -> Result<bytes::Bytes, RangeError> {
+        buf: &mut Vec<u8>,
+    ) -> Result<(), RangeError> {
+        let ObjectVersion {
+            bucket,
+            key,
+            etag,
+            version,
+        } = object;
+        let expected = (end - start + 1) as usize;
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -1062,17 +1149,32 @@ mod runtime {
                 req = req.version_id(v);
             }
             let error = match req.send().await {
-                Ok(out) => match out.body.collect().await {
-                    Ok(data) if data.remaining() as u64 == end - start + 1 => {
-                        return Ok(data.into_bytes());
+                Ok(out) => {
+                    buf.clear();
+                    let mut body = out.body;
+                    let mut problem = None;
+                    while let Some(chunk) = body.next().await {
+                        match chunk {
+                            Ok(c) if buf.len() + c.len() <= expected => buf.extend_from_slice(&c),
+                            Ok(_) => {
+                                problem = Some(format!("more than the {expected} bytes asked for"));
+                                break;
+                            }
+                            Err(e) => {
+                                problem = Some(chain(&e));
+                                break;
+                            }
+                        }
                     }
-                    Ok(data) => RangeError::Body(format!(
-                        "expected {} bytes, got {}",
-                        end - start + 1,
-                        data.remaining()
-                    )),
-                    Err(e) => RangeError::Body(chain(&e)),
-                },
+                    match problem {
+                        None if buf.len() == expected => return Ok(()),
+                        None => RangeError::Body(format!(
+                            "expected {expected} bytes, got {}",
+                            buf.len()
+                        )),
+                        Some(p) => RangeError::Body(p),
+                    }
+                }
                 Err(e) => {
                     let transient =
                         matches!(
