@@ -37,7 +37,16 @@ pub struct DrillReport {
     pub backup: Option<Json>,
     /// The image deployed, if a `kube.deploy` ran.
     pub image: Option<ImageDeployed>,
+    /// The run's phases and interruptions: started, interrupted, resumed, finally, finished.
+    pub timeline: Vec<Mark>,
     pub steps: Vec<StepReport>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Mark {
+    pub what: String,
+    pub at: String,
+    pub offset_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -172,6 +181,18 @@ impl DrillReport {
         let mut resumed = 0;
         // The time each step last succeeded (a reused step keeps its earlier success).
         let mut succeeded_at: std::collections::HashMap<String, String> = Default::default();
+        let mut timeline = vec![Mark {
+            what: "run started".into(),
+            at: at.clone(),
+            offset_ms: 0,
+        }];
+        let mut mark = |what: &str, when: &str| {
+            timeline.push(Mark {
+                what: what.to_string(),
+                at: when.to_string(),
+                offset_ms: parse_time(when).map_or(0, |t| ms_between(start, t).max(0) as u64),
+            })
+        };
 
         fn slot<'a>(steps: &'a mut Vec<StepReport>, id: &str, phase: &str) -> &'a mut StepReport {
             if let Some(i) = steps.iter().position(|s| s.id == id) {
@@ -188,8 +209,10 @@ impl DrillReport {
                     playbook_hash,
                     objectives: o,
                     steps: p,
+                    at: when,
                     ..
                 } => {
+                    mark("resumed", when);
                     resumed += 1;
                     phase = "steps".into();
                     hash = playbook_hash.clone();
@@ -201,7 +224,10 @@ impl DrillReport {
                         }
                     }
                 }
-                Record::PhaseStarted { phase: p, .. } => phase = p.clone(),
+                Record::PhaseStarted { phase: p, at: when } => {
+                    mark(&format!("{p} started"), when);
+                    phase = p.clone();
+                }
                 Record::StepStarted {
                     step,
                     kind,
@@ -290,8 +316,11 @@ impl DrillReport {
                     s.duration_ms = Some(*duration_ms);
                     s.finished_at = Some(at.clone());
                 }
-                Record::Interrupted { .. } => {}
+                Record::Interrupted { signal, at: when } => {
+                    mark(&format!("interrupted ({signal})"), when)
+                }
                 Record::RunFinished { status: st, at, .. } => {
+                    mark(&format!("run finished: {st}"), at);
                     status = st.clone();
                     finished_at = Some(at.clone());
                 }
@@ -354,6 +383,7 @@ impl DrillReport {
             failed_step,
             backup,
             image,
+            timeline,
             steps,
         })
     }

@@ -114,6 +114,10 @@ pub fn render(r: &DrillReport) -> String {
     }
 
     let _ = writeln!(out, "## Timeline\n");
+    for m in &r.timeline {
+        let _ = writeln!(out, "- +{} {} ({})", dur(m.offset_ms), m.what, m.at);
+    }
+    out.push('\n');
     let _ = writeln!(
         out,
         "| Step | Kind | Phase | Start | Duration | Attempts | Result |\n|---|---|---|---|---|---|---|"

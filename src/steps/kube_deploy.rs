@@ -460,3 +460,73 @@ async fn wait_rollout(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use serde_json::json;
+
+    use super::rollout_status;
+
+    fn deployment(generation: i64, replicas: i32, status: serde_json::Value) -> Deployment {
+        serde_json::from_value(json!({
+            "metadata": { "name": "app", "generation": generation },
+            "spec": {
+                "replicas": replicas,
+                "selector": { "matchLabels": { "app": "app" } },
+                "template": { "spec": { "containers": [{ "name": "app", "image": "x" }] } }
+            },
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn rollout_status_reads_like_kubectl() {
+        let waiting = |d: &Deployment| rollout_status(d).unwrap().unwrap();
+        let d = deployment(3, 2, json!({ "observedGeneration": 2 }));
+        assert_eq!(
+            waiting(&d),
+            "waiting for the deployment spec update to be observed"
+        );
+        let d = deployment(
+            3,
+            2,
+            json!({ "observedGeneration": 3, "replicas": 2, "updatedReplicas": 1 }),
+        );
+        assert_eq!(waiting(&d), "1 out of 2 new replicas have been updated");
+        let d = deployment(
+            3,
+            2,
+            json!({ "observedGeneration": 3, "replicas": 3, "updatedReplicas": 2, "availableReplicas": 2 }),
+        );
+        assert_eq!(waiting(&d), "1 old replicas are pending termination");
+        let d = deployment(
+            3,
+            2,
+            json!({ "observedGeneration": 3, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 1 }),
+        );
+        assert_eq!(waiting(&d), "1 of 2 updated replicas are available");
+        let d = deployment(
+            3,
+            2,
+            json!({ "observedGeneration": 3, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2 }),
+        );
+        assert_eq!(rollout_status(&d), Ok(None));
+        // Scaled to zero: complete at once.
+        let d = deployment(4, 0, json!({ "observedGeneration": 4 }));
+        assert_eq!(rollout_status(&d), Ok(None));
+        let d = deployment(
+            3,
+            2,
+            json!({
+                "observedGeneration": 3, "replicas": 2, "updatedReplicas": 1,
+                "conditions": [{ "type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
+                                 "message": "ReplicaSet \"app-1\" has timed out progressing." }]
+            }),
+        );
+        let err = rollout_status(&d).unwrap_err();
+        assert!(err.contains("exceeded its progress deadline"), "{err}");
+        assert!(err.contains("timed out progressing"), "{err}");
+    }
+}

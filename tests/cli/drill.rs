@@ -468,3 +468,75 @@ steps:
         "no step failed, an objective did"
     );
 }
+
+#[test]
+fn rpo_can_come_from_the_restored_data_itself() {
+    let pg = Cluster::start();
+    pg.sql("postgres", "CREATE DATABASE dr");
+    pg.sql(
+        "dr",
+        "CREATE TABLE auth_user (last_login timestamptz); \
+         INSERT INTO auth_user VALUES (now() - interval '5 hours'), (now() - interval '9 hours')",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let pb = dir.path().join("rpo.yaml");
+    let write = |rpo: &str| {
+        std::fs::write(
+            &pb,
+            format!(
+                r#"
+version: 1
+name: rpo
+secrets: {{ db_url: {{ env: DR_DB_URL }} }}
+objectives: {{ rpo: {rpo}, rpo_from: newest_login }}
+steps:
+  newest_login:
+    kind: pg.sql
+    with: {{ url: "{{{{ secrets.db_url }}}}", pg_bin: {}, sql: SELECT max(last_login) FROM auth_user }}
+"#,
+                pg.bin.display()
+            ),
+        )
+        .unwrap();
+    };
+    let run = |state: &str| {
+        run_cmd(
+            drrun()
+                .env("DR_DB_URL", pg.url("dr"))
+                .arg(&pb)
+                .arg("--state-dir")
+                .arg(dir.path().join(state)),
+        )
+    };
+
+    write("6h");
+    let out = run("ok");
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let r: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            std::fs::read_dir(dir.path().join("ok/runs"))
+                .unwrap()
+                .next()
+                .unwrap()
+                .unwrap()
+                .path()
+                .join("report.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(r["rpo"]["source"], "scalar of step newest_login");
+    let rpo_h = r["rpo"]["measured_ms"].as_u64().unwrap() as f64 / 3_600_000.0;
+    assert!((4.9..5.2).contains(&rpo_h), "rpo {rpo_h} h");
+    assert_eq!(r["rpo"]["met"], true);
+
+    write("4h");
+    let out = run("missed");
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("RPO 5h"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("(objective 4h): MISSED by 1h"),
+        "{}",
+        out.stderr
+    );
+}

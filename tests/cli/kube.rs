@@ -494,4 +494,42 @@ steps:
     let all = run(&image(&ns.name, "web", ""), &nobody);
     assert!(all.contains("forbidden:"), "{all}");
     assert!(all.contains("cannot get resource \"deployments\""), "{all}");
+
+    let bad = c.kubeconfig_with_bad_token(dir.path());
+    let all = run(&image(&ns.name, "web", ""), &bad);
+    assert!(all.contains("unauthorised:"), "{all}");
+    assert!(
+        !all.contains("drrun-not-a-valid-token"),
+        "the token is never shown: {all}"
+    );
+
+    // Nothing listens here any more.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let text = std::fs::read_to_string(&c.kubeconfig).unwrap();
+    let server = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: "))
+        .expect("a server line")
+        .to_string();
+    let gone = dir.path().join("gone.kubeconfig");
+    std::fs::write(
+        &gone,
+        text.replace(&server, &format!("https://127.0.0.1:{port}")),
+    )
+    .unwrap();
+    let fresh = tempfile::tempdir().unwrap();
+    let out = drrun_kube(fresh.path(), &gone, &["run"], &image(&ns.name, "web", ""));
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("unreachable"), "{}", out.stderr);
+    let records = journal(&fresh.path().join("state"));
+    let failed = records
+        .iter()
+        .rev()
+        .find(|r| r["type"] == "step_failed")
+        .unwrap();
+    assert_eq!(failed["class"], "connection", "{failed}");
 }

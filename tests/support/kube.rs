@@ -146,6 +146,20 @@ impl TestCluster {
     }
 }
 
+impl TestCluster {
+    /// A kubeconfig for the same cluster whose credentials are a token it will reject.
+    pub fn kubeconfig_with_bad_token(&self, dir: &Path) -> PathBuf {
+        let kc = Kubeconfig::read_from(&self.kubeconfig).unwrap();
+        let mut doc: serde_yaml_ng::Value = serde_yaml_ng::to_value(&kc).unwrap();
+        for user in doc["users"].as_sequence_mut().unwrap() {
+            user["user"] = serde_yaml_ng::from_str("{ token: drrun-not-a-valid-token }").unwrap();
+        }
+        let path = dir.join("bad-token.kubeconfig");
+        std::fs::write(&path, serde_yaml_ng::to_string(&doc).unwrap()).unwrap();
+        path
+    }
+}
+
 fn rand_suffix() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
