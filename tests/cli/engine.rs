@@ -420,6 +420,64 @@ finally:
     assert_eq!(records.last().unwrap()["status"], "interrupted");
 }
 
+#[test]
+fn a_second_ctrl_c_aborts_a_slow_finally_and_kills_its_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "p.yaml",
+        r#"
+version: 1
+name: abort
+steps:
+  long:
+    kind: exec
+    with: { argv: [sh, -c, 'echo $$ > long.pid; sleep 30'] }
+finally:
+  slow_cleanup:
+    kind: exec
+    with: { argv: [sh, -c, 'echo $$ > cleanup.pid; sleep 30'] }
+"#,
+    );
+    let child = spawn_in(dir.path(), &["p.yaml"]);
+    assert!(
+        wait_for(Duration::from_secs(10), || dir
+            .path()
+            .join("long.pid")
+            .exists()),
+        "the long step started"
+    );
+    // SAFETY: sending signals to our own child process.
+    unsafe { libc_kill(child.id() as i32, 2) };
+    let cleanup_pid = dir.path().join("cleanup.pid");
+    assert!(
+        wait_for(Duration::from_secs(10), || cleanup_pid.exists()),
+        "finally started after the first Ctrl-C"
+    );
+    let started = std::time::Instant::now();
+    unsafe { libc_kill(child.id() as i32, 2) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the second Ctrl-C did not wait for finally"
+    );
+    let sh: i32 = std::fs::read_to_string(&cleanup_pid)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(5), || !alive(sh)),
+        "the finally step's process was killed"
+    );
+}
+
 unsafe extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, sig: i32) -> i32;
