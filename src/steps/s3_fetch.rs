@@ -908,8 +908,23 @@ mod runtime {
                 // Parts were already written at their offsets by the tasks that fetched
                 // them (in parallel, like s5cmd); this thread hashes them in order, the
                 // one thing that cannot be parallel, and moves the durability point.
+                // md5 (only for single-part ETags) is slower than sha256: it gets a core
+                // of its own rather than doubling the in-order hashing time.
+                let md5_worker = digests.md5.take().map(|mut md5| {
+                    let (tx, rx) = std::sync::mpsc::channel::<Part>();
+                    let worker = std::thread::spawn(move || {
+                        for part in rx {
+                            md5.update(&part.data);
+                        }
+                        md5
+                    });
+                    (tx, worker)
+                });
                 while let Some(part) = rx.blocking_recv() {
-                    digests.update(&part.data);
+                    if let Some((tx, _)) = &md5_worker {
+                        let _ = tx.send(part.clone());
+                    }
+                    digests.sha.update(&part.data);
                     written += part.data.len() as u64;
                     drop(part);
                     if written - synced >= sync_every {
@@ -919,6 +934,10 @@ mod runtime {
                     sink_ctx.progress(written, Some(partial.size));
                 }
                 flush(&sink_file, written, &mut partial).map_err(|e| (e, synced))?;
+                if let Some((tx, worker)) = md5_worker {
+                    drop(tx);
+                    digests.md5 = Some(worker.join().expect("md5 thread"));
+                }
                 Ok((digests, written))
             });
 
