@@ -113,11 +113,17 @@ impl StepKind for KubeImage {
             Err(e) => return Preview::cannot(e.message),
         };
         match self.read(&kube).await {
-            Ok(out) => Preview::lines([format!(
-                "deployment {}/{} container {} runs {} (tag `{}`)",
-                self.namespace, self.deployment, out["container"], out["image"], out["tag"]
-            )
-            .replace('"', "")]),
+            Ok(out) => {
+                let get = |k: &str| out[k].as_str().unwrap_or_default().to_string();
+                Preview::lines([format!(
+                    "deployment {}/{} container {} runs {} (tag `{}`)",
+                    self.namespace,
+                    self.deployment,
+                    get("container"),
+                    get("image"),
+                    get("tag")
+                )])
+            }
             Err(e) => Preview::cannot(e.message),
         }
     }
