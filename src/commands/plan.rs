@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Result;
+use indexmap::IndexMap;
 use serde_json::{Value, json};
 
 use super::load_plan;
@@ -14,7 +15,7 @@ use crate::plan::{Phase, Plan};
 use crate::playbook::template::Templates;
 use crate::report::printer::out;
 use crate::state::redact::Redactor;
-use crate::steps::{Preview, PreviewCtx, StepConfig};
+use crate::steps::{Effect, Outputs, Preview, PreviewCtx, StepConfig};
 
 pub fn plan(args: PlanArgs) -> Result<ExitCode> {
     let plan = load_plan(&args.playbook, &args.vars)?;
@@ -44,10 +45,9 @@ pub fn render_plan(
     secrets: Option<Result<indexmap::IndexMap<String, String>, crate::exec::EngineError>>,
 ) -> Value {
     let templates = Templates::new();
-    let ctx = plan.preview_context();
-    let (real_ctx, secret_problem, redactor) = match &secrets {
+    let (secret_values, secret_problem, redactor) = match &secrets {
         Some(Ok(values)) => (
-            Some(plan.preview_context_with(SecretValues::Real(values))),
+            Some(values),
             None,
             Redactor::new(values.iter().map(|(k, v)| (k.clone(), v.clone()))),
         ),
@@ -58,48 +58,62 @@ pub fn render_plan(
         .enable_all()
         .build()
         .expect("tokio runtime");
+    // Outputs that read-only steps' previews found; later steps render with them (the
+    // production tag a deploy would set, instead of a placeholder).
+    let mut known: IndexMap<String, Outputs> = IndexMap::new();
     let mut phases = serde_json::Map::new();
     for phase in [Phase::Main, Phase::Finally] {
-        let levels: Vec<Value> = plan
-            .levels(phase)
-            .iter()
-            .map(|level| {
-                Value::Array(
-                    level
-                        .iter()
-                        .map(|&i| {
-                            let step = &plan.steps[i];
-                            let with = templates.render_json(&step.with, &ctx).unwrap_or_else(|_| step.with.clone());
-                            // Values known only at run time stay placeholders; type them
-                            // for the preview only when that works.
-                            let uses_secret = with.to_string().contains("<secret:");
-                            let live_with = match (&real_ctx, &secret_problem) {
-                                (_, Some(problem)) if uses_secret => Err(format!("cannot preview: {problem}")),
-                                (Some(real), _) => Ok(templates.render_json(&step.with, real).unwrap_or_else(|_| with.clone())),
-                                _ => Ok(with.clone()),
-                            };
-                            let preview = match live_with.map(|w| StepConfig::from_with(step.kind.name, w)) {
-                                Ok(Ok(config)) => redact_preview(runtime.block_on(config.preview(preview_ctx)), &redactor),
-                                Ok(Err(_)) => Preview::cannot("depends on values known only at run time"),
-                                Err(reason) => Preview::cannot(reason),
-                            };
-                            json!({
-                                "id": step.id,
-                                "kind": step.kind.name,
-                                "effect": step.kind.effect.as_str(),
-                                "description": step.description,
-                                "needs": step.deps.iter().map(|d| plan.steps[*d].id.clone()).collect::<Vec<_>>(),
-                                "when": step.when,
-                                "timeout": crate::duration::format_duration(step.timeout),
-                                "retry_attempts": step.retry.attempts,
-                                "with": with,
-                                "preview": preview,
-                            })
-                        })
-                        .collect(),
-                )
-            })
-            .collect();
+        let mut levels: Vec<Value> = Vec::new();
+        for level in plan.levels(phase) {
+            let ctx = plan.preview_context(&known);
+            let real_ctx = secret_values
+                .map(|values| plan.preview_context_with(SecretValues::Real(values), &known));
+            let mut rendered_level = Vec::new();
+            let mut found = Vec::new();
+            for &i in level {
+                let step = &plan.steps[i];
+                let with = templates
+                    .render_json(&step.with, &ctx)
+                    .unwrap_or_else(|_| step.with.clone());
+                // Values known only at run time stay placeholders; type them for the
+                // preview only when that works.
+                let uses_secret = with.to_string().contains("<secret:");
+                let live_with = match (&real_ctx, &secret_problem) {
+                    (_, Some(problem)) if uses_secret => Err(format!("cannot preview: {problem}")),
+                    (Some(real), _) => Ok(templates
+                        .render_json(&step.with, real)
+                        .unwrap_or_else(|_| with.clone())),
+                    _ => Ok(with.clone()),
+                };
+                let preview = match live_with.map(|w| StepConfig::from_with(step.kind.name, w)) {
+                    Ok(Ok(config)) => {
+                        let preview = runtime.block_on(config.preview(preview_ctx));
+                        if step.kind.effect == Effect::Read
+                            && let Some(outputs) = &preview.outputs
+                        {
+                            found.push((step.id.clone(), outputs.clone()));
+                        }
+                        redact_preview(preview, &redactor)
+                    }
+                    Ok(Err(_)) => Preview::cannot("depends on values known only at run time"),
+                    Err(reason) => Preview::cannot(reason),
+                };
+                rendered_level.push(json!({
+                    "id": step.id,
+                    "kind": step.kind.name,
+                    "effect": step.kind.effect.as_str(),
+                    "description": step.description,
+                    "needs": step.deps.iter().map(|d| plan.steps[*d].id.clone()).collect::<Vec<_>>(),
+                    "when": step.when,
+                    "timeout": crate::duration::format_duration(step.timeout),
+                    "retry_attempts": step.retry.attempts,
+                    "with": redactor.redact_json(&with),
+                    "preview": preview,
+                }));
+            }
+            known.extend(found);
+            levels.push(Value::Array(rendered_level));
+        }
         phases.insert(
             if phase == Phase::Main {
                 "steps"
@@ -124,6 +138,7 @@ fn redact_preview(p: Preview, redactor: &Redactor) -> Preview {
     Preview {
         lines: p.lines.iter().map(|l| redactor.redact(l)).collect(),
         cannot_preview: p.cannot_preview.map(|c| redactor.redact(&c)),
+        outputs: None,
     }
 }
 

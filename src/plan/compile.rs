@@ -104,7 +104,7 @@ pub fn compile(
     let preview_ctx = build(
         &preview_parts,
         SecretValues::Markers,
-        StepValues::Placeholders(&kinds_for_preview),
+        StepValues::Placeholders(&kinds_for_preview, &IndexMap::new()),
         None,
     );
 

@@ -32,7 +32,12 @@ pub enum SecretValues<'a> {
 }
 
 pub enum StepValues<'a> {
-    Placeholders(&'a [(&'a str, &'static KindInfo)]),
+    /// Every step's declared outputs as placeholders, except the outputs already known
+    /// (a live `plan` learns those from read-only steps' previews).
+    Placeholders(
+        &'a [(&'a str, &'static KindInfo)],
+        &'a IndexMap<String, Outputs>,
+    ),
     Outputs(&'a IndexMap<String, Outputs>),
 }
 
@@ -63,15 +68,19 @@ pub fn build(
         SecretValues::Real(values) => to_value(values),
     };
     let steps_value = match steps {
-        StepValues::Placeholders(list) => Value::from_pairs(list.iter().map(|(id, kind)| {
-            let outputs = Value::from_pairs(kind.outputs.iter().map(|o| {
-                (
-                    o.name.to_string(),
-                    Placeholder::value(format!("steps.{id}.outputs.{}", o.name)),
-                )
-            }));
-            (id.to_string(), Value::from_pairs([("outputs", outputs)]))
-        })),
+        StepValues::Placeholders(list, known) => {
+            Value::from_pairs(list.iter().map(|(id, kind)| {
+                let real = known.get(*id);
+                let outputs = Value::from_pairs(kind.outputs.iter().map(|o| {
+                    let value = match real.and_then(|r| r.get(o.name)) {
+                        Some(v) => to_value(v),
+                        None => Placeholder::value(format!("steps.{id}.outputs.{}", o.name)),
+                    };
+                    (o.name.to_string(), value)
+                }));
+                (id.to_string(), Value::from_pairs([("outputs", outputs)]))
+            }))
+        }
         StepValues::Outputs(done) => Value::from_pairs(done.iter().map(|(id, outputs)| {
             (
                 id.clone(),
@@ -104,13 +113,18 @@ impl Plan {
         self.secrets.keys().map(String::as_str).collect()
     }
 
-    /// Context for previews: nothing real beyond vars, objectives and env.
-    pub fn preview_context(&self) -> Value {
-        self.preview_context_with(SecretValues::Markers)
+    /// Context for previews: nothing real beyond vars, objectives, env and the outputs
+    /// that read-only previews already found (`known`).
+    pub fn preview_context(&self, known: &IndexMap<String, Outputs>) -> Value {
+        self.preview_context_with(SecretValues::Markers, known)
     }
 
     /// Preview context with real secrets, for live previews that must connect.
-    pub fn preview_context_with(&self, secrets: SecretValues) -> Value {
+    pub fn preview_context_with(
+        &self,
+        secrets: SecretValues,
+        known: &IndexMap<String, Outputs>,
+    ) -> Value {
         let names = self.secret_names();
         let kinds: Vec<(&str, &'static KindInfo)> =
             self.steps.iter().map(|s| (s.id.as_str(), s.kind)).collect();
@@ -120,7 +134,12 @@ impl Plan {
             env: &self.env,
             secret_names: &names,
         };
-        build(&parts, secrets, StepValues::Placeholders(&kinds), None)
+        build(
+            &parts,
+            secrets,
+            StepValues::Placeholders(&kinds, known),
+            None,
+        )
     }
 
     /// Context while running, with secrets either real or as markers.

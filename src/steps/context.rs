@@ -95,6 +95,10 @@ pub struct Preview {
     pub lines: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cannot_preview: Option<String>,
+    /// The step's real outputs, when a read-only kind could read them all: later steps'
+    /// previews then render with them instead of placeholders.
+    #[serde(skip)]
+    pub outputs: Option<Outputs>,
 }
 
 impl Preview {
@@ -102,6 +106,7 @@ impl Preview {
         Self {
             lines: lines.into_iter().collect(),
             cannot_preview: None,
+            outputs: None,
         }
     }
 
@@ -109,6 +114,16 @@ impl Preview {
         Self {
             lines: Vec::new(),
             cannot_preview: Some(reason.into()),
+            outputs: None,
+        }
+    }
+
+    /// What is known so far, and why the rest cannot be previewed.
+    pub fn partial(lines: Vec<String>, reason: impl Into<String>) -> Self {
+        Self {
+            lines,
+            cannot_preview: Some(reason.into()),
+            outputs: None,
         }
     }
 

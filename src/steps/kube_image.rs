@@ -115,14 +115,17 @@ impl StepKind for KubeImage {
         match self.read(&kube).await {
             Ok(out) => {
                 let get = |k: &str| out[k].as_str().unwrap_or_default().to_string();
-                Preview::lines([format!(
+                let mut preview = Preview::lines([format!(
                     "deployment {}/{} container {} runs {} (tag `{}`)",
                     self.namespace,
                     self.deployment,
                     get("container"),
                     get("image"),
                     get("tag")
-                )])
+                )]);
+                // A read is what the run would do too: later previews may use it.
+                preview.outputs = Some(out);
+                preview
             }
             Err(e) => Preview::cannot(e.message),
         }

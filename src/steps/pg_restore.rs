@@ -558,16 +558,10 @@ async fn preview(cfg: &PgRestore, ctx: &PreviewCtx) -> Preview {
         }
     }
     if ctx.offline {
-        return Preview {
-            lines,
-            cannot_preview: Some("target not inspected (--offline)".into()),
-        };
+        return Preview::partial(lines, "target not inspected (--offline)");
     }
     let Some(conn) = conn else {
-        return Preview {
-            lines,
-            cannot_preview: Some("the connection is known only at run time".into()),
-        };
+        return Preview::partial(lines, "the connection is known only at run time");
     };
     let maintenance = match &cfg.maintenance_url {
         Some(url) => match parse_url(url) {
@@ -584,10 +578,7 @@ async fn preview(cfg: &PgRestore, ctx: &PreviewCtx) -> Preview {
         Ok(size) if size.trim() == "absent" => lines.push("target does not exist yet".into()),
         Ok(size) => lines.push(format!("target exists ({})", size.trim())),
         Err(e) => {
-            return Preview {
-                lines,
-                cannot_preview: Some(format!("cannot inspect the target: {}", e.message)),
-            };
+            return Preview::partial(lines, format!("cannot inspect the target: {}", e.message));
         }
     }
     Preview::lines(lines)

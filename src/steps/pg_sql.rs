@@ -134,19 +134,13 @@ impl StepKind for PgSql {
         };
         let lines = vec![format!("would run on {}: {what}", conn.describe())];
         if ctx.offline {
-            return Preview {
-                lines,
-                cannot_preview: Some("database not inspected (--offline)".into()),
-            };
+            return Preview::partial(lines, "database not inspected (--offline)");
         }
         // The SQL itself is not run (it may write); only reachability is checked.
         let cancel = tokio_util::sync::CancellationToken::new();
         match super::pg_restore::psql_with(&conn, &self.pg_bin, "SELECT 1", &cancel, true).await {
             Ok(_) => Preview::lines(lines),
-            Err(e) => Preview {
-                lines,
-                cannot_preview: Some(format!("cannot connect: {}", e.message)),
-            },
+            Err(e) => Preview::partial(lines, format!("cannot connect: {}", e.message)),
         }
     }
 

@@ -391,10 +391,19 @@ fn the_reference_drill_passes_fails_honestly_and_resumes_after_sigkill() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    // Killed once the deployment is rolling out and everything before it has finished
+    // (`data_fresh` runs beside `site`, so it may end after `deploy` starts).
+    let before_deploy = ["backup", "restore", "site", "data_fresh", "prod_tag"];
     let started_deploy = wait_for(Duration::from_secs(60), || {
-        journal(&state)
+        let records = journal(&state);
+        records
             .iter()
             .any(|r| r["type"] == "step_started" && r["step"] == "deploy")
+            && before_deploy.iter().all(|step| {
+                records
+                    .iter()
+                    .any(|r| r["type"] == "step_succeeded" && r["step"] == *step)
+            })
     });
     assert!(started_deploy, "deploy never started");
     child.kill().unwrap();
@@ -415,7 +424,7 @@ fn the_reference_drill_passes_fails_honestly_and_resumes_after_sigkill() {
         .filter(|r| r["type"] == "step_reused")
         .map(|r| r["step"].as_str().unwrap())
         .collect();
-    for step in ["backup", "restore", "site", "data_fresh", "prod_tag"] {
+    for step in before_deploy {
         assert!(reused.contains(&step), "{step} ran again: {reused:?}");
     }
     let r = report_json(dir.path());

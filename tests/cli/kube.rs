@@ -87,7 +87,8 @@ finally:
         ),
     );
 
-    // The live preview reads both sides; the tag is only known at run time.
+    // The live preview reads production's tag, then previews the deploy with it: the
+    // real image change is shown and sent as a server-side dry run.
     let p = plan(dir.path(), &c.kubeconfig, &pb);
     assert_eq!(p.code, 0, "{}{}", p.stdout, p.stderr);
     assert!(
@@ -97,9 +98,18 @@ finally:
         p.stdout
     );
     assert!(
-        p.stdout.contains(&format!(
-            "container app: {PAUSE_OLD} -> registry.k8s.io/pause:<steps.prod_tag.outputs.tag>"
-        )),
+        p.stdout.contains(&format!("tag: '{PAUSE_NEW_TAG}'")),
+        "the rendered setting shows the real tag: {}",
+        p.stdout
+    );
+    assert!(
+        p.stdout
+            .contains(&format!("container app: {PAUSE_OLD} -> {prod_image}")),
+        "{}",
+        p.stdout
+    );
+    assert!(
+        p.stdout.contains("server-side dry run: accepted"),
         "{}",
         p.stdout
     );
@@ -108,6 +118,12 @@ finally:
         p.stdout.contains("deployment/worker in ") && p.stdout.contains("replicas 2 -> 0"),
         "{}",
         p.stdout
+    );
+
+    assert_eq!(
+        dr.deployment_state("app").0,
+        PAUSE_OLD,
+        "plan changed nothing"
     );
 
     let out = drrun_kube(dir.path(), &c.kubeconfig, &[], &pb);
