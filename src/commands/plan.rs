@@ -61,13 +61,18 @@ pub fn render_plan(
     // Outputs that read-only steps' previews found; later steps render with them (the
     // production tag a deploy would set, instead of a placeholder).
     let mut known: IndexMap<String, Outputs> = IndexMap::new();
+    let contexts = |known: &IndexMap<String, Outputs>| {
+        (
+            plan.preview_context(known),
+            secret_values
+                .map(|values| plan.preview_context_with(SecretValues::Real(values), known)),
+        )
+    };
+    let (mut ctx, mut real_ctx) = contexts(&known);
     let mut phases = serde_json::Map::new();
     for phase in [Phase::Main, Phase::Finally] {
         let mut levels: Vec<Value> = Vec::new();
         for level in plan.levels(phase) {
-            let ctx = plan.preview_context(&known);
-            let real_ctx = secret_values
-                .map(|values| plan.preview_context_with(SecretValues::Real(values), &known));
             let mut rendered_level = Vec::new();
             let mut found = Vec::new();
             for &i in level {
@@ -111,7 +116,10 @@ pub fn render_plan(
                     "preview": preview,
                 }));
             }
-            known.extend(found);
+            if !found.is_empty() {
+                known.extend(found);
+                (ctx, real_ctx) = contexts(&known);
+            }
             levels.push(Value::Array(rendered_level));
         }
         phases.insert(
