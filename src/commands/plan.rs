@@ -112,7 +112,7 @@ pub fn render_plan(
                     "when": step.when,
                     "timeout": crate::duration::format_duration(step.timeout),
                     "retry_attempts": step.retry.attempts,
-                    "with": redactor.redact_json(&with),
+                    "with": with,
                     "preview": preview,
                 }));
             }

@@ -29,17 +29,15 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     } else {
         Resume::No
     };
-    let overrides = opts.var_overrides.into_iter().collect();
-    execute(
-        plan,
+    let opts = RunOptions {
         state_dir,
+        jobs: args.jobs,
+        fail_fast: args.fail_fast,
         resume,
-        args.jobs,
-        args.fail_fast,
-        args.output,
-        overrides,
-        args.report.clone(),
-    )
+        overrides: opts.var_overrides.into_iter().collect(),
+        report_dir: args.report.clone(),
+    };
+    execute(plan, opts, args.output)
 }
 
 pub fn resume(args: ResumeArgs) -> Result<ExitCode> {
@@ -76,30 +74,18 @@ pub fn resume(args: ResumeArgs) -> Result<ExitCode> {
     }
     let opts = compile_options(&vars)?;
     let plan = load_plan(&playbook, &vars)?;
-    let overrides = opts.var_overrides.into_iter().collect();
-    execute(
-        plan,
+    let opts = RunOptions {
         state_dir,
-        Resume::Id(run_id),
-        args.jobs,
-        args.fail_fast,
-        args.output,
-        overrides,
-        args.report.clone(),
-    )
+        jobs: args.jobs,
+        fail_fast: args.fail_fast,
+        resume: Resume::Id(run_id),
+        overrides: opts.var_overrides.into_iter().collect(),
+        report_dir: args.report.clone(),
+    };
+    execute(plan, opts, args.output)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn execute(
-    plan: Plan,
-    state_dir: PathBuf,
-    resume: Resume,
-    jobs: usize,
-    fail_fast: bool,
-    output: Output,
-    overrides: serde_json::Map<String, serde_json::Value>,
-    report_dir: Option<PathBuf>,
-) -> Result<ExitCode> {
+fn execute(plan: Plan, opts: RunOptions, output: Output) -> Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -109,14 +95,6 @@ fn execute(
         let stop = tokio_util::sync::CancellationToken::new();
         signals::install(stop.clone(), printer.clone())
             .map_err(|e| Error::Usage(format!("cannot install signal handlers: {e}")))?;
-        let opts = RunOptions {
-            state_dir,
-            jobs,
-            fail_fast,
-            resume,
-            overrides,
-            report_dir,
-        };
         crate::exec::run(Arc::new(plan), opts, printer.clone(), stop)
             .await
             .map_err(Error::from)

@@ -320,8 +320,9 @@ pub async fn run(
         s => s,
     };
     // A drill whose steps all passed still fails when it missed an objective.
-    let journal_path = state.journal_path(&run_id);
-    let measured = DrillReport::from_records(&journal::read(&journal_path)?.records);
+    // The report is built from the journal alone; read it once and add the last record.
+    let mut records = journal::read(&state.journal_path(&run_id))?.records;
+    let measured = DrillReport::from_records(&records);
     let status = match status {
         RunStatus::Passed if measured.as_ref().is_some_and(DrillReport::objective_missed) => {
             RunStatus::Failed
@@ -329,12 +330,14 @@ pub async fn run(
         s => s,
     };
     let duration = started.elapsed();
-    engine.journal.append(&Record::RunFinished {
+    let finished = Record::RunFinished {
         status: status.as_str().into(),
         duration_ms: duration.as_millis() as u64,
         at: now(),
-    })?;
-    let report = DrillReport::from_records(&journal::read(&journal_path)?.records);
+    };
+    engine.journal.append(&finished)?;
+    records.push(finished);
+    let report = DrillReport::from_records(&records);
     let mut report_files = Vec::new();
     if let Some(report) = &report {
         let dirs = std::iter::once(state.run_dir(&run_id)).chain(opts.report_dir.clone());

@@ -170,26 +170,21 @@ impl Kube {
         let doing = format!("get deployment `{name}` in namespace `{namespace}`");
         match api.get_opt(name).await {
             Ok(Some(d)) => Ok(d),
-            Ok(None) => Err(self.missing(namespace, "deployment", name).await),
+            Ok(None) => Err(self.missing_deployment(namespace, name).await),
             Err(e) => Err(self.error(&doing, false, e)),
         }
     }
 
-    /// The "not found" error for `kind` `name`, listing what exists.
-    pub async fn missing(&self, namespace: &str, kind: &str, name: &str) -> StepError {
+    /// The "not found" error for a Deployment, listing those that exist (or, when the
+    /// namespace itself is missing, the namespaces).
+    async fn missing_deployment(&self, namespace: &str, name: &str) -> StepError {
         if let Some(err) = self.missing_namespace(namespace).await {
             return err;
         }
-        let names = match kind {
-            "statefulset" => {
-                self.names::<k8s_openapi::api::apps::v1::StatefulSet>(namespace)
-                    .await
-            }
-            _ => self.names::<Deployment>(namespace).await,
-        };
+        let names = self.names::<Deployment>(namespace).await;
         StepError::config(format!(
-            "{kind} `{name}` not found in namespace `{namespace}`; {}",
-            listing(&format!("{kind}s there"), name, &names)
+            "deployment `{name}` not found in namespace `{namespace}`; {}",
+            listing("deployments there", name, &names)
         ))
     }
 

@@ -870,8 +870,6 @@ mod runtime {
             }
         }
         file.set_len(size).map_err(|e| io(&part_path, e))?;
-        file.seek(SeekFrom::Start(verified))
-            .map_err(|e| io(&part_path, e))?;
         let partial = Partial {
             bucket: cfg.bucket.clone(),
             key: key.to_string(),

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::http::WebApp;
 use crate::kube_support::{PAUSE_NEW_TAG, PAUSE_OLD, TestNamespace, cluster};
 use crate::pg_support::Cluster;
-use crate::s3_support::{ACCESS_KEY, S3Server, SECRET_KEY};
+use crate::s3_support::{S3Server, SECRET_KEY, with_credentials};
 use crate::support::{Out, drrun, journal, run_cmd, wait_for};
 
 const PROD_SQL: &str = r#"
@@ -218,15 +218,8 @@ fn drrun_drill(dir: &Path, s: &Services) -> std::process::Command {
         .env("KUBECONFIG", &cluster().kubeconfig)
         .env("ACME_DR_DB_URL", s.pg.url("acme_dr"))
         .env("ACME_BASIC", "basic-pw")
-        .env("ACME_ADMIN", "admin-pw")
-        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_CONFIG_FILE", dir.join("no-aws-config"))
-        .env(
-            "AWS_SHARED_CREDENTIALS_FILE",
-            dir.join("no-aws-credentials"),
-        );
+        .env("ACME_ADMIN", "admin-pw");
+    with_credentials(&mut cmd, dir);
     cmd
 }
 
@@ -241,11 +234,12 @@ fn run_drill(dir: &Path, s: &Services, pb: &Path, extra: &[&str]) -> Out {
     )
 }
 
-fn report_json(dir: &Path) -> serde_json::Value {
+/// `drrun report --format json` for the newest run in `state`.
+fn report_json(state: &Path) -> serde_json::Value {
     let out = run_cmd(
         drrun()
             .args(["report", "--format", "json", "--state-dir"])
-            .arg(dir.join("state")),
+            .arg(state),
     );
     assert_eq!(out.code, 0, "{}", out.stderr);
     serde_json::from_str(&out.stdout).unwrap()
@@ -278,7 +272,7 @@ fn the_reference_drill_passes_fails_honestly_and_resumes_after_sigkill() {
         out.stderr
     );
 
-    let r = report_json(dir.path());
+    let r = report_json(&dir.path().join("state"));
     assert_eq!(r["status"], "passed");
     assert_eq!(r["playbook"]["name"], "acme-dr");
     assert_eq!(r["rto"]["met"], true);
@@ -348,7 +342,7 @@ fn the_reference_drill_passes_fails_honestly_and_resumes_after_sigkill() {
     let out = run_drill(dir.path(), &s, &pb, &[]);
     assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
     assert!(out.stderr.contains("drill FAILED"), "{}", out.stderr);
-    let r = report_json(dir.path());
+    let r = report_json(&dir.path().join("state"));
     assert_eq!(r["status"], "failed");
     assert_eq!(r["failed_step"]["step"], "smoke");
     assert_eq!(r["failed_step"]["class"], "assertion");
@@ -408,7 +402,7 @@ fn the_reference_drill_passes_fails_honestly_and_resumes_after_sigkill() {
     assert!(started_deploy, "deploy never started");
     child.kill().unwrap();
     child.wait().unwrap();
-    let r = report_json(dir.path());
+    let r = report_json(&dir.path().join("state"));
     assert_eq!(r["status"], "incomplete");
 
     let out = run_cmd(
@@ -427,7 +421,7 @@ fn the_reference_drill_passes_fails_honestly_and_resumes_after_sigkill() {
     for step in before_deploy {
         assert!(reused.contains(&step), "{step} ran again: {reused:?}");
     }
-    let r = report_json(dir.path());
+    let r = report_json(&dir.path().join("state"));
     assert_eq!(r["status"], "passed");
     assert_eq!(r["resumed"], 1);
     assert_eq!(r["rto"]["met"], true);
@@ -468,7 +462,7 @@ steps:
         "{}",
         out.stderr
     );
-    let r = report_json(dir.path());
+    let r = report_json(&dir.path().join("state"));
     assert_eq!(r["rto"]["met"], false);
     assert_eq!(r["rto"]["source"], "until step restored succeeded");
     assert!(r["rto"]["margin_ms"].as_i64().unwrap() < 0);
@@ -521,19 +515,7 @@ steps:
     write("6h");
     let out = run("ok");
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
-    let r: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(
-            std::fs::read_dir(dir.path().join("ok/runs"))
-                .unwrap()
-                .next()
-                .unwrap()
-                .unwrap()
-                .path()
-                .join("report.json"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let r = report_json(&dir.path().join("ok"));
     assert_eq!(r["rpo"]["source"], "scalar of step newest_login");
     let rpo_h = r["rpo"]["measured_ms"].as_u64().unwrap() as f64 / 3_600_000.0;
     assert!((4.9..5.2).contains(&rpo_h), "rpo {rpo_h} h");

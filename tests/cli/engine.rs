@@ -387,13 +387,7 @@ finally:
     );
     // SAFETY: sending a signal to our own child process.
     unsafe { libc_kill(child.id() as i32, 2) };
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(130),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    expect_exit_130(child);
     assert_eq!(
         std::fs::read_to_string(dir.path().join("cleanup.out"))
             .unwrap()
@@ -401,11 +395,7 @@ finally:
         "interrupted"
     );
     assert!(!dir.path().join("never").exists());
-    let sh: i32 = std::fs::read_to_string(&pid_file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let sh = pid_in(&pid_file);
     assert!(
         wait_for(Duration::from_secs(5), || !alive(sh)),
         "the step's process was killed"
@@ -456,6 +446,20 @@ finally:
     );
     let started = std::time::Instant::now();
     unsafe { libc_kill(child.id() as i32, 2) };
+    expect_exit_130(child);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the second Ctrl-C did not wait for finally"
+    );
+    let sh = pid_in(&cleanup_pid);
+    assert!(
+        wait_for(Duration::from_secs(5), || !alive(sh)),
+        "the finally step's process was killed"
+    );
+}
+
+/// Waits for an interrupted `drrun` and checks it exited with 130.
+fn expect_exit_130(child: std::process::Child) {
     let out = child.wait_with_output().unwrap();
     assert_eq!(
         out.status.code(),
@@ -463,19 +467,15 @@ finally:
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "the second Ctrl-C did not wait for finally"
-    );
-    let sh: i32 = std::fs::read_to_string(&cleanup_pid)
+}
+
+/// The pid a step wrote into `path`.
+fn pid_in(path: &std::path::Path) -> i32 {
+    std::fs::read_to_string(path)
         .unwrap()
         .trim()
         .parse()
-        .unwrap();
-    assert!(
-        wait_for(Duration::from_secs(5), || !alive(sh)),
-        "the finally step's process was killed"
-    );
+        .unwrap()
 }
 
 unsafe extern "C" {

@@ -412,11 +412,9 @@ steps:
     };
     let restore_from = |pb: &Path| {
         let mut cmd = drrun();
-        cmd.current_dir(dir.path())
+        crate::s3_support::with_credentials(&mut cmd, dir.path())
+            .current_dir(dir.path())
             .env("DRRUN_TEST_DB_URL", c.url("dr_stream"))
-            .env("AWS_ACCESS_KEY_ID", crate::s3_support::ACCESS_KEY)
-            .env("AWS_SECRET_ACCESS_KEY", crate::s3_support::SECRET_KEY)
-            .env("AWS_EC2_METADATA_DISABLED", "true")
             .arg(pb)
             .arg("--state-dir")
             .arg(dir.path().join("state"));

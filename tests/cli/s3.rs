@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use sha2::Digest;
 
-use crate::s3_support::{ACCESS_KEY, S3Server, SECRET_KEY};
+use crate::s3_support::{S3Server, with_credentials};
 use crate::support::{drrun, journal, run_cmd, wait_for};
 
 fn rt() -> tokio::runtime::Runtime {
@@ -76,16 +76,7 @@ steps:
 
 fn drrun_s3(dir: &Path, args: &[&std::ffi::OsStr]) -> std::process::Command {
     let mut cmd = drrun();
-    cmd.current_dir(dir)
-        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_CONFIG_FILE", dir.join("no-aws-config"))
-        .env(
-            "AWS_SHARED_CREDENTIALS_FILE",
-            dir.join("no-aws-credentials"),
-        )
-        .args(args);
+    with_credentials(cmd.current_dir(dir), dir).args(args);
     cmd
 }
 

@@ -8,6 +8,19 @@ use std::time::{Duration, Instant};
 pub const ACCESS_KEY: &str = "drrunkey";
 pub const SECRET_KEY: &str = "drrun-secret-key";
 
+/// Gives `cmd` this server's credentials and nothing else from the machine's AWS setup
+/// (no shared config or credentials files from `dir`, no instance metadata).
+pub fn with_credentials<'a>(cmd: &'a mut Command, dir: &std::path::Path) -> &'a mut Command {
+    cmd.env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", dir.join("no-aws-config"))
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            dir.join("no-aws-credentials"),
+        )
+}
+
 pub struct S3Server {
     child: Option<Child>,
     pub dir: tempfile::TempDir,
