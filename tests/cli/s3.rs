@@ -289,6 +289,32 @@ fn selects_the_newest_backup_among_thousands_of_keys_and_refuses_stale_ones() {
     assert!(!out.stderr.contains("not-the-secret"));
 }
 
+/// Leaves the state a crash mid-download leaves: no finished file, `bytes` as the partial
+/// file, and a progress record claiming them verified for the object version `etag`.
+fn leave_partial(
+    dir: &Path,
+    path: &str,
+    bucket: &str,
+    key: &str,
+    etag: &str,
+    size: usize,
+    bytes: &[u8],
+) {
+    let _ = std::fs::remove_file(path);
+    let _ = std::fs::remove_file(format!("{path}.drrun.json"));
+    std::fs::write(format!("{path}.drrun-part"), bytes).unwrap();
+    std::fs::write(
+        format!("{path}.drrun-part.json"),
+        serde_json::json!({
+            "bucket": bucket, "key": key, "etag": etag, "version_id": null,
+            "size": size, "verified": bytes.len(),
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let _ = std::fs::remove_dir_all(dir.join("state"));
+}
+
 #[test]
 fn a_256_mib_download_survives_the_server_dying_and_detects_corruption() {
     let mut server = S3Server::start();
@@ -350,16 +376,17 @@ fn a_256_mib_download_survives_the_server_dying_and_detects_corruption() {
 
     // A corrupted partial file (same object, wrong bytes) is caught by the ETag check,
     // removed, and never retried silently.
-    std::fs::remove_file(&path).unwrap();
-    std::fs::remove_file(format!("{path}.drrun.json")).unwrap();
     let etag = o["etag"].as_str().unwrap();
-    std::fs::write(format!("{path}.drrun-part"), vec![0u8; 4 << 20]).unwrap();
-    std::fs::write(
-        format!("{path}.drrun-part.json"),
-        format!(r#"{{"bucket":"big","key":"acme/daily-acme-big.pgdump","etag":"{etag}","version_id":null,"size":{},"verified":{}}}"#, 256u64 << 20, 4u64 << 20),
-    )
-    .unwrap();
-    std::fs::remove_dir_all(&state).unwrap();
+    let key = "acme/daily-acme-big.pgdump";
+    leave_partial(
+        dir.path(),
+        &path,
+        "big",
+        key,
+        etag,
+        256 << 20,
+        &vec![0u8; 4 << 20],
+    );
     let out = fetch(dir.path(), &pb);
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert!(
@@ -472,15 +499,16 @@ fn a_replaced_multipart_backup_is_fetched_anew_never_spliced_onto_the_old_bytes(
     let new: Vec<u8> = (0..24u32 << 20).map(|i| (i % 241) as u8 ^ 0x5a).collect();
     let new_etag = put_multipart(&rt, &s3, "multipart", key, &new, 6 << 20);
     assert_ne!(new_etag, old_etag);
-    std::fs::remove_file(&path).unwrap();
-    std::fs::remove_file(format!("{path}.drrun.json")).unwrap();
-    std::fs::write(format!("{path}.drrun-part"), &old[..12 << 20]).unwrap();
-    std::fs::write(
-        format!("{path}.drrun-part.json"),
-        format!(r#"{{"bucket":"multipart","key":"{key}","etag":"{old_etag}","version_id":null,"size":{},"verified":{}}}"#, old.len(), 12u32 << 20),
-    )
-    .unwrap();
-    std::fs::remove_dir_all(dir.path().join("state")).unwrap();
+    let half = &old[..12 << 20];
+    leave_partial(
+        dir.path(),
+        &path,
+        "multipart",
+        key,
+        &old_etag,
+        old.len(),
+        half,
+    );
     let out = fetch(dir.path(), &pb);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(
@@ -500,15 +528,16 @@ fn a_replaced_multipart_backup_is_fetched_anew_never_spliced_onto_the_old_bytes(
 
     // The same partial state, but of this very object version: resumed from the bytes
     // on disk, and still exactly the object.
-    std::fs::remove_file(&path).unwrap();
-    std::fs::remove_file(format!("{path}.drrun.json")).unwrap();
-    std::fs::write(format!("{path}.drrun-part"), &new[..12 << 20]).unwrap();
-    std::fs::write(
-        format!("{path}.drrun-part.json"),
-        format!(r#"{{"bucket":"multipart","key":"{key}","etag":"{new_etag}","version_id":null,"size":{},"verified":{}}}"#, new.len(), 12u32 << 20),
-    )
-    .unwrap();
-    std::fs::remove_dir_all(dir.path().join("state")).unwrap();
+    let half = &new[..12 << 20];
+    leave_partial(
+        dir.path(),
+        &path,
+        "multipart",
+        key,
+        &new_etag,
+        new.len(),
+        half,
+    );
     let out = fetch(dir.path(), &pb);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(
