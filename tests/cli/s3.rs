@@ -552,3 +552,72 @@ fn a_replaced_multipart_backup_is_fetched_anew_never_spliced_onto_the_old_bytes(
     );
     assert_eq!(std::fs::read(&path).unwrap(), new);
 }
+
+#[test]
+fn a_download_killed_mid_way_is_resumed_from_the_bytes_on_disk() {
+    let server = S3Server::start();
+    let s3 = server.client();
+    let rt = rt();
+    bucket(&rt, &s3, "killed");
+    let key = format!("acme/daily-acme-{}.pgdump", stamp(1));
+    let body: Vec<u8> = (0..128u32 << 20)
+        .map(|i| (i.wrapping_mul(40_503) >> 11) as u8)
+        .collect();
+    let etag = put_multipart(&rt, &s3, "killed", &key, &body, 16 << 20);
+    let dir = tempfile::tempdir().unwrap();
+    let pb = fetch_playbook(
+        dir.path(),
+        &server,
+        &format!("bucket: killed\n      key: {key}\n      concurrency: 2\n      part_size: 1MiB"),
+        "",
+    );
+    let state = dir.path().join("state");
+    let mut child = drrun_s3(
+        dir.path(),
+        &[pb.as_os_str(), "--state-dir".as_ref(), state.as_os_str()],
+    )
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
+    // SIGKILL once a durability point has been recorded, well before the end.
+    let meta = dir.path().join(format!(
+        "downloads/{}.drrun-part.json",
+        key.rsplit('/').next().unwrap()
+    ));
+    let verified = || {
+        std::fs::read(&meta)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|m| m["verified"].as_u64())
+            .unwrap_or(0)
+    };
+    assert!(
+        wait_for(Duration::from_secs(60), || verified() > 0),
+        "a durability point was recorded"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let kept = verified();
+    assert!(
+        kept < body.len() as u64,
+        "killed before the end ({kept} bytes verified)"
+    );
+
+    let out = run_cmd(drrun_s3(dir.path(), &[]).args([
+        "resume".as_ref(),
+        "--state-dir".as_ref(),
+        state.as_os_str(),
+    ]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains(&format!("resuming the download at {kept} of")),
+        "resumed from the {kept} verified bytes: {}",
+        out.stderr
+    );
+    let o = outputs(dir.path());
+    assert_eq!(o["sha256"], hex::encode(sha2::Sha256::digest(&body)));
+    assert_eq!(o["etag"], etag.as_str());
+    assert_eq!(std::fs::read(o["path"].as_str().unwrap()).unwrap(), body);
+}
