@@ -861,7 +861,7 @@ mod runtime {
         //   `sync_every` bytes (a resume re-fetches at most that much), so the hasher
         //   never waits for the disk.
         let file = Arc::new(file);
-        let sync_every = (size / 8).clamp(part_size, SYNC_EVERY);
+        let sync_every = sync_interval(size, part_size);
         // Hashed ranges `(start, len)`, in order, for the durability thread.
         let (sync_tx, sync_rx) = std::sync::mpsc::channel::<(u64, u64)>();
         let durability = {
@@ -1193,6 +1193,12 @@ mod runtime {
         }
     }
 
+    /// Bytes between durability points: an eighth of the object, at most SYNC_EVERY, and
+    /// never less than a part (the unit a resume re-fetches anyway).
+    fn sync_interval(size: u64, part_size: u64) -> u64 {
+        (size / 8).min(SYNC_EVERY).max(part_size)
+    }
+
     /// Asks the kernel to start writing a range of the file to disk, without waiting.
     #[cfg(target_os = "linux")]
     fn start_writeback(file: &std::fs::File, start: u64, len: u64) {
@@ -1301,6 +1307,16 @@ mod runtime {
                 key_timestamp(&c, "acme/daily-acme-20261124030.pgdump").is_none(),
                 "11 digits"
             );
+        }
+
+        #[test]
+        fn durability_points_come_every_eighth_within_bounds() {
+            const MIB: u64 = 1 << 20;
+            assert_eq!(sync_interval(1024 * MIB, 8 * MIB), 128 * MIB);
+            assert_eq!(sync_interval(16 * 1024 * MIB, 8 * MIB), SYNC_EVERY);
+            assert_eq!(sync_interval(10 * MIB, 8 * MIB), 8 * MIB, "at least a part");
+            // Parts larger than SYNC_EVERY (this used to panic in clamp).
+            assert_eq!(sync_interval(4096 * MIB, 512 * MIB), 512 * MIB);
         }
 
         #[test]
