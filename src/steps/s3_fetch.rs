@@ -218,8 +218,9 @@ mod runtime {
     use crate::steps::{Outputs, Preview, StepCtx, StepError};
 
     const DEFAULT_CONCURRENCY: usize = 4;
-    /// At most this much is downloaded between durability points (fsync + progress
-    /// record); smaller objects get one every eighth of their size.
+    /// At most this much is hashed between durability points (fsync + progress record)
+    /// unless one part is larger; smaller objects get one every eighth of their size
+    /// (`sync_interval`).
     const SYNC_EVERY: u64 = 256 << 20;
     /// Hashing reads the written file back in windows of this size.
     const HASH_WINDOW: u64 = 4 << 20;
