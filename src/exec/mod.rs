@@ -179,11 +179,8 @@ pub async fn run(
     let (run_id, journal, checkpoints, started_at, resumed) = match &opts.resume {
         Resume::No => {
             let run_id = new_run_id();
-            let dir = state.run_dir(&run_id);
-            std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-            let journal = Journal::create(&state.journal_path(&run_id))?;
             let at = now();
-            journal.append(&Record::RunStarted {
+            let first = Record::RunStarted {
                 run_id: run_id.clone(),
                 playbook: std::fs::canonicalize(&plan.file)
                     .unwrap_or(plan.file.clone())
@@ -203,7 +200,8 @@ pub async fn run(
                 overrides: opts.overrides.clone(),
                 objectives: plan.objectives.clone(),
                 steps: PlannedStep::of(&plan),
-            })?;
+            };
+            let journal = state.create_run(&run_id, &first)?;
             (run_id, journal, HashMap::new(), at, false)
         }
         resume => {

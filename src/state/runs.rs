@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 use indexmap::IndexMap;
 use serde::Serialize;
 
-use super::journal::{self, Record};
+use super::journal::{self, Journal, Record};
+
+/// Names the directory a new run is written in until its first record is durable.
+const UNBORN_PREFIX: &str = ".new-";
 use super::{StateError, io_err};
 use crate::report::StepState;
 
@@ -55,6 +58,40 @@ impl StateDir {
         self.run_dir(run_id).join("journal.jsonl")
     }
 
+    /// Creates the directory and journal of a new run whose first record is `first`.
+    ///
+    /// The run appears under `runs/` only once that record is durable: it is written in a
+    /// hidden `runs/.new-<id>` directory that is then renamed into place. A process killed
+    /// before the rename leaves no run that `resume`, `status` or `report` would have to
+    /// make sense of; its hidden directory is removed by the next run (which holds the lock,
+    /// so no other run can be creating one at the time).
+    pub fn create_run(&self, run_id: &str, first: &Record) -> Result<Journal, StateError> {
+        let runs = self.root.join("runs");
+        std::fs::create_dir_all(&runs).map_err(io_err(&runs))?;
+        self.remove_unborn_runs(&runs);
+        let unborn = runs.join(format!("{UNBORN_PREFIX}{run_id}"));
+        std::fs::create_dir(&unborn).map_err(io_err(&unborn))?;
+        let journal = Journal::create(&unborn.join("journal.jsonl"))?;
+        journal.append(first)?;
+        drop(journal);
+        let dir = self.run_dir(run_id);
+        std::fs::rename(&unborn, &dir).map_err(io_err(&dir))?;
+        journal::sync_dir(&runs);
+        Journal::reopen(&self.journal_path(run_id))
+    }
+
+    /// Removes what runs killed before their first record left behind.
+    fn remove_unborn_runs(&self, runs: &Path) {
+        let Ok(entries) = std::fs::read_dir(runs) else {
+            return;
+        };
+        for e in entries.filter_map(|e| e.ok()) {
+            if e.file_name().to_string_lossy().starts_with(UNBORN_PREFIX) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+
     /// Run ids, oldest first (ids start with their UTC start time).
     pub fn list(&self) -> Result<Vec<String>, StateError> {
         let dir = self.root.join("runs");
@@ -64,6 +101,7 @@ impl StateDir {
         let mut ids: Vec<String> = std::fs::read_dir(&dir)
             .map_err(io_err(&dir))?
             .filter_map(|e| e.ok())
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
             .filter(|e| e.path().join("journal.jsonl").exists())
             .filter_map(|e| e.file_name().into_string().ok())
             .collect();
@@ -240,4 +278,65 @@ pub fn default_state_dir(playbook: &Path) -> PathBuf {
         .and_then(|s| s.to_str())
         .unwrap_or("playbook");
     parent.join(".drrun").join(stem)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn started(run_id: &str) -> Record {
+        Record::RunStarted {
+            run_id: run_id.into(),
+            playbook: "p.yaml".into(),
+            playbook_name: "p".into(),
+            playbook_hash: "h".into(),
+            drrun_version: "0".into(),
+            host: "host".into(),
+            pid: 1,
+            at: "2026-12-02T00:00:00Z".into(),
+            vars: Default::default(),
+            overrides: Default::default(),
+            objectives: Default::default(),
+            steps: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_run_killed_before_its_first_record_leaves_nothing_to_resume() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path());
+        // What a process killed between creating the journal and its first fsync leaves.
+        let unborn = dir.path().join("runs").join(".new-20261202T000000Z-dead");
+        std::fs::create_dir_all(&unborn).unwrap();
+        std::fs::write(unborn.join("journal.jsonl"), "").unwrap();
+        assert!(state.list().unwrap().is_empty());
+        assert!(matches!(
+            state.newest_resumable(),
+            Err(StateError::NothingToResume(_))
+        ));
+
+        state
+            .create_run("20261202T000001Z-beef", &started("20261202T000001Z-beef"))
+            .unwrap()
+            .append(&Record::PhaseStarted {
+                phase: "main".into(),
+                at: "t".into(),
+            })
+            .unwrap();
+        assert!(
+            !unborn.exists(),
+            "the next run clears what the killed one left"
+        );
+        assert_eq!(state.list().unwrap(), ["20261202T000001Z-beef"]);
+        let s = state.summary("20261202T000001Z-beef").unwrap();
+        assert_eq!(s.playbook_name, "p");
+        let records = journal::read(&state.journal_path("20261202T000001Z-beef"))
+            .unwrap()
+            .records;
+        assert_eq!(
+            records.len(),
+            2,
+            "the journal reopened after the rename appends"
+        );
+    }
 }

@@ -64,10 +64,22 @@ pub fn wait_for(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
 /// The records of the only run's journal in `state`.
 pub fn journal(state: &Path) -> Vec<serde_json::Value> {
     let runs = state.join("runs");
-    let Ok(mut entries) = std::fs::read_dir(&runs) else {
+    let Ok(entries) = std::fs::read_dir(&runs) else {
         return Vec::new();
     };
-    let Some(Ok(run)) = entries.next() else {
+    // A run still being created (or killed while it was) is hidden until its first
+    // record is durable; drrun itself never lists it.
+    let visible: Vec<_> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(
+        visible.len() <= 1,
+        "expected one run under {}, found {}",
+        runs.display(),
+        visible.len()
+    );
+    let Some(run) = visible.first() else {
         return Vec::new();
     };
     let text = std::fs::read_to_string(run.path().join("journal.jsonl")).unwrap_or_default();
