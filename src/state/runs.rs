@@ -6,11 +6,11 @@ use indexmap::IndexMap;
 use serde::Serialize;
 
 use super::journal::{self, Journal, Record};
+use super::{StateError, io_err};
+use crate::report::StepState;
 
 /// Names the directory a new run is written in until its first record is durable.
 const UNBORN_PREFIX: &str = ".new-";
-use super::{StateError, io_err};
-use crate::report::StepState;
 
 #[derive(Debug, Clone)]
 pub struct StateDir {
