@@ -5,7 +5,12 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::playbook::spans::Pos;
+/// A 1-based line and column in a playbook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Pos {
+    pub line: usize,
+    pub col: usize,
+}
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Diagnostic {

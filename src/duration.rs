@@ -21,10 +21,6 @@ impl HumanDuration {
             format!("invalid duration `{text}`: {err} (write e.g. `90s`, `30m`, `26h`)")
         })
     }
-
-    pub fn as_duration(self) -> Duration {
-        self.0
-    }
 }
 
 impl fmt::Display for HumanDuration {
@@ -50,18 +46,30 @@ pub fn format_duration(d: Duration) -> String {
     parts.join(" ")
 }
 
-/// Short rendering for tables and progress lines: `12ms`, `3.4s`, `2m05s`, `1h02m`.
-pub fn format_short(d: Duration) -> String {
+/// A duration for people (tables, progress, reports): milliseconds below a second,
+/// tenths below a minute, then whole seconds with every unit shown, so `2h 0m 57s` cannot
+/// be misread as two minutes.
+pub fn human(d: Duration) -> String {
     let ms = d.as_millis();
     if ms < 1000 {
         format!("{ms}ms")
     } else if ms < 60_000 {
         format!("{:.1}s", d.as_secs_f64())
     } else if ms < 3_600_000 {
-        format!("{}m{:02}s", ms / 60_000, (ms / 1000) % 60)
+        format!("{}m {}s", ms / 60_000, (ms / 1000) % 60)
     } else {
-        format!("{}h{:02}m", ms / 3_600_000, (ms / 60_000) % 60)
+        format!(
+            "{}h {}m {}s",
+            ms / 3_600_000,
+            (ms / 60_000) % 60,
+            (ms / 1000) % 60
+        )
     }
+}
+
+/// [`human`] of a number of milliseconds.
+pub fn human_ms(ms: u64) -> String {
+    human(Duration::from_millis(ms))
 }
 
 impl Serialize for HumanDuration {
@@ -125,10 +133,10 @@ mod tests {
     }
 
     #[test]
-    fn short_format() {
-        assert_eq!(format_short(Duration::from_millis(12)), "12ms");
-        assert_eq!(format_short(Duration::from_millis(3400)), "3.4s");
-        assert_eq!(format_short(Duration::from_secs(125)), "2m05s");
-        assert_eq!(format_short(Duration::from_secs(3720)), "1h02m");
+    fn human_format_shows_every_unit() {
+        assert_eq!(human(Duration::from_millis(12)), "12ms");
+        assert_eq!(human(Duration::from_millis(3400)), "3.4s");
+        assert_eq!(human(Duration::from_secs(125)), "2m 5s");
+        assert_eq!(human(Duration::from_secs(7257)), "2h 0m 57s");
     }
 }

@@ -1,19 +1,24 @@
 //! drrun: disaster-recovery drills from YAML playbooks.
+//!
+//! `ARCHITECTURE.md` describes the layers and what each may import.
 
-pub mod cli;
-pub mod commands;
-pub mod diag;
-pub mod duration;
-pub mod error;
-pub mod exec;
-pub mod plan;
-pub mod playbook;
-pub mod process;
-pub mod report;
-pub mod schema;
-pub mod state;
-pub mod steps;
-pub mod util;
+mod cli;
+mod commands;
+mod diag;
+mod duration;
+mod error;
+mod events;
+mod exec;
+mod outcome;
+mod plan;
+mod playbook;
+mod report;
+mod schema;
+mod secrets;
+mod services;
+mod state;
+mod steps;
+mod util;
 
 use std::process::ExitCode;
 
@@ -32,8 +37,7 @@ pub fn run(args: Vec<String>) -> ExitCode {
         Err(err) => {
             let code = err
                 .downcast_ref::<error::Error>()
-                .map(error::Error::exit_code)
-                .unwrap_or(error::EXIT_FAILED);
+                .map_or(error::EXIT_FAILED, error::Error::exit_code);
             report::printer::error(&err);
             ExitCode::from(code)
         }

@@ -2,13 +2,13 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 
-use super::load_plan;
+use super::{compile_options, load_plan};
 use crate::cli::{GraphArgs, GraphFormat};
 use crate::plan::{Phase, Plan};
 use crate::report::printer::out;
 
 pub fn graph(args: GraphArgs) -> Result<ExitCode> {
-    let plan = load_plan(&args.playbook, &args.vars)?;
+    let plan = load_plan(&args.playbook, &compile_options(&args.vars)?)?;
     out(&match args.format {
         GraphFormat::Text => text(&plan),
         GraphFormat::Dot => dot(&plan),

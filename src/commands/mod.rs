@@ -8,17 +8,19 @@ mod run;
 mod status;
 mod validate;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Result;
 use indexmap::IndexMap;
 
-use crate::cli::{Cli, Command, VarArgs};
+use crate::cli::{Cli, Command, StateArgs, VarArgs};
 use crate::diag::Diagnostics;
 use crate::error::Error;
 use crate::plan::{CompileOptions, Plan, compile};
 use crate::playbook::Source;
+use crate::state::StateError;
+use crate::state::runs::{StateDir, default_state_dir};
 
 pub fn dispatch(cli: Cli) -> Result<ExitCode> {
     crate::report::printer::init_colors();
@@ -77,8 +79,84 @@ pub fn compile_options(args: &VarArgs) -> Result<CompileOptions, Error> {
 }
 
 /// Reads and compiles a playbook; on failure, the error carries every diagnostic.
-pub fn load_plan(path: &Path, vars: &VarArgs) -> Result<Plan, Error> {
+pub fn load_plan(path: &Path, opts: &CompileOptions) -> Result<Plan, Error> {
     let source = read_source(path)?;
-    let opts = compile_options(vars)?;
-    compile(path, &source, &opts).map_err(|d| Error::Playbook(Diagnostics(d)))
+    compile(path, &source, opts).map_err(|d| Error::Playbook(Diagnostics(d)))
+}
+
+/// Finds the state directory and run: by `--state-dir`, by `--playbook`, or by looking
+/// through `.drrun/*/` and `*/.drrun/*/` under the current directory.
+pub fn find_run(
+    state: &StateArgs,
+    run_id: Option<&str>,
+    resumable: bool,
+) -> Result<(PathBuf, String), Error> {
+    let dirs = candidate_dirs(state);
+    let mut best: Option<(String, PathBuf)> = None;
+    for dir in &dirs {
+        let sd = StateDir::new(dir);
+        if let Some(id) = run_id {
+            if sd.journal_path(id).exists() {
+                return Ok((dir.clone(), id.to_string()));
+            }
+            continue;
+        }
+        let found = if resumable {
+            match sd.newest_resumable() {
+                Ok(s) => Some(s.run_id),
+                Err(StateError::NothingToResume(_)) => None,
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            sd.list()?.pop()
+        };
+        if let Some(id) = found
+            && best.as_ref().is_none_or(|(b, _)| id > *b)
+        {
+            best = Some((id, dir.clone()));
+        }
+    }
+    match (best, run_id) {
+        (Some((id, dir)), _) => Ok((dir, id)),
+        (None, Some(id)) => Err(StateError::NoSuchRun(id.to_string()).into()),
+        (None, None) if resumable => Err(StateError::NothingToResume(format!(
+            "no unfinished run in {}",
+            dirs.iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+        .into()),
+        (None, None) => Err(Error::Usage(
+            "no runs found; pass --playbook or --state-dir".into(),
+        )),
+    }
+}
+
+fn candidate_dirs(state: &StateArgs) -> Vec<PathBuf> {
+    if let Some(dir) = &state.state_dir {
+        return vec![dir.clone()];
+    }
+    if let Some(playbook) = &state.playbook {
+        return vec![default_state_dir(playbook)];
+    }
+    let mut dirs = Vec::new();
+    let mut scan = |root: &Path| {
+        if let Ok(entries) = std::fs::read_dir(root.join(".drrun")) {
+            dirs.extend(
+                entries
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.path())
+                    .filter(|p| p.join("runs").is_dir()),
+            );
+        }
+    };
+    scan(Path::new("."));
+    if let Ok(entries) = std::fs::read_dir(".") {
+        for e in entries.filter_map(|e| e.ok()).filter(|e| e.path().is_dir()) {
+            scan(&e.path());
+        }
+    }
+    dirs.sort();
+    dirs
 }

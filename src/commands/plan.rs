@@ -8,17 +8,18 @@ use anyhow::Result;
 use indexmap::IndexMap;
 use serde_json::{Value, json};
 
-use super::load_plan;
+use super::{compile_options, load_plan};
 use crate::cli::{Output, PlanArgs};
+use crate::outcome::Outputs;
 use crate::plan::context::SecretValues;
 use crate::plan::{Phase, Plan};
 use crate::playbook::template::Templates;
 use crate::report::printer::out;
-use crate::state::redact::Redactor;
-use crate::steps::{Effect, Outputs, Preview, PreviewCtx, StepConfig};
+use crate::secrets::{Redactor, SecretError};
+use crate::steps::{Effect, Preview, PreviewCtx, StepConfig};
 
 pub fn plan(args: PlanArgs) -> Result<ExitCode> {
-    let plan = load_plan(&args.playbook, &args.vars)?;
+    let plan = load_plan(&args.playbook, &compile_options(&args.vars)?)?;
     let ctx = PreviewCtx {
         offline: args.offline,
         guards: Arc::new(plan.guards.clone()),
@@ -28,7 +29,7 @@ pub fn plan(args: PlanArgs) -> Result<ExitCode> {
     let secrets = if args.offline {
         None
     } else {
-        Some(crate::exec::resolve_secrets(&plan))
+        Some(crate::secrets::resolve(&plan.secrets, &plan.base_dir))
     };
     let rendered = render_plan(&plan, &ctx, secrets);
     match args.output {
@@ -42,7 +43,7 @@ pub fn plan(args: PlanArgs) -> Result<ExitCode> {
 pub fn render_plan(
     plan: &Plan,
     preview_ctx: &PreviewCtx,
-    secrets: Option<Result<indexmap::IndexMap<String, String>, crate::exec::EngineError>>,
+    secrets: Option<Result<IndexMap<String, String>, Vec<SecretError>>>,
 ) -> Value {
     let templates = Templates::new();
     let (secret_values, secret_problem, redactor) = match &secrets {
@@ -51,7 +52,17 @@ pub fn render_plan(
             None,
             Redactor::new(values.iter().map(|(k, v)| (k.clone(), v.clone()))),
         ),
-        Some(Err(e)) => (None, Some(e.to_string()), Redactor::default()),
+        Some(Err(errors)) => (
+            None,
+            Some(
+                errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ),
+            Redactor::default(),
+        ),
         None => (None, None, Redactor::default()),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -4,10 +4,10 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 
-use super::run::find_run;
+use super::find_run;
 use crate::cli::{ReportArgs, ReportFormat};
 use crate::error::Error;
-use crate::report::drill::DrillReport;
+use crate::report::model::DrillReport;
 use crate::report::printer::out;
 use crate::report::{junit, markdown};
 use crate::state::journal;

@@ -3,9 +3,9 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use super::run::find_run;
+use super::find_run;
 use crate::cli::{Output, StatusArgs};
-use crate::duration::format_short;
+use crate::duration::human;
 use crate::report::printer::out;
 use crate::state::runs::StateDir;
 
@@ -46,7 +46,7 @@ pub fn status(args: StatusArgs) -> Result<ExitCode> {
                         "{step:w$}  {:9}  {:>8}  {:>8}  {}\n",
                         s.state.as_str(),
                         s.attempts,
-                        format_short(Duration::from_millis(s.duration_ms)),
+                        human(Duration::from_millis(s.duration_ms)),
                         s.reason.as_deref().unwrap_or("")
                     ));
                 }
@@ -66,7 +66,7 @@ pub fn status(args: StatusArgs) -> Result<ExitCode> {
             for r in &runs {
                 let took = r
                     .duration_ms
-                    .map(|d| format_short(Duration::from_millis(d)))
+                    .map(|d| human(Duration::from_millis(d)))
                     .unwrap_or_else(|| "-".into());
                 text.push_str(&format!(
                     "  {}  {:11}  {:>8}  {}\n",

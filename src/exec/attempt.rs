@@ -8,12 +8,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::duration::HumanDuration;
 use crate::plan::RetryPolicy;
-use crate::playbook::model::FailureClass;
-use crate::report::{Event, Reporter};
+
+use crate::events::{Event, Reporter};
+use crate::outcome::{Failure, FailureClass, Outputs};
+use crate::secrets::Redactor;
 use crate::state::journal::{Journal, Record, now};
-use crate::state::redact::Redactor;
 use crate::steps::guard::Guards;
-use crate::steps::{Effect, Outputs, StepConfig, StepCtx, StepError};
+use crate::steps::{Effect, StepConfig, StepCtx};
 
 /// How long a cancelled step gets to clean up (kill its processes) before it is dropped.
 const CLEANUP_GRACE: Duration = Duration::from_secs(10);
@@ -26,7 +27,7 @@ pub enum TaskOutcome {
         fingerprint: String,
     },
     Failed {
-        error: StepError,
+        error: Failure,
         attempts: u32,
         duration: Duration,
     },
@@ -60,7 +61,6 @@ impl Attempt {
             let token = cancel.child_token();
             let ctx = StepCtx {
                 step_id: self.step_id.clone(),
-                attempt,
                 run_id: self.run_id.clone(),
                 cancel: token.clone(),
                 events: self.reporter.clone(),
@@ -76,7 +76,7 @@ impl Attempt {
                 _ = tokio::time::sleep(self.timeout) => {
                     token.cancel();
                     let _ = tokio::time::timeout(CLEANUP_GRACE, &mut fut).await;
-                    Err(StepError::new(FailureClass::Timeout, format!("step timed out after {}", HumanDuration(self.timeout))))
+                    Err(Failure::new(FailureClass::Timeout, format!("step timed out after {}", HumanDuration(self.timeout))))
                 }
                 _ = cancel.cancelled() => {
                     let _ = tokio::time::timeout(CLEANUP_GRACE, &mut fut).await;
@@ -106,7 +106,7 @@ impl Attempt {
                     };
                 }
                 Err(e) => {
-                    let error = StepError::new(e.class, self.redactor.redact(&e.message));
+                    let error = Failure::new(e.class, self.redactor.redact(&e.message));
                     if attempt < self.retry.attempts && self.retry.retries(error.class, self.effect)
                     {
                         let delay = self.retry.delay_before(attempt + 1);
@@ -120,7 +120,7 @@ impl Attempt {
                         };
                         if let Err(e) = self.journal.append(&record) {
                             return self.failed(
-                                StepError::new(FailureClass::Other, format!("journal: {e}")),
+                                Failure::new(FailureClass::Other, format!("journal: {e}")),
                                 attempt,
                                 started,
                             );
@@ -145,7 +145,7 @@ impl Attempt {
         }
     }
 
-    fn failed(&self, error: StepError, attempts: u32, started: Instant) -> TaskOutcome {
+    fn failed(&self, error: Failure, attempts: u32, started: Instant) -> TaskOutcome {
         TaskOutcome::Failed {
             error,
             attempts,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
-use crate::report::{Event, Reporter};
+use crate::events::{Event, Reporter};
 
 /// Installs the handlers; `stop` is cancelled on the first signal.
 pub fn install(stop: CancellationToken, reporter: Arc<dyn Reporter>) -> std::io::Result<()> {
@@ -29,7 +29,7 @@ pub fn install(stop: CancellationToken, reporter: Arc<dyn Reporter>) -> std::io:
                 reporter.event(&Event::Notice {
                     text: format!("{name} received again: aborting"),
                 });
-                crate::process::kill_all_groups();
+                crate::util::process::kill_all_groups();
                 std::process::exit(130);
             }
         }

@@ -554,7 +554,6 @@ fn compile_step(
         .or(raw.defaults.retry.as_ref())
         .map(RetryPolicy::from_spec)
         .unwrap_or_default();
-    let line = sink.spans.key(&base).line;
     // Dependencies are resolved to indices once every step exists (see `order_phase`);
     // only those of the same phase order execution.
     let all_refs = step_refs.clone();
@@ -578,7 +577,6 @@ fn compile_step(
         uses: Vec::new(),
         timeout,
         retry,
-        line,
     };
     Some((
         step,

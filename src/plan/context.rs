@@ -10,10 +10,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
 use super::Plan;
+use crate::outcome::Outputs;
 use crate::playbook::model::Objectives;
 use crate::playbook::template::{Deferred, Placeholder, to_value};
-use crate::state::redact::marker;
-use crate::steps::{KindInfo, Outputs};
+use crate::secrets::marker;
+use crate::steps::KindInfo;
 
 /// `run.*` in templates.
 #[derive(Debug, Clone, Serialize, Deserialize)]

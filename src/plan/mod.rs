@@ -14,7 +14,8 @@ use serde_json::Value as Json;
 
 pub use compile::{CompileOptions, compile};
 
-use crate::playbook::model::{FailureClass, Objectives, RetrySpec, SecretRef};
+use crate::outcome::FailureClass;
+use crate::playbook::model::{Objectives, RetrySpec, SecretRef};
 use crate::steps::guard::Guards;
 use crate::steps::{Effect, KindInfo};
 
@@ -103,8 +104,6 @@ pub struct PlanStep {
     pub uses: Vec<usize>,
     pub timeout: Duration,
     pub retry: RetryPolicy,
-    /// Line of the step's id in the playbook.
-    pub line: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -132,10 +131,6 @@ pub struct Plan {
 }
 
 impl Plan {
-    pub fn index_of(&self, id: &str) -> Option<usize> {
-        self.steps.iter().position(|s| s.id == id)
-    }
-
     pub fn levels(&self, phase: Phase) -> &[Vec<usize>] {
         match phase {
             Phase::Main => &self.main_levels,
@@ -146,24 +141,5 @@ impl Plan {
     /// Indices of the steps of `phase`, in topological order.
     pub fn order(&self, phase: Phase) -> impl Iterator<Item = usize> + '_ {
         self.levels(phase).iter().flatten().copied()
-    }
-
-    /// Every step that depends on `index`, transitively (same phase).
-    pub fn descendants(&self, index: usize) -> Vec<usize> {
-        let mut out = vec![false; self.steps.len()];
-        let mut changed = true;
-        out[index] = true;
-        // Steps are processed in topological order, so one pass suffices; loop for safety.
-        while changed {
-            changed = false;
-            for i in self.order(self.steps[index].phase) {
-                if !out[i] && self.steps[i].deps.iter().any(|d| out[*d]) {
-                    out[i] = true;
-                    changed = true;
-                }
-            }
-        }
-        out[index] = false;
-        (0..self.steps.len()).filter(|i| out[*i]).collect()
     }
 }

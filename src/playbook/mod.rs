@@ -6,4 +6,3 @@ pub mod spans;
 pub mod template;
 
 pub use load::Source;
-pub use model::{RawPlaybook, RawStep};

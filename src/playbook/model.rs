@@ -6,6 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::duration::HumanDuration;
+use crate::outcome::FailureClass;
 
 /// Where a secret's value comes from at run time. The value itself is never written to
 /// state, logs, progress output or reports; templates see it only while a step runs.
@@ -93,46 +94,6 @@ fn default_attempts() -> u32 {
 
 fn default_backoff() -> HumanDuration {
     HumanDuration(std::time::Duration::from_secs(2))
-}
-
-/// Why a step attempt failed; decides whether it may be retried.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum FailureClass {
-    /// The service could not be reached; nothing was done.
-    Connection,
-    /// The service asked us to slow down or was briefly unavailable (HTTP 429/503, S3 SlowDown).
-    Throttled,
-    /// The attempt hit its time limit.
-    Timeout,
-    /// A request was sent but its outcome is unknown (connection lost mid-way).
-    Ambiguous,
-    /// A command exited with a code not in `ok_exit_codes`.
-    ExitCode,
-    /// An assertion about the result failed (wrong status, too few rows, checksum mismatch).
-    Assertion,
-    /// Bad configuration or input that another attempt cannot fix.
-    Config,
-    /// Refused by a guard.
-    Guard,
-    /// Anything else.
-    Other,
-}
-
-impl FailureClass {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Connection => "connection",
-            Self::Throttled => "throttled",
-            Self::Timeout => "timeout",
-            Self::Ambiguous => "ambiguous",
-            Self::ExitCode => "exit-code",
-            Self::Assertion => "assertion",
-            Self::Config => "config",
-            Self::Guard => "guard",
-            Self::Other => "other",
-        }
-    }
 }
 
 /// The fields every step has besides `kind` and `with`.

@@ -2,7 +2,8 @@
 
 use std::fmt::Write;
 
-use super::drill::{DrillReport, Measure};
+use super::model::{DrillReport, Measure};
+use crate::outcome::{FailureClass, StepState};
 
 fn esc(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -36,22 +37,22 @@ struct Case {
 
 fn objective_case(suite: &str, name: &str, m: &Measure) -> Option<Case> {
     let target = m.target_ms?;
-    let failure = (m.met != Some(true)).then(|| {
+    let headline = m.headline(name);
+    let failure = m.verdict().missed().then(|| {
         let msg = match m.measured_ms {
             Some(v) => format!("{name} {v} ms exceeds the objective of {target} ms"),
-            None => format!(
-                "{name} not measured: {}",
-                m.note.as_deref().unwrap_or("no measurement")
-            ),
+            None => headline.clone(),
         };
-        ("objective".to_string(), msg.clone(), msg)
+        ("objective".to_string(), msg, headline.clone())
     });
+    // An objective with a target that nothing measured is neither met nor missed.
+    let skipped = (failure.is_none() && m.measured_ms.is_none()).then(|| headline.clone());
     Some(Case {
         class: format!("drrun.{suite}.objectives"),
         name: name.into(),
         time: m.measured_ms,
         failure,
-        skipped: None,
+        skipped,
     })
 }
 
@@ -61,9 +62,9 @@ pub fn render(r: &DrillReport) -> String {
         .steps
         .iter()
         .map(|s| {
-            let failure = match s.state.as_str() {
-                "failed" => Some((
-                    s.class.clone().unwrap_or_else(|| "other".into()),
+            let failure = match s.state {
+                StepState::Failed => Some((
+                    s.class.unwrap_or(FailureClass::Other).as_str().to_string(),
                     s.error
                         .clone()
                         .unwrap_or_default()
@@ -73,16 +74,16 @@ pub fn render(r: &DrillReport) -> String {
                         .to_string(),
                     s.error.clone().unwrap_or_default(),
                 )),
-                "cancelled" | "running" => Some((
+                StepState::Cancelled | StepState::Running => Some((
                     "interrupted".into(),
                     format!("step {}", s.state),
                     format!("step {}", s.state),
                 )),
                 _ => None,
             };
-            let skipped = match s.state.as_str() {
-                "skipped" => Some(s.error.clone().unwrap_or_else(|| "skipped".into())),
-                "pending" => Some("not started".into()),
+            let skipped = match s.state {
+                StepState::Skipped => Some(s.error.clone().unwrap_or_else(|| "skipped".into())),
+                StepState::Pending => Some("not started".into()),
                 _ => None,
             };
             Case {

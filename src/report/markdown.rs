@@ -1,15 +1,11 @@
 //! `report.md`: the drill report as a summary a team can paste into a ticket.
 
-use super::drill::{DrillReport, Measure, human_ms};
 use std::fmt::Write;
 
-fn dur(ms: u64) -> String {
-    if ms < 1000 {
-        format!("{ms}ms")
-    } else {
-        human_ms(ms)
-    }
-}
+use super::model::{DrillReport, Measure, target_text};
+use crate::duration::human_ms as dur;
+use crate::outcome::StepState;
+use crate::outcome::Verdict;
 
 /// A table cell: no line breaks, no unescaped pipes.
 fn cell(text: &str) -> String {
@@ -17,16 +13,16 @@ fn cell(text: &str) -> String {
 }
 
 fn objective_row(out: &mut String, name: &str, m: &Measure) {
-    let target = m.target_ms.map(dur).unwrap_or_else(|| "none".into());
+    let target = m.target_ms.map_or_else(|| "none".into(), target_text);
     let measured = m
         .measured_ms
         .map(dur)
         .unwrap_or_else(|| format!("not measured: {}", m.note.as_deref().unwrap_or("?")));
-    let result = match (m.met, m.margin_ms) {
-        (Some(true), Some(margin)) => format!("met ({} to spare)", dur(margin as u64)),
-        (Some(false), Some(margin)) => format!("**MISSED** by {}", dur(margin.unsigned_abs())),
-        (Some(false), None) => "**MISSED**".into(),
-        _ => "-".into(),
+    let verdict = m.verdict();
+    let result = match verdict {
+        Verdict::NoObjective => "-".into(),
+        Verdict::Met { .. } => verdict.to_string(),
+        Verdict::Missed { .. } => verdict.to_string().replacen("MISSED", "**MISSED**", 1),
     };
     let _ = writeln!(
         out,
@@ -42,7 +38,7 @@ pub fn render(r: &DrillReport) -> String {
         out,
         "# DR drill `{}`: {}\n",
         r.playbook.name,
-        r.status.to_uppercase()
+        r.status.as_str().to_uppercase()
     );
     let _ = writeln!(out, "| | |\n|---|---|");
     let resumed = match r.resumed {
@@ -83,19 +79,21 @@ pub fn render(r: &DrillReport) -> String {
     out.push('\n');
 
     if let Some(b) = &r.backup {
-        let s = |k: &str| b.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
+        let e = &b.evidence;
         let _ = writeln!(out, "## Backup\n");
-        let _ = writeln!(out, "- object: `s3://{}/{}`", s("bucket"), s("key"));
-        if let Some(size) = b.get("size").and_then(|v| v.as_u64()) {
+        let _ = writeln!(out, "- object: `{}` (step `{}`)", e.object, b.step);
+        if let Some(size) = e.size {
             let _ = writeln!(out, "- size: {size} bytes");
         }
-        let _ = writeln!(out, "- sha256: `{}`", s("sha256"));
-        let time = if s("backup_time").is_empty() {
-            s("last_modified")
-        } else {
-            s("backup_time")
-        };
-        let _ = writeln!(out, "- taken: {time} (age {} at selection)\n", s("age"));
+        if let Some(sha) = &e.sha256 {
+            let _ = writeln!(out, "- sha256: `{sha}`");
+        }
+        let _ = writeln!(
+            out,
+            "- taken: {} (age {} at selection)\n",
+            e.taken.as_deref().unwrap_or("unknown"),
+            e.age.as_deref().unwrap_or("unknown")
+        );
     }
     if let Some(img) = &r.image {
         let _ = writeln!(out, "## Image deployed\n");
@@ -109,7 +107,13 @@ pub fn render(r: &DrillReport) -> String {
     }
     if let Some(f) = &r.failed_step {
         let _ = writeln!(out, "## Failure\n");
-        let _ = writeln!(out, "Step `{}` ({}, {}):\n", f.step, f.kind, f.class);
+        let _ = writeln!(
+            out,
+            "Step `{}` ({}, {}):\n",
+            f.step,
+            f.kind,
+            f.class.as_str()
+        );
         let _ = writeln!(out, "```\n{}\n```\n", f.error.trim_end());
     }
 
@@ -125,8 +129,8 @@ pub fn render(r: &DrillReport) -> String {
     let mut steps: Vec<_> = r.steps.iter().collect();
     steps.sort_by_key(|s| (s.phase != "steps", s.offset_ms.unwrap_or(u64::MAX)));
     for s in steps {
-        let result = match (&s.state[..], &s.error) {
-            ("skipped", Some(why)) => format!("skipped: {}", why),
+        let result = match (s.state, &s.error) {
+            (StepState::Skipped, Some(why)) => format!("skipped: {why}"),
             (state, _) => state.to_string(),
         };
         let _ = writeln!(

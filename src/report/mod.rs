@@ -1,22 +1,32 @@
-//! Everything the user sees: events from the engine and the printers that show them.
-//! The engine never prints; it sends [`Event`]s to a [`Reporter`].
+//! Everything the user sees of a run: the drill report (its model, built from the
+//! journal alone, and its renderings) and the printer, the only place that writes to the
+//! terminal.
 
-pub mod drill;
-pub mod event;
 pub mod junit;
 pub mod markdown;
+pub mod model;
 pub mod printer;
 
-pub use event::{Event, StepState};
+use std::path::{Path, PathBuf};
 
-/// Receives engine events. Implementations must be cheap and never block for long.
-pub trait Reporter: Send + Sync {
-    fn event(&self, event: &Event);
-}
+use crate::util::fs::write_atomic;
+use model::DrillReport;
 
-/// Discards events (tests, benchmarks).
-pub struct Silent;
-
-impl Reporter for Silent {
-    fn event(&self, _: &Event) {}
+/// Writes `report.json`, `report.md` and `junit.xml` into `dir`, each through a temporary
+/// file renamed into place, so a reader never sees half a report.
+pub fn write_files(report: &DrillReport, dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir)?;
+    let json = serde_json::to_string_pretty(report).map_err(std::io::Error::other)? + "\n";
+    let files = [
+        ("report.json", json),
+        ("report.md", markdown::render(report)),
+        ("junit.xml", junit::render(report)),
+    ];
+    let mut written = Vec::new();
+    for (name, text) in files {
+        let path = dir.join(name);
+        write_atomic(&path, text.as_bytes(), true)?;
+        written.push(path);
+    }
+    Ok(written)
 }

@@ -8,9 +8,9 @@ use std::time::Duration;
 use console::style;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::event::SummaryRow;
-use super::{Event, Reporter, StepState};
-use crate::duration::format_short;
+use crate::duration::human;
+use crate::events::{Event, Reporter, SummaryRow};
+use crate::outcome::{RunStatus, StepState};
 
 /// Prints a command's result to standard output.
 pub fn out(text: &str) {
@@ -177,7 +177,7 @@ impl Reporter for Printer {
                 "{} {step}: {error} ({}); attempt {attempt} in {}",
                 style("retry").yellow(),
                 class.as_str(),
-                format_short(Duration::from_millis(*delay_ms))
+                human(Duration::from_millis(*delay_ms))
             )),
             Event::StepFinished {
                 step,
@@ -198,7 +198,7 @@ impl Reporter for Printer {
                     "{} {step} {} {}{why}",
                     symbol(*state),
                     state.as_str(),
-                    format_short(Duration::from_millis(*duration_ms))
+                    human(Duration::from_millis(*duration_ms))
                 ));
             }
             Event::RunFinished {
@@ -211,14 +211,14 @@ impl Reporter for Printer {
             } => {
                 let _ = self.multi.clear();
                 let mut text = summary_table(summary);
-                let headline = match status.as_str() {
-                    "passed" => style("PASSED").green().bold(),
-                    "interrupted" => style("INTERRUPTED").yellow().bold(),
-                    _ => style("FAILED").red().bold(),
+                let headline = match status {
+                    RunStatus::Passed => style("PASSED").green().bold(),
+                    RunStatus::Interrupted => style("INTERRUPTED").yellow().bold(),
+                    RunStatus::Failed | RunStatus::Unfinished => style("FAILED").red().bold(),
                 };
                 text.push_str(&format!(
                     "\ndrill {headline} in {} (run {run_id})\n",
-                    format_short(Duration::from_millis(*duration_ms))
+                    human(Duration::from_millis(*duration_ms))
                 ));
                 if let Some(failed) = summary.iter().find(|r| r.state == StepState::Failed) {
                     text.push_str(&format!(
@@ -227,11 +227,11 @@ impl Reporter for Printer {
                         failed.reason.as_deref().unwrap_or("")
                     ));
                 }
-                for line in objectives {
-                    let line = if line.contains("MISSED") {
-                        style(line.as_str()).red().to_string()
+                for o in objectives {
+                    let line = if o.verdict.missed() {
+                        style(o.text.as_str()).red().to_string()
                     } else {
-                        line.clone()
+                        o.text.clone()
                     };
                     text.push_str(&format!("{line}\n"));
                 }
@@ -259,7 +259,7 @@ pub fn summary_table(rows: &[SummaryRow]) -> String {
             r.kind,
             r.state.as_str(),
             r.attempts,
-            format_short(Duration::from_millis(r.duration_ms))
+            human(Duration::from_millis(r.duration_ms))
         ));
     }
     out

@@ -10,8 +10,9 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 
 use super::{StateError, io_err};
-use crate::playbook::model::{FailureClass, Objectives};
-use crate::steps::Outputs;
+use crate::outcome::{FailureClass, Outputs, RunStatus};
+use crate::playbook::model::Objectives;
+use crate::util::fs::sync_dir;
 
 // Records are written and read once each; their size does not matter.
 #[allow(clippy::large_enum_variant)]
@@ -108,7 +109,7 @@ pub enum Record {
         at: String,
     },
     RunFinished {
-        status: String,
+        status: RunStatus,
         duration_ms: u64,
         at: String,
     },
@@ -121,19 +122,6 @@ pub struct PlannedStep {
     pub kind: String,
     /// `steps` or `finally`.
     pub phase: String,
-}
-
-impl PlannedStep {
-    pub fn of(plan: &crate::plan::Plan) -> Vec<Self> {
-        plan.steps
-            .iter()
-            .map(|s| Self {
-                id: s.id.clone(),
-                kind: s.kind.name.to_string(),
-                phase: s.phase.section().to_string(),
-            })
-            .collect()
-    }
 }
 
 pub fn now() -> String {
@@ -150,35 +138,66 @@ pub struct Replay {
 
 pub fn read(path: &Path) -> Result<Replay, StateError> {
     let bytes = std::fs::read(path).map_err(io_err(path))?;
-    let mut replay = Replay::default();
-    let complete = match bytes.iter().rposition(|b| *b == b'\n') {
-        Some(i) => i + 1,
-        None => 0,
-    };
-    if complete < bytes.len() {
-        replay.torn_tail = true;
+    let scan = scan(&bytes);
+    if let Some((line, message)) = scan.corrupt {
+        return Err(StateError::Corrupt {
+            path: path.to_path_buf(),
+            line,
+            message,
+        });
     }
-    let text = String::from_utf8_lossy(&bytes[..complete]);
-    let lines: Vec<&str> = text.lines().collect();
+    Ok(Replay {
+        records: scan.records,
+        torn_tail: scan.valid_len < bytes.len(),
+    })
+}
+
+/// What a journal's bytes hold: the records, how many bytes of them are whole records,
+/// and the first corrupt line before the end (if any).
+struct Scan {
+    records: Vec<Record>,
+    /// Bytes up to the end of the last whole, parseable record.
+    valid_len: usize,
+    corrupt: Option<(usize, String)>,
+}
+
+/// The one reading of a journal's bytes. A torn last line (no newline: the process died
+/// mid-write) is not a record. Nor is a last complete line that does not parse: the
+/// kernel may have persisted a partial page. Anything unparseable earlier is corruption.
+fn scan(bytes: &[u8]) -> Scan {
+    let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    let mut records = Vec::new();
+    let mut valid_len = 0;
+    let mut offset = 0;
+    let lines: Vec<&[u8]> = bytes[..complete].split_inclusive(|b| *b == b'\n').collect();
     for (i, line) in lines.iter().enumerate() {
-        if line.trim().is_empty() {
+        let start = offset;
+        offset += line.len();
+        let text = String::from_utf8_lossy(line);
+        if text.trim().is_empty() {
+            valid_len = offset;
             continue;
         }
-        match serde_json::from_str::<Record>(line) {
-            Ok(r) => replay.records.push(r),
-            // The last complete line may still be garbage if the kernel persisted a
-            // partial page; treat it like a torn tail. Anything earlier is corruption.
-            Err(_) if i + 1 == lines.len() => replay.torn_tail = true,
+        match serde_json::from_str::<Record>(text.trim()) {
+            Ok(r) => {
+                records.push(r);
+                valid_len = offset;
+            }
+            Err(_) if i + 1 == lines.len() => valid_len = start,
             Err(e) => {
-                return Err(StateError::Corrupt {
-                    path: path.to_path_buf(),
-                    line: i + 1,
-                    message: e.to_string(),
-                });
+                return Scan {
+                    records,
+                    valid_len,
+                    corrupt: Some((i + 1, e.to_string())),
+                };
             }
         }
     }
-    Ok(replay)
+    Scan {
+        records,
+        valid_len,
+        corrupt: None,
+    }
 }
 
 pub struct Journal {
@@ -206,25 +225,7 @@ impl Journal {
     /// Opens an existing journal for appending, cutting off a torn last line.
     pub fn reopen(path: &Path) -> Result<Self, StateError> {
         let bytes = std::fs::read(path).map_err(io_err(path))?;
-        let keep = bytes
-            .iter()
-            .rposition(|b| *b == b'\n')
-            .map(|i| i + 1)
-            .unwrap_or(0);
-        // Also drop a complete-but-unparseable last line (see `read`).
-        let keep = {
-            let text = String::from_utf8_lossy(&bytes[..keep]);
-            let last_start = text[..text.len().saturating_sub(1)]
-                .rfind('\n')
-                .map(|i| i + 1)
-                .unwrap_or(0);
-            let last = &text[last_start..];
-            if !last.trim().is_empty() && serde_json::from_str::<Record>(last.trim()).is_err() {
-                last_start
-            } else {
-                keep
-            }
-        };
+        let keep = scan(&bytes).valid_len;
         let file = OpenOptions::new()
             .write(true)
             .open(path)
@@ -266,17 +267,6 @@ impl Journal {
             file.sync_data().map_err(io_err(&self.path))?;
         }
         Ok(())
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-/// Makes a new directory entry durable.
-pub fn sync_dir(dir: &Path) {
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
     }
 }
 

@@ -4,9 +4,9 @@
 //! `lock` (holder of the running drill), `runs/<run-id>/journal.jsonl`, `runs/<run-id>/work/`.
 
 pub mod fingerprint;
+pub mod history;
 pub mod journal;
 pub mod lock;
-pub mod redact;
 pub mod runs;
 
 use std::path::PathBuf;

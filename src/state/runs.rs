@@ -5,9 +5,11 @@ use std::path::{Path, PathBuf};
 use indexmap::IndexMap;
 use serde::Serialize;
 
+use super::history::RunHistory;
 use super::journal::{self, Journal, Record};
 use super::{StateError, io_err};
-use crate::report::StepState;
+use crate::outcome::{Outputs, RunStatus, StepState};
+use crate::util::fs::sync_dir;
 
 /// Names the directory a new run is written in until its first record is durable.
 const UNBORN_PREFIX: &str = ".new-";
@@ -27,7 +29,7 @@ pub struct StepSummary {
     pub reason: Option<String>,
     /// Fingerprint and outputs of the last success (the checkpoint).
     #[serde(skip)]
-    pub checkpoint: Option<(String, crate::steps::Outputs)>,
+    pub checkpoint: Option<(String, Outputs)>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -37,8 +39,7 @@ pub struct RunSummary {
     pub playbook_name: String,
     pub playbook_hash: String,
     pub started_at: String,
-    /// `passed`, `failed`, `interrupted`, or `unfinished` (the process died or is running).
-    pub status: String,
+    pub status: RunStatus,
     pub finished_at: Option<String>,
     pub duration_ms: Option<u64>,
     pub steps: IndexMap<String, StepSummary>,
@@ -76,7 +77,7 @@ impl StateDir {
         drop(journal);
         let dir = self.run_dir(run_id);
         std::fs::rename(&unborn, &dir).map_err(io_err(&dir))?;
-        journal::sync_dir(&runs);
+        sync_dir(&runs);
         Journal::reopen(&self.journal_path(run_id))
     }
 
@@ -127,7 +128,7 @@ impl StateDir {
             )));
         };
         let s = self.summary(&id)?;
-        if s.status == "passed" {
+        if s.status == RunStatus::Passed {
             return Err(StateError::NothingToResume(format!(
                 "the newest run, {id}, passed"
             )));
@@ -136,122 +137,51 @@ impl StateDir {
     }
 }
 
+/// What `status` and `resume` need of a run: its history, projected.
 pub fn summarize(run_id: &str, records: &[Record], torn_tail: bool) -> RunSummary {
-    let mut s = RunSummary {
+    let Some(h) = RunHistory::replay(records) else {
+        // A journal without its first record (only from versions before runs were born
+        // whole): nothing is known but that it did not finish.
+        return RunSummary {
+            run_id: run_id.to_string(),
+            playbook: String::new(),
+            playbook_name: String::new(),
+            playbook_hash: String::new(),
+            started_at: String::new(),
+            status: RunStatus::Unfinished,
+            finished_at: None,
+            duration_ms: None,
+            steps: IndexMap::new(),
+            torn_tail,
+        };
+    };
+    RunSummary {
         run_id: run_id.to_string(),
-        playbook: String::new(),
-        playbook_name: String::new(),
-        playbook_hash: String::new(),
-        started_at: String::new(),
-        status: "unfinished".into(),
-        finished_at: None,
-        duration_ms: None,
-        steps: IndexMap::new(),
+        playbook: h.playbook,
+        playbook_name: h.playbook_name,
+        playbook_hash: h.playbook_hash,
+        started_at: h.started_at,
+        status: h.status,
+        finished_at: h.finished_at,
+        duration_ms: h.duration_ms,
+        steps: h
+            .steps
+            .into_iter()
+            .map(|(id, s)| {
+                (
+                    id,
+                    StepSummary {
+                        state: s.state,
+                        attempts: s.attempts,
+                        duration_ms: s.duration_ms.unwrap_or(0),
+                        reason: s.reason,
+                        checkpoint: s.checkpoint,
+                    },
+                )
+            })
+            .collect(),
         torn_tail,
-    };
-    let blank = || StepSummary {
-        state: StepState::Pending,
-        attempts: 0,
-        duration_ms: 0,
-        reason: None,
-        checkpoint: None,
-    };
-    for r in records {
-        match r {
-            Record::RunStarted {
-                playbook,
-                playbook_name,
-                playbook_hash,
-                at,
-                ..
-            } => {
-                s.playbook = playbook.clone();
-                s.playbook_name = playbook_name.clone();
-                s.playbook_hash = playbook_hash.clone();
-                s.started_at = at.clone();
-            }
-            Record::Resumed { playbook_hash, .. } => {
-                s.status = "unfinished".into();
-                s.finished_at = None;
-                s.playbook_hash = playbook_hash.clone();
-            }
-            Record::StepStarted { step, attempt, .. } => {
-                let e = s.steps.entry(step.clone()).or_insert_with(blank);
-                e.state = StepState::Running;
-                e.attempts = *attempt;
-                e.reason = None;
-            }
-            Record::StepRetrying { step, attempt, .. } => {
-                s.steps.entry(step.clone()).or_insert_with(blank).attempts = *attempt;
-            }
-            Record::StepSucceeded {
-                step,
-                fingerprint,
-                outputs,
-                attempts,
-                duration_ms,
-                ..
-            } => {
-                let e = s.steps.entry(step.clone()).or_insert_with(blank);
-                e.state = StepState::Succeeded;
-                e.attempts = *attempts;
-                e.duration_ms = *duration_ms;
-                e.reason = None;
-                e.checkpoint = Some((fingerprint.clone(), outputs.clone()));
-            }
-            Record::StepReused {
-                step,
-                fingerprint,
-                outputs,
-                ..
-            } => {
-                let e = s.steps.entry(step.clone()).or_insert_with(blank);
-                e.state = StepState::Reused;
-                e.reason = None;
-                e.checkpoint = Some((fingerprint.clone(), outputs.clone()));
-            }
-            Record::StepFailed {
-                step,
-                error,
-                attempts,
-                duration_ms,
-                ..
-            } => {
-                let e = s.steps.entry(step.clone()).or_insert_with(blank);
-                e.state = StepState::Failed;
-                e.attempts = *attempts;
-                e.duration_ms = *duration_ms;
-                e.reason = Some(error.clone());
-            }
-            Record::StepSkipped { step, reason, .. } => {
-                let e = s.steps.entry(step.clone()).or_insert_with(blank);
-                e.state = StepState::Skipped;
-                e.reason = Some(reason.clone());
-            }
-            Record::StepCancelled {
-                step,
-                attempts,
-                duration_ms,
-                ..
-            } => {
-                let e = s.steps.entry(step.clone()).or_insert_with(blank);
-                e.state = StepState::Cancelled;
-                e.attempts = *attempts;
-                e.duration_ms = *duration_ms;
-            }
-            Record::RunFinished {
-                status,
-                at,
-                duration_ms,
-            } => {
-                s.status = status.clone();
-                s.finished_at = Some(at.clone());
-                s.duration_ms = Some(*duration_ms);
-            }
-            Record::PhaseStarted { .. } | Record::Interrupted { .. } => {}
-        }
     }
-    s
 }
 
 /// A new run id: UTC start time plus a random suffix, so ids sort by start time.

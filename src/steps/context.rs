@@ -3,43 +3,18 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use super::guard::Guards;
-use crate::playbook::model::FailureClass;
-use crate::report::{Event, Reporter};
-use crate::state::redact::Redactor;
-
-/// A step's outputs: `steps.<id>.outputs.<name>`.
-pub type Outputs = serde_json::Map<String, serde_json::Value>;
-
-/// Why an attempt failed, classified so the engine knows whether to retry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-#[error("{message}")]
-pub struct StepError {
-    pub class: FailureClass,
-    pub message: String,
-}
-
-impl StepError {
-    pub fn new(class: FailureClass, message: impl Into<String>) -> Self {
-        Self {
-            class,
-            message: message.into(),
-        }
-    }
-
-    pub fn config(message: impl Into<String>) -> Self {
-        Self::new(FailureClass::Config, message)
-    }
-}
+use crate::events::{Event, Reporter};
+use crate::outcome::Outputs;
+use crate::secrets::Redactor;
 
 /// Everything a running step may use. Kinds never print: they report through `events`.
 #[derive(Clone)]
 pub struct StepCtx {
     pub step_id: String,
-    pub attempt: u32,
     pub run_id: String,
     /// Cancelled on Ctrl-C or timeout: stop promptly and clean up.
     pub cancel: CancellationToken,
@@ -72,12 +47,7 @@ impl StepCtx {
 
     /// Resolves a path from the playbook against the playbook's directory.
     pub fn resolve_path(&self, path: &str) -> PathBuf {
-        let p = crate::util::expand_home(path);
-        if p.is_absolute() {
-            p
-        } else {
-            self.base_dir.join(p)
-        }
+        crate::util::resolve_path(&self.base_dir, path)
     }
 }
 

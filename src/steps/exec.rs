@@ -1,21 +1,16 @@
 //! `exec`: run a program. The escape hatch for `inv`, `ansible-playbook`, `manage.py`.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use indexmap::IndexMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
-use super::{
-    ConfigIssue, Effect, OutputDoc, Outputs, Preview, PreviewCtx, StepCtx, StepError, StepKind,
-    output,
-};
+use super::{ConfigIssue, Effect, OutputDoc, Preview, PreviewCtx, StepCtx, StepKind, output};
 use crate::duration::HumanDuration;
-use crate::playbook::model::FailureClass;
-use crate::process::{GroupGuard, terminate};
+use crate::outcome::{Failure, FailureClass, Outputs};
+use crate::util::process::{self, Limits, RunError};
 
 /// Runs a program directly (no shell) and captures its output.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -110,87 +105,57 @@ impl StepKind for Exec {
         Preview::lines(lines)
     }
 
-    async fn run(&self, ctx: &StepCtx) -> Result<Outputs, StepError> {
+    async fn run(&self, ctx: &StepCtx) -> Result<Outputs, Failure> {
         let program = &self.argv[0];
         let mut cmd = tokio::process::Command::new(program);
-        cmd.args(&self.argv[1..])
-            .envs(&self.env)
-            .current_dir(
-                self.cwd
-                    .as_deref()
-                    .map(|c| ctx.resolve_path(c))
-                    .unwrap_or_else(|| ctx.base_dir.clone()),
-            )
-            .stdin(if self.stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| StepError::config(format!("cannot start `{program}`: {e}")))?;
-        let mut group = GroupGuard::register(child.id().unwrap_or(0) as i32);
-
-        if let (Some(text), Some(mut stdin)) = (self.stdin.clone(), child.stdin.take()) {
-            tokio::spawn(async move {
-                let _ = stdin.write_all(text.as_bytes()).await;
-            });
-        }
-        let limit = self.max_stdout.map(|b| b.0).unwrap_or(DEFAULT_MAX_STDOUT) as usize;
-        let stdout = tokio::spawn(read_head(child.stdout.take().unwrap(), limit));
-        let stderr = tokio::spawn(read_tail(child.stderr.take().unwrap(), STDERR_TAIL));
-
-        let limit_time = self.timeout.map(|t| t.0).unwrap_or(Duration::MAX);
-        let status = tokio::select! {
-            status = child.wait() => status.map_err(|e| StepError::new(FailureClass::Other, format!("waiting for `{program}`: {e}")))?,
-            _ = ctx.cancel.cancelled() => {
-                terminate(&mut child, group.pgid(), KILL_GRACE).await;
-                group.disarm();
-                return Err(StepError::new(FailureClass::Other, format!("`{program}` was cancelled")));
+        cmd.args(&self.argv[1..]).envs(&self.env).current_dir(
+            self.cwd
+                .as_deref()
+                .map_or_else(|| ctx.base_dir.clone(), |c| ctx.resolve_path(c)),
+        );
+        let limits = Limits {
+            stdout_head: self.max_stdout.map_or(DEFAULT_MAX_STDOUT, |b| b.0) as usize,
+            stderr_tail: STDERR_TAIL,
+            time: self.timeout.map(|t| t.0),
+            grace: KILL_GRACE,
+        };
+        let stdin = self.stdin.clone().map(String::into_bytes);
+        let out = match process::run(cmd, stdin.into(), &limits, &ctx.cancel).await {
+            Ok(out) => out,
+            Err(RunError::Spawn(e)) => {
+                return Err(Failure::config(format!("cannot start `{program}`: {e}")));
             }
-            _ = tokio::time::sleep(limit_time) => {
-                terminate(&mut child, group.pgid(), KILL_GRACE).await;
-                group.disarm();
-                return Err(StepError::new(FailureClass::Timeout, format!("`{program}` ran longer than {}", HumanDuration(limit_time))));
+            Err(RunError::Wait(e)) => {
+                return Err(Failure::new(
+                    FailureClass::Other,
+                    format!("waiting for `{program}`: {e}"),
+                ));
+            }
+            Err(RunError::Cancelled | RunError::Input(_)) => {
+                return Err(Failure::new(
+                    FailureClass::Other,
+                    format!("`{program}` was cancelled"),
+                ));
+            }
+            Err(RunError::TimedOut(limit)) => {
+                return Err(Failure::new(
+                    FailureClass::Timeout,
+                    format!("`{program}` ran longer than {}", HumanDuration(limit)),
+                ));
             }
         };
-        group.disarm();
-        // A background grandchild may hold the pipes open; do not wait for it forever.
-        let grace = Duration::from_secs(2);
-        let (out, truncated) = tokio::time::timeout(grace, stdout)
-            .await
-            .ok()
-            .and_then(|r| r.ok())
-            .unwrap_or_default();
-        let err_tail = tokio::time::timeout(grace, stderr)
-            .await
-            .ok()
-            .and_then(|r| r.ok())
-            .unwrap_or_default();
-
-        let stdout_text = String::from_utf8_lossy(&out).into_owned();
-        let stderr_text = String::from_utf8_lossy(&err_tail).into_owned();
-        let code = status.code();
+        let stdout_text = out.stdout_text();
+        let stderr_text = out.stderr_text();
+        let code = out.code();
         if !code.is_some_and(|c| self.ok_exit_codes.contains(&c)) {
-            let how = match code {
-                Some(c) => format!("exited with code {c}"),
-                None => {
-                    use std::os::unix::process::ExitStatusExt;
-                    format!("was killed by signal {}", status.signal().unwrap_or(0))
-                }
-            };
             let tail = last_lines(&stderr_text, 5);
-            let mut message = format!("`{program}` {how}");
+            let mut message = format!("`{program}` {}", out.how());
             if !tail.is_empty() {
                 message.push_str(&format!("; stderr: {tail}"));
             }
-            return Err(StepError::new(FailureClass::ExitCode, message));
+            return Err(Failure::new(FailureClass::ExitCode, message));
         }
-        let parsed = if truncated {
+        let parsed = if out.stdout_truncated {
             Value::Null
         } else {
             serde_json::from_str(stdout_text.trim()).unwrap_or(Value::Null)
@@ -198,48 +163,11 @@ impl StepKind for Exec {
         let mut outputs = Outputs::new();
         outputs.insert("exit_code".into(), json!(code));
         outputs.insert("stdout".into(), json!(stdout_text));
-        outputs.insert("stdout_truncated".into(), json!(truncated));
+        outputs.insert("stdout_truncated".into(), json!(out.stdout_truncated));
         outputs.insert("json".into(), parsed);
         outputs.insert("stderr_tail".into(), json!(stderr_text));
         Ok(outputs)
     }
-}
-
-async fn read_head(mut reader: impl AsyncRead + Unpin, limit: usize) -> (Vec<u8>, bool) {
-    let mut kept = Vec::new();
-    let mut buf = [0u8; 8192];
-    let mut truncated = false;
-    loop {
-        match reader.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                let room = limit.saturating_sub(kept.len());
-                kept.extend_from_slice(&buf[..n.min(room)]);
-                truncated |= n > room;
-            }
-        }
-    }
-    (kept, truncated)
-}
-
-async fn read_tail(mut reader: impl AsyncRead + Unpin, keep: usize) -> Vec<u8> {
-    let mut tail = Vec::new();
-    let mut buf = [0u8; 8192];
-    loop {
-        match reader.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                tail.extend_from_slice(&buf[..n]);
-                if tail.len() > keep * 2 {
-                    tail.drain(..tail.len() - keep);
-                }
-            }
-        }
-    }
-    if tail.len() > keep {
-        tail.drain(..tail.len() - keep);
-    }
-    tail
 }
 
 fn last_lines(text: &str, n: usize) -> String {

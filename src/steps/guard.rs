@@ -3,8 +3,7 @@
 
 use serde::Serialize;
 
-use super::StepError;
-use crate::playbook::model::FailureClass;
+use crate::outcome::{Failure, FailureClass};
 
 /// Guard patterns after templating. `*` matches any run of characters.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
@@ -15,7 +14,7 @@ pub struct Guards {
 }
 
 impl Guards {
-    pub fn check_kube_namespace(&self, namespace: &str) -> Result<(), StepError> {
+    pub fn check_kube_namespace(&self, namespace: &str) -> Result<(), Failure> {
         match self.kube_namespaces.iter().find(|p| matches(p, namespace)) {
             Some(p) => Err(refusal(
                 format!("Kubernetes namespace `{namespace}`"),
@@ -26,7 +25,7 @@ impl Guards {
         }
     }
 
-    pub fn check_pg(&self, host: &str, database: &str) -> Result<(), StepError> {
+    pub fn check_pg(&self, host: &str, database: &str) -> Result<(), Failure> {
         if let Some(p) = self.pg_hosts.iter().find(|p| matches(p, host)) {
             return Err(refusal(
                 format!("PostgreSQL host `{host}`"),
@@ -45,8 +44,8 @@ impl Guards {
     }
 }
 
-fn refusal(what: String, pattern: &str, field: &str) -> StepError {
-    StepError::new(
+fn refusal(what: String, pattern: &str, field: &str) -> Failure {
+    Failure::new(
         FailureClass::Guard,
         format!("refusing to touch {what}: it matches `{pattern}` in {field}; nothing was sent"),
     )

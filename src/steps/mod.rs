@@ -11,20 +11,16 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 mod context;
-pub mod exec;
+mod exec;
 pub mod guard;
-pub mod http_smoke;
-pub mod kube_client;
-pub mod kube_deploy;
-pub mod kube_image;
-pub mod kube_job;
-pub mod kube_scale;
-pub mod pg_client;
-pub mod pg_restore;
-pub mod pg_sql;
-pub mod s3_fetch;
+mod http;
+mod kube;
+mod pg;
+mod s3;
 
-pub use context::{Outputs, Preview, PreviewCtx, StepCtx, StepError};
+pub use context::{Preview, PreviewCtx, StepCtx};
+
+use crate::outcome::{Failure, Outputs};
 
 /// What running a step does to the world; decides what the engine may retry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,6 +72,47 @@ impl ConfigIssue {
     }
 }
 
+/// What the drill report reads from a kind's outputs, so that `report/` and `plan/` never
+/// name kinds. Every hook is optional.
+#[derive(Debug, Clone, Copy)]
+pub struct Evidence {
+    /// The time the data this step yields is from, for the RPO: (the output it was read
+    /// from, an RFC 3339 or PostgreSQL timestamp). A step of such a kind may be named by
+    /// `objectives.rpo_from`.
+    pub data_time: Option<fn(&Outputs) -> Option<(&'static str, String)>>,
+    /// Steps of this kind are the RPO source when `objectives.rpo_from` names none (the
+    /// first such step).
+    pub default_rpo_source: bool,
+    /// The backup the data came from, for the report's Backup section.
+    pub backup: Option<fn(&Outputs) -> BackupEvidence>,
+    /// The image this step deployed: (image, what ran before by container).
+    pub deployed_image: Option<fn(&Outputs) -> Option<(String, serde_json::Value)>>,
+}
+
+impl Evidence {
+    pub const NONE: Self = Self {
+        data_time: None,
+        default_rpo_source: false,
+        backup: None,
+        deployed_image: None,
+    };
+}
+
+/// The backup a drill restored, as its report shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupEvidence {
+    /// `s3://bucket/key` or a path.
+    pub object: String,
+    pub size: Option<u64>,
+    pub sha256: Option<String>,
+    /// When it was taken (from its name or the store).
+    pub taken: Option<String>,
+    /// Its age when it was chosen.
+    pub age: Option<String>,
+    /// Every output the kind gave, for the JSON report.
+    pub details: serde_json::Map<String, serde_json::Value>,
+}
+
 pub trait StepKind: DeserializeOwned + JsonSchema + Send + Sync + Sized + 'static {
     const NAME: &'static str;
     /// One line: what the kind does.
@@ -86,6 +123,8 @@ pub trait StepKind: DeserializeOwned + JsonSchema + Send + Sync + Sized + 'stati
     /// shows it.
     const EXAMPLE: &'static str;
     const OUTPUTS: &'static [OutputDoc];
+    /// What the drill report reads from the outputs (default: nothing).
+    const EVIDENCE: Evidence = Evidence::NONE;
 
     /// Cross-field checks that serde cannot express; run at compile time.
     fn check(&self) -> Vec<ConfigIssue> {
@@ -95,7 +134,7 @@ pub trait StepKind: DeserializeOwned + JsonSchema + Send + Sync + Sized + 'stati
     /// What the step would do, from read-only sources only.
     fn preview(&self, ctx: &PreviewCtx) -> impl Future<Output = Preview> + Send;
 
-    fn run(&self, ctx: &StepCtx) -> impl Future<Output = Result<Outputs, StepError>> + Send;
+    fn run(&self, ctx: &StepCtx) -> impl Future<Output = Result<Outputs, Failure>> + Send;
 }
 
 /// Metadata about a registered kind, for the compiler, `drrun kinds` and the schema.
@@ -106,6 +145,7 @@ pub struct KindInfo {
     pub effect: Effect,
     pub example: &'static str,
     pub outputs: &'static [OutputDoc],
+    pub evidence: Evidence,
     pub schema: fn(&mut schemars::SchemaGenerator) -> schemars::Schema,
     /// Types `with` and runs the kind's checks.
     pub check: fn(
@@ -148,6 +188,7 @@ macro_rules! registry {
                 effect: <$ty as StepKind>::EFFECT,
                 example: <$ty as StepKind>::EXAMPLE,
                 outputs: <$ty as StepKind>::OUTPUTS,
+                evidence: <$ty as StepKind>::EVIDENCE,
                 schema: schema_of::<$ty>,
                 check: check_kind::<$ty>,
             },)*
@@ -171,7 +212,7 @@ macro_rules! registry {
                 }
             }
 
-            pub async fn run(&self, ctx: &StepCtx) -> Result<Outputs, StepError> {
+            pub async fn run(&self, ctx: &StepCtx) -> Result<Outputs, Failure> {
                 match self {
                     $(Self::$variant(c) => c.run(ctx).await,)*
                 }
@@ -188,14 +229,14 @@ macro_rules! registry {
 
 registry! {
     "exec" => Exec(exec::Exec),
-    "s3.fetch" => S3Fetch(s3_fetch::S3Fetch),
-    "pg.restore" => PgRestore(pg_restore::PgRestore),
-    "pg.sql" => PgSql(pg_sql::PgSql),
-    "kube.image" => KubeImage(kube_image::KubeImage),
-    "kube.deploy" => KubeDeploy(kube_deploy::KubeDeploy),
-    "kube.job" => KubeJob(kube_job::KubeJob),
-    "kube.scale" => KubeScale(kube_scale::KubeScale),
-    "http.smoke" => HttpSmoke(http_smoke::HttpSmoke),
+    "s3.fetch" => S3Fetch(s3::S3Fetch),
+    "pg.restore" => PgRestore(pg::PgRestore),
+    "pg.sql" => PgSql(pg::PgSql),
+    "kube.image" => KubeImage(kube::KubeImage),
+    "kube.deploy" => KubeDeploy(kube::KubeDeploy),
+    "kube.job" => KubeJob(kube::KubeJob),
+    "kube.scale" => KubeScale(kube::KubeScale),
+    "http.smoke" => HttpSmoke(http::HttpSmoke),
 }
 
 pub fn find_kind(name: &str) -> Option<&'static KindInfo> {

@@ -285,7 +285,7 @@ fn the_reference_drill_passes_fails_honestly_and_resumes_after_sigkill() {
         rpo_ms.abs_diff(expected) < 120_000,
         "rpo {rpo_ms} ms, expected about {expected} ms"
     );
-    assert!(r["backup"]["key"].as_str().unwrap().ends_with(".pgdump"));
+    assert!(r["backup"]["object"].as_str().unwrap().ends_with(".pgdump"));
     assert_eq!(r["backup"]["sha256"].as_str().unwrap().len(), 64);
     assert_eq!(
         r["image"]["image"],
@@ -299,7 +299,7 @@ fn the_reference_drill_passes_fails_honestly_and_resumes_after_sigkill() {
         .collect();
     assert_eq!(states.len(), 8, "{states:?}");
     assert!(
-        states.iter().all(|(_, state)| *state == "passed"),
+        states.iter().all(|(_, state)| *state == "succeeded"),
         "{states:?}"
     );
     // No secret reaches the report, in any format.
@@ -361,7 +361,7 @@ fn the_reference_drill_passes_fails_honestly_and_resumes_after_sigkill() {
         .iter()
         .find(|st| st["id"] == "scale_down")
         .unwrap();
-    assert_eq!(scale["state"], "passed");
+    assert_eq!(scale["state"], "succeeded");
     assert_eq!(scale["outputs"]["previous"]["deployment/app"], 1);
     assert_eq!(s.dr.deployment_state("app").1, 0);
     let junit = run_cmd(
@@ -403,7 +403,7 @@ fn the_reference_drill_passes_fails_honestly_and_resumes_after_sigkill() {
     child.kill().unwrap();
     child.wait().unwrap();
     let r = report_json(&dir.path().join("state"));
-    assert_eq!(r["status"], "incomplete");
+    assert_eq!(r["status"], "unfinished");
 
     let out = run_cmd(
         drrun_drill(dir.path(), &s)

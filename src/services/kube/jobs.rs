@@ -1,4 +1,5 @@
-//! `kube.job`: run a one-off Job from a Deployment's pod template (`manage.py migrate`).
+//! One-off Jobs from a Deployment's pod template (`manage.py migrate`): building the Job,
+//! creating it, waiting for it, reading the end of its log, deleting it.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -11,14 +12,11 @@ use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
 
-use super::kube_client::{Kube, KubeAccess, is_placeholder, pause, pick_container};
-use super::{
-    ConfigIssue, Effect, OutputDoc, Outputs, Preview, PreviewCtx, StepCtx, StepError, StepKind,
-    output,
-};
+use super::{Kube, is_placeholder, pause, pick_container};
 use crate::duration::{HumanDuration, format_duration};
-use crate::playbook::model::FailureClass;
+use crate::outcome::{Failure, FailureClass, Outputs};
 
 const DEFAULT_WAIT: Duration = Duration::from_secs(600);
 const LOG_LINES: i64 = 20;
@@ -52,15 +50,11 @@ pub struct JobSpec {
 }
 
 impl JobSpec {
-    pub fn check(&self, prefix: &str) -> Vec<ConfigIssue> {
-        if self.command.is_empty() {
-            vec![ConfigIssue::new(
-                format!("{prefix}command"),
-                "`command` must name a program",
-            )]
-        } else {
-            Vec::new()
-        }
+    /// The settings problem, if any, as (field, message).
+    pub fn problem(&self) -> Option<(&'static str, &'static str)> {
+        self.command
+            .is_empty()
+            .then_some(("command", "`command` must name a program"))
     }
 
     fn wait(&self) -> Duration {
@@ -74,7 +68,7 @@ impl JobSpec {
         deployment: &Deployment,
         image: Option<&str>,
         labels: BTreeMap<String, String>,
-    ) -> Result<Job, StepError> {
+    ) -> Result<Job, Failure> {
         let owner = format!("deployment `{}`", self.from_deployment);
         let mut template = deployment
             .spec
@@ -84,7 +78,7 @@ impl JobSpec {
         let mut pod = template
             .spec
             .take()
-            .ok_or_else(|| StepError::config(format!("{owner} has no pod template")))?;
+            .ok_or_else(|| Failure::config(format!("{owner} has no pod template")))?;
         let mut container =
             pick_container(&pod.containers, self.container.as_deref(), &owner)?.clone();
         container.command = Some(self.command.clone());
@@ -150,7 +144,7 @@ impl JobOutcome {
     }
 
     /// The step error for a failed Job, with the end of its log.
-    pub fn error(&self) -> StepError {
+    pub fn error(&self) -> Failure {
         let mut msg = format!(
             "job `{}` failed: {}",
             self.name,
@@ -164,20 +158,27 @@ impl JobOutcome {
                 msg.push('\n');
             }
         }
-        StepError::new(FailureClass::ExitCode, msg.trim_end().to_string())
+        Failure::new(FailureClass::ExitCode, msg.trim_end().to_string())
     }
 }
 
 /// Labels on every Job drrun creates, so they can be found (and cleaned up) later.
-pub fn job_labels(ctx: &StepCtx) -> BTreeMap<String, String> {
+pub fn job_labels(run_id: &str, step_id: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         (
             "app.kubernetes.io/managed-by".to_string(),
             "drrun".to_string(),
         ),
-        ("drrun.dev/run".to_string(), label_value(&ctx.run_id)),
-        ("drrun.dev/step".to_string(), label_value(&ctx.step_id)),
+        ("drrun.dev/run".to_string(), label_value(run_id)),
+        ("drrun.dev/step".to_string(), label_value(step_id)),
     ])
+}
+
+/// What a Job run needs from its caller: labels, cancellation, where notes go.
+pub struct JobRun<'a> {
+    pub labels: BTreeMap<String, String>,
+    pub cancel: &'a CancellationToken,
+    pub note: Box<dyn Fn(String) + Send + Sync + 'a>,
 }
 
 fn label_value(text: &str) -> String {
@@ -202,10 +203,10 @@ pub async fn run_job(
     namespace: &str,
     spec: &JobSpec,
     image: Option<&str>,
-    ctx: &StepCtx,
-) -> Result<JobOutcome, StepError> {
+    run: &JobRun<'_>,
+) -> Result<JobOutcome, Failure> {
     let deployment = kube.deployment(namespace, &spec.from_deployment).await?;
-    let job = spec.build(&deployment, image, job_labels(ctx))?;
+    let job = spec.build(&deployment, image, run.labels.clone())?;
     let jobs: Api<Job> = kube.api(namespace);
     let started = Instant::now();
     let created = jobs
@@ -213,20 +214,20 @@ pub async fn run_job(
         .await
         .map_err(|e| kube.error(&format!("create a job in namespace `{namespace}`"), true, e))?;
     let name = created.metadata.name.clone().unwrap_or_default();
-    ctx.note(format!(
+    (run.note)(format!(
         "job {namespace}/{name} started: {}",
         spec.command.join(" ")
     ));
-    let result = wait_job(kube, &jobs, namespace, &name, spec.wait(), ctx).await;
+    let result = wait_job(kube, &jobs, namespace, &name, spec.wait(), run.cancel).await;
     let duration = started.elapsed();
     let logs_tail = match &result {
-        Err(_) if ctx.cancel.is_cancelled() => String::new(),
+        Err(_) if run.cancel.is_cancelled() => String::new(),
         _ => logs_tail(kube, namespace, &name).await,
     };
     if !spec.keep {
         // Background propagation removes the pods with the Job.
         if let Err(e) = jobs.delete(&name, &DeleteParams::background()).await {
-            ctx.note(format!("could not delete job {name}: {e}"));
+            (run.note)(format!("could not delete job {name}: {e}"));
         }
     }
     let failure = result?;
@@ -247,8 +248,8 @@ async fn wait_job(
     namespace: &str,
     name: &str,
     wait: Duration,
-    ctx: &StepCtx,
-) -> Result<Option<String>, StepError> {
+    cancel: &CancellationToken,
+) -> Result<Option<String>, Failure> {
     let deadline = Instant::now() + wait;
     loop {
         let job = jobs
@@ -290,10 +291,10 @@ async fn wait_job(
                 msg.push_str("\n  ");
                 msg.push_str(&p);
             }
-            return Err(StepError::new(FailureClass::Timeout, msg));
+            return Err(Failure::new(FailureClass::Timeout, msg));
         }
-        if !pause(&ctx.cancel, Duration::from_millis(400)).await {
-            return Err(StepError::new(
+        if !pause(cancel, Duration::from_millis(400)).await {
+            return Err(Failure::new(
                 FailureClass::Other,
                 format!("job `{name}` was cancelled"),
             ));
@@ -330,81 +331,13 @@ async fn logs_tail(kube: &Kube, namespace: &str, job: &str) -> String {
     }
 }
 
-/// Runs a one-off Job in `namespace` and waits for it to finish.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct KubeJob {
-    /// Namespace to run the Job in (checked against `guards.kube_namespaces`).
-    pub namespace: String,
-    /// The Job.
-    #[serde(flatten)]
-    pub job: JobSpec,
-    /// Which cluster and credentials.
-    #[serde(flatten)]
-    pub access: KubeAccess,
-}
-
-impl StepKind for KubeJob {
-    const NAME: &'static str = "kube.job";
-    const SUMMARY: &'static str = "Run a one-off Job from a Deployment's pod template with a command override, wait, collect logs.";
-    const EFFECT: Effect = Effect::Destructive;
-    const EXAMPLE: &'static str = r#"reindex:
-  kind: kube.job
-  needs: [deploy]
-  with:
-    namespace: "{{ vars.dr_ns }}"
-    from_deployment: app
-    command: [python, manage.py, update_index]
-    wait: 15m
-"#;
-    const OUTPUTS: &'static [OutputDoc] = &[
-        output("job_name", "Name of the Job that ran."),
-        output("succeeded", "Whether the Job completed successfully."),
-        output("logs_tail", "The last lines of the Job's pod log."),
-        output("duration", "Seconds from creation to completion."),
-    ];
-
-    fn check(&self) -> Vec<ConfigIssue> {
-        self.job.check("")
-    }
-
-    async fn preview(&self, ctx: &PreviewCtx) -> Preview {
-        if let Err(e) = ctx.guards.check_kube_namespace(&self.namespace) {
-            return Preview::cannot(e.message);
-        }
-        if ctx.offline {
-            return Preview::offline();
-        }
-        let kube = match Kube::connect(&self.access, &ctx.base_dir).await {
-            Ok(k) => k,
-            Err(e) => return Preview::cannot(e.message),
-        };
-        let lines = preview_job(&kube, &self.namespace, &self.job, None).await;
-        match lines {
-            Ok(lines) => Preview::lines(lines),
-            Err(e) => Preview::cannot(e.message),
-        }
-    }
-
-    async fn run(&self, ctx: &StepCtx) -> Result<Outputs, StepError> {
-        ctx.guards.check_kube_namespace(&self.namespace)?;
-        let kube = Kube::connect(&self.access, &ctx.base_dir).await?;
-        let outcome = run_job(&kube, &self.namespace, &self.job, None, ctx).await?;
-        if outcome.succeeded {
-            Ok(outcome.outputs())
-        } else {
-            Err(outcome.error())
-        }
-    }
-}
-
 /// What a Job would run, checked by the API server with a dry-run create.
 pub async fn preview_job(
     kube: &Kube,
     namespace: &str,
     spec: &JobSpec,
     image: Option<&str>,
-) -> Result<Vec<String>, StepError> {
+) -> Result<Vec<String>, Failure> {
     let deployment = kube.deployment(namespace, &spec.from_deployment).await?;
     let labels = BTreeMap::from([(
         "app.kubernetes.io/managed-by".to_string(),

@@ -8,13 +8,12 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::kube_client::{FIELD_MANAGER, Kube, KubeAccess, listing, pause};
-use super::{
-    ConfigIssue, Effect, OutputDoc, Outputs, Preview, PreviewCtx, StepCtx, StepError, StepKind,
-    output,
-};
 use crate::duration::{HumanDuration, format_duration};
-use crate::playbook::model::FailureClass;
+use crate::outcome::{Failure, FailureClass, Outputs};
+use crate::services::kube::{FIELD_MANAGER, Kube, KubeAccess, listing, pause};
+use crate::steps::{
+    ConfigIssue, Effect, OutputDoc, Preview, PreviewCtx, StepCtx, StepKind, output,
+};
 
 /// Workload kinds `kube.scale` can scale.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -121,7 +120,7 @@ impl KubeScale {
         }
     }
 
-    async fn list(&self, kube: &Kube, kind: ScaleKind) -> Result<Vec<Workload>, StepError> {
+    async fn list(&self, kube: &Kube, kind: ScaleKind) -> Result<Vec<Workload>, Failure> {
         let doing = format!("list {kind:?} in namespace `{}`", self.namespace).to_lowercase();
         let lp = self.list_params();
         Ok(match kind {
@@ -147,7 +146,7 @@ impl KubeScale {
     }
 
     /// The workloads this step scales, read before any write.
-    async fn select(&self, kube: &Kube) -> Result<Vec<Workload>, StepError> {
+    async fn select(&self, kube: &Kube) -> Result<Vec<Workload>, Failure> {
         let mut found = Vec::new();
         for kind in &self.kinds {
             found.extend(self.list(kube, *kind).await?);
@@ -169,7 +168,7 @@ impl KubeScale {
                 }
                 let names: Vec<String> = found.iter().map(|w| w.name.clone()).collect();
                 let kinds: Vec<&str> = self.kinds.iter().map(|k| k.singular()).collect();
-                return Err(StepError::config(format!(
+                return Err(Failure::config(format!(
                     "no {} named `{name}` in namespace `{}`; {}",
                     kinds.join(" or "),
                     self.namespace,
@@ -181,7 +180,7 @@ impl KubeScale {
         Ok(chosen)
     }
 
-    async fn patch(&self, kube: &Kube, w: &Workload, dry_run: bool) -> Result<(), StepError> {
+    async fn patch(&self, kube: &Kube, w: &Workload, dry_run: bool) -> Result<(), Failure> {
         let pp = PatchParams {
             field_manager: Some(FIELD_MANAGER.into()),
             dry_run,
@@ -271,7 +270,7 @@ impl StepKind for KubeScale {
             } else {
                 lines.push("server-side dry run: accepted".into());
             }
-            Ok::<_, StepError>(lines)
+            Ok::<_, Failure>(lines)
         };
         match result.await {
             Ok(lines) => Preview::lines(lines),
@@ -279,7 +278,7 @@ impl StepKind for KubeScale {
         }
     }
 
-    async fn run(&self, ctx: &StepCtx) -> Result<Outputs, StepError> {
+    async fn run(&self, ctx: &StepCtx) -> Result<Outputs, Failure> {
         ctx.guards.check_kube_namespace(&self.namespace)?;
         let kube = Kube::connect(&self.access, &ctx.base_dir).await?;
         let workloads = self.select(&kube).await?;
@@ -309,7 +308,7 @@ impl StepKind for KubeScale {
                     break;
                 }
                 if Instant::now() >= deadline {
-                    return Err(StepError::new(
+                    return Err(Failure::new(
                         FailureClass::Timeout,
                         format!(
                             "not at {target} replicas after {}: {}",
@@ -319,7 +318,7 @@ impl StepKind for KubeScale {
                     ));
                 }
                 if !pause(&ctx.cancel, Duration::from_millis(500)).await {
-                    return Err(StepError::new(FailureClass::Other, "scaling was cancelled"));
+                    return Err(Failure::new(FailureClass::Other, "scaling was cancelled"));
                 }
             }
         }

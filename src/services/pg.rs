@@ -1,12 +1,49 @@
-//! Running PostgreSQL's client programs (`psql`, `pg_restore`) safely: never through a
-//! shell, the connection (and above all the password) passed by environment only.
+//! PostgreSQL: connection settings, URL parsing, and running the real client programs
+//! (`psql`, `pg_restore`) safely: never through a shell, the connection (and above all
+//! the password) passed by environment only. Knows nothing of step kinds.
 
-use std::path::PathBuf;
-use std::process::Stdio;
+use std::path::{Path, PathBuf};
 
-use super::StepError;
-use super::pg_restore::PgConnection;
-use crate::playbook::model::FailureClass;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::outcome::{Failure, FailureClass};
+use crate::util::process::{self, Finished, Limits, RunError, Stdin};
+
+/// How to reach a PostgreSQL server: a URL, or libpq parts. Passwords reach the client
+/// programs only through their environment, never their arguments.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PgConnection {
+    /// Connection URL, `postgresql://user:password@host:5432/dbname` (usually a secret).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Host name, IP address or unix-socket directory.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Port (default 5432).
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// User name.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Password (use a secret).
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Database name.
+    #[serde(default)]
+    pub database: Option<String>,
+}
+
+impl PgConnection {
+    /// The settings problem, if any: a connection needs `url` or at least `database`.
+    pub fn problem(&self) -> Option<&'static str> {
+        (self.url.is_none() && self.database.is_none()).then_some(
+            "give `url` or at least `database` (with `host`, `port`, `user`, `password` as needed)",
+        )
+    }
+}
 
 /// A resolved connection. `Debug` is hand-written so the password cannot leak into logs.
 #[derive(Clone, Default)]
@@ -27,7 +64,7 @@ impl std::fmt::Debug for Conn {
 }
 
 impl Conn {
-    pub fn from_settings(c: &PgConnection) -> Result<Self, StepError> {
+    pub fn from_settings(c: &PgConnection) -> Result<Self, Failure> {
         let mut conn = match &c.url {
             Some(url) => parse_url(url)?,
             None => Conn::default(),
@@ -48,7 +85,7 @@ impl Conn {
             conn.database = db.clone();
         }
         if conn.database.is_empty() {
-            return Err(StepError::config(
+            return Err(Failure::config(
                 "the connection names no database (add it to `url` or set `database`)",
             ));
         }
@@ -79,7 +116,7 @@ impl Conn {
     }
 
     /// A command for `program` with this connection in its environment.
-    pub fn command(&self, bin: &Option<String>, program: &str) -> tokio::process::Command {
+    pub fn command(&self, bin: Option<&str>, program: &str) -> tokio::process::Command {
         let path = match bin {
             Some(dir) => PathBuf::from(dir).join(program),
             None => PathBuf::from(program),
@@ -117,11 +154,6 @@ impl Conn {
                 cmd.env(var, v);
             }
         }
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
         cmd
     }
 }
@@ -140,7 +172,7 @@ fn libpq_env(param: &str) -> Option<&'static str> {
 }
 
 /// Parses `postgresql://user:password@host:port/db?host=/socket/dir&sslmode=require`.
-pub fn parse_url(text: &str) -> Result<Conn, StepError> {
+pub fn parse_url(text: &str) -> Result<Conn, Failure> {
     // libpq allows an empty host (`postgresql://user:pw@/db?host=/socket`); the url crate
     // does not, so parse with a placeholder host and drop it again.
     const NO_HOST: &str = "drrun-no-host.invalid";
@@ -162,9 +194,9 @@ pub fn parse_url(text: &str) -> Result<Conn, StepError> {
         None => text.to_string(),
     };
     let url = url::Url::parse(&text)
-        .map_err(|e| StepError::config(format!("invalid PostgreSQL URL: {e}")))?;
+        .map_err(|e| Failure::config(format!("invalid PostgreSQL URL: {e}")))?;
     if !matches!(url.scheme(), "postgres" | "postgresql") {
-        return Err(StepError::config(format!(
+        return Err(Failure::config(format!(
             "a PostgreSQL URL starts with postgresql://, not {}://",
             url.scheme()
         )));
@@ -201,123 +233,118 @@ fn percent_decode(s: &str) -> String {
         .unwrap_or_else(|| s.to_string())
 }
 
-/// What a client program printed and how it ended.
-pub struct ClientOutput {
-    pub code: Option<i32>,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-/// What a client program reads on its standard input.
-pub enum Input {
-    None,
-    Bytes(Vec<u8>),
-    /// An S3 object streamed through, reporting bytes copied.
-    Stream(
-        aws_sdk_s3::primitives::ByteStream,
-        Box<dyn Fn(u64) + Send + Sync>,
-    ),
-}
-
-impl From<Option<Vec<u8>>> for Input {
-    fn from(bytes: Option<Vec<u8>>) -> Self {
-        bytes.map_or(Input::None, Input::Bytes)
-    }
-}
-
-/// Runs a prepared command to the end, cancellable, with `stdin` fed from memory or a stream.
+/// Runs a PostgreSQL client program prepared by [`Conn::command`] to its end,
+/// cancellable, with `stdin` fed from memory or a stream.
 pub async fn run_client(
-    mut cmd: tokio::process::Command,
+    cmd: tokio::process::Command,
     program: &str,
-    stdin: impl Into<Input>,
-    cancel: &tokio_util::sync::CancellationToken,
-) -> Result<ClientOutput, StepError> {
-    use tokio::io::AsyncWriteExt;
-    let stdin = stdin.into();
-    if !matches!(stdin, Input::None) {
-        cmd.stdin(Stdio::piped());
-    }
-    let mut child = cmd.spawn().map_err(|e| {
-        StepError::config(format!(
+    stdin: impl Into<Stdin>,
+    cancel: &CancellationToken,
+) -> Result<Finished, Failure> {
+    match process::run(cmd, stdin.into(), &Limits::default(), cancel).await {
+        Ok(out) => Ok(out),
+        Err(RunError::Spawn(e)) => Err(Failure::config(format!(
             "cannot start `{program}`: {e} (install the PostgreSQL client or set `pg_bin`)"
-        ))
-    })?;
-    let mut group = crate::process::GroupGuard::register(child.id().unwrap_or(0) as i32);
-    let input_error = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
-    let feeder = match (stdin, child.stdin.take()) {
-        (Input::Bytes(data), Some(mut pipe)) => Some(tokio::spawn(async move {
-            let _ = pipe.write_all(&data).await;
-        })),
-        (Input::Stream(mut stream, progress), Some(mut pipe)) => {
-            let error = input_error.clone();
-            Some(tokio::spawn(async move {
-                let mut copied = 0u64;
-                loop {
-                    match stream.next().await {
-                        None => break,
-                        Some(Ok(chunk)) => {
-                            // The reader exiting early is reported through its own exit code.
-                            if pipe.write_all(&chunk).await.is_err() {
-                                break;
-                            }
-                            copied += chunk.len() as u64;
-                            progress(copied);
-                        }
-                        Some(Err(e)) => {
-                            *error.lock().unwrap() = Some(format!("reading the S3 object: {e}"));
-                            break;
-                        }
-                    }
-                }
-                // Dropping the pipe closes the reader's stdin.
-            }))
-        }
-        _ => None,
-    };
-    let stdout = child.stdout.take();
-    let stderr = child.stderr.take();
-    let read = |pipe: Option<tokio::process::ChildStdout>| async move {
-        let mut buf = Vec::new();
-        if let Some(mut p) = pipe {
-            let _ = tokio::io::AsyncReadExt::read_to_end(&mut p, &mut buf).await;
-        }
-        buf
-    };
-    let read_err = |pipe: Option<tokio::process::ChildStderr>| async move {
-        let mut buf = Vec::new();
-        if let Some(mut p) = pipe {
-            let _ = tokio::io::AsyncReadExt::read_to_end(&mut p, &mut buf).await;
-        }
-        buf
-    };
-    let out_task = tokio::spawn(read(stdout));
-    let err_task = tokio::spawn(read_err(stderr));
-    let status = tokio::select! {
-        s = child.wait() => s.map_err(|e| StepError::new(FailureClass::Other, format!("waiting for `{program}`: {e}")))?,
-        _ = cancel.cancelled() => {
-            crate::process::terminate(&mut child, group.pgid(), std::time::Duration::from_secs(5)).await;
-            group.disarm();
-            return Err(StepError::new(FailureClass::Other, format!("`{program}` was cancelled")));
-        }
-    };
-    group.disarm();
-    if let Some(f) = feeder {
-        let _ = f.await;
+        ))),
+        Err(RunError::Wait(e)) => Err(Failure::new(
+            FailureClass::Other,
+            format!("waiting for `{program}`: {e}"),
+        )),
+        Err(RunError::Cancelled | RunError::TimedOut(_)) => Err(Failure::new(
+            FailureClass::Other,
+            format!("`{program}` was cancelled"),
+        )),
+        Err(RunError::Input(e)) => Err(Failure::new(
+            FailureClass::Connection,
+            format!("reading the input of `{program}`: {e}"),
+        )),
     }
-    let stdout = String::from_utf8_lossy(&out_task.await.unwrap_or_default()).into_owned();
-    let stderr = String::from_utf8_lossy(&err_task.await.unwrap_or_default()).into_owned();
-    if let Some(e) = input_error.lock().unwrap().take() {
-        return Err(StepError::new(FailureClass::Connection, e));
+}
+
+/// Runs SQL through psql, tuples only; `read_only` makes the session refuse writes.
+pub async fn psql(
+    conn: &Conn,
+    bin: Option<&str>,
+    sql: &str,
+    cancel: &CancellationToken,
+    read_only: bool,
+) -> Result<String, Failure> {
+    let mut cmd = conn.command(bin, "psql");
+    cmd.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-f", "-"]);
+    if read_only {
+        cmd.env("PGOPTIONS", "-c default_transaction_read_only=on");
     }
-    Ok(ClientOutput {
-        code: status.code(),
-        stdout,
-        stderr,
+    let out = run_client(cmd, "psql", Some(sql.as_bytes().to_vec()), cancel).await?;
+    if out.code() != Some(0) {
+        let stderr = out.stderr_text();
+        if let Some(e) = connection_error(conn, &stderr) {
+            return Err(e);
+        }
+        return Err(Failure::new(
+            FailureClass::Other,
+            format!("psql on {}: {}", conn.describe(), clean(&stderr)),
+        ));
+    }
+    Ok(out.stdout_text())
+}
+
+/// Major version of a `pg_restore --version` or "Dumped by pg_dump version: 15.4" text,
+/// times 100 (9.6 is 906, 15 is 1500).
+pub fn major_version(text: &str) -> Option<u32> {
+    static VERSION: std::sync::LazyLock<regex::Regex> =
+        std::sync::LazyLock::new(|| regex::Regex::new(r"(\d+)(?:\.(\d+))?").unwrap());
+    let caps = VERSION.captures(text)?;
+    let major: u32 = caps[1].parse().ok()?;
+    // Before 10, the major version was two numbers (9.6).
+    Some(if major < 10 {
+        major * 100
+            + caps
+                .get(2)
+                .and_then(|m| m.as_str().parse().ok())
+                .unwrap_or(0)
+    } else {
+        major * 100
     })
 }
 
+/// Lists an archive (`pg_restore --list`): validates it and reads the dump's version.
+pub async fn list_archive(
+    path: &Path,
+    bin: Option<&str>,
+    cancel: &CancellationToken,
+) -> Result<String, Failure> {
+    let mut cmd = Conn::default().command(bin, "pg_restore");
+    cmd.arg("--list").arg(path);
+    let out = run_client(cmd, "pg_restore", None, cancel).await?;
+    if out.code() != Some(0) {
+        let err = clean(&out.stderr_text());
+        if err.contains("unsupported version") {
+            let local = local_version(bin, cancel).await.unwrap_or_default();
+            return Err(Failure::config(format!(
+                "the archive was made by a newer pg_dump than this pg_restore ({}) can read: {err}; use a newer PostgreSQL client (`pg_bin`)",
+                local.trim()
+            )));
+        }
+        return Err(Failure::new(
+            FailureClass::Assertion,
+            format!("archive {} is truncated or corrupt: {err}", path.display()),
+        ));
+    }
+    Ok(out.stdout_text())
+}
+
+/// `pg_restore --version`, when it runs.
+pub async fn local_version(bin: Option<&str>, cancel: &CancellationToken) -> Option<String> {
+    let mut cmd = Conn::default().command(bin, "pg_restore");
+    cmd.arg("--version");
+    run_client(cmd, "pg_restore", None, cancel)
+        .await
+        .ok()
+        .map(|o| o.stdout_text())
+}
+
 /// Classifies a libpq connection failure from a client's stderr.
-pub fn connection_error(conn: &Conn, stderr: &str) -> Option<StepError> {
+pub fn connection_error(conn: &Conn, stderr: &str) -> Option<Failure> {
     stderr.lines().find(|l| {
         l.contains("connection to server") || l.contains("FATAL") || l.contains("could not connect")
     })?;
@@ -330,7 +357,7 @@ pub fn connection_error(conn: &Conn, stderr: &str) -> Option<StepError> {
     } else {
         FailureClass::Connection
     };
-    Some(StepError::new(
+    Some(Failure::new(
         class,
         format!("cannot connect to {}: {}", conn.describe(), clean(&text)),
     ))
@@ -357,6 +384,18 @@ pub fn literal(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn versions() {
+        assert_eq!(
+            major_version("pg_restore (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"),
+            Some(1500)
+        );
+        assert_eq!(
+            major_version("Dumped by pg_dump version: 9.6.24"),
+            Some(906)
+        );
+    }
 
     #[test]
     fn parses_urls_with_sockets_and_encoded_passwords() {

@@ -1,6 +1,10 @@
-//! Small helpers shared across modules.
+//! Small helpers shared across modules: paths, the error chain, settings value types,
+//! child processes ([`process`]) and filesystem durability ([`fs`]).
 
-use std::path::PathBuf;
+pub(crate) mod fs;
+pub(crate) mod process;
+
+use std::path::{Path, PathBuf};
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -11,6 +15,28 @@ pub fn expand_home(path: &str) -> PathBuf {
         (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
         _ => PathBuf::from(path),
     }
+}
+
+/// A path from a playbook (or its settings) resolved against the playbook's directory,
+/// with a leading `~/` expanded.
+pub(crate) fn resolve_path(base_dir: &Path, path: &str) -> PathBuf {
+    let p = expand_home(path);
+    if p.is_absolute() { p } else { base_dir.join(p) }
+}
+
+/// An error and its sources as one line, each cause once (`a: b: c`).
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let next = s.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = s.source();
+    }
+    text
 }
 
 /// One value or a list of them (`schema: public` or `schema: [public, extra]`).

@@ -1,38 +1,13 @@
+//! What the engine tells whoever shows the run (the printer, the JSONL stream): the
+//! engine and the kinds never print, they send [`Event`]s to a [`Reporter`].
+
 use serde::{Deserialize, Serialize};
 
-use crate::playbook::model::FailureClass;
+use crate::outcome::{FailureClass, ObjectiveResult, RunStatus, StepState};
 
-/// Where a step stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StepState {
-    Pending,
-    Running,
-    Succeeded,
-    /// Skipped because a completed checkpoint with the same fingerprint was reused.
-    Reused,
-    Failed,
-    Skipped,
-    Cancelled,
-}
-
-impl StepState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Running => "running",
-            Self::Succeeded => "succeeded",
-            Self::Reused => "reused",
-            Self::Failed => "failed",
-            Self::Skipped => "skipped",
-            Self::Cancelled => "cancelled",
-        }
-    }
-
-    /// Done, and its outputs are available to dependents.
-    pub fn is_success(self) -> bool {
-        matches!(self, Self::Succeeded | Self::Reused)
-    }
+/// Receives engine events. Implementations must be cheap and never block for long.
+pub trait Reporter: Send + Sync {
+    fn event(&self, event: &Event);
 }
 
 /// What the engine tells the printer. Also the `--output json` JSONL stream.
@@ -82,11 +57,11 @@ pub enum Event {
     },
     RunFinished {
         run_id: String,
-        status: String,
+        status: RunStatus,
         duration_ms: u64,
         summary: Vec<SummaryRow>,
-        /// The RTO and RPO headline lines.
-        objectives: Vec<String>,
+        /// The RTO and RPO results.
+        objectives: Vec<ObjectiveResult>,
         /// Where report.md was written.
         report: Option<String>,
     },

@@ -1,6 +1,10 @@
-//! What the `kube.*` kinds share: which cluster and credentials (kubeconfig inference),
-//! API errors turned into messages and failure classes, "not found" answers that list what
-//! exists, and the diagnosis of pods that do not become ready.
+//! Kubernetes: which cluster and credentials (kubeconfig inference), API errors turned
+//! into messages and failure classes, "not found" answers that list what exists, and the
+//! diagnosis of pods that do not become ready; image references ([`image`]) and one-off
+//! Jobs ([`jobs`]). Knows nothing of step kinds.
+
+pub mod image;
+pub mod jobs;
 
 use std::path::Path;
 use std::time::Duration;
@@ -13,8 +17,8 @@ use kube::{Client, Config};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::StepError;
-use crate::playbook::model::FailureClass;
+use crate::outcome::{Failure, FailureClass};
+use crate::util::error_chain;
 
 /// The field manager drrun's writes are recorded under (`kubectl get -o yaml --show-managed-fields`).
 pub const FIELD_MANAGER: &str = "drrun";
@@ -41,7 +45,7 @@ pub struct Kube {
 }
 
 impl Kube {
-    pub async fn connect(access: &KubeAccess, base_dir: &Path) -> Result<Self, StepError> {
+    pub async fn connect(access: &KubeAccess, base_dir: &Path) -> Result<Self, Failure> {
         let options = KubeConfigOptions {
             context: access.context.clone(),
             ..Default::default()
@@ -49,7 +53,7 @@ impl Kube {
         let (config, context) = match (&access.kubeconfig, &access.context) {
             (None, None) => {
                 let config = Config::infer().await.map_err(|e| {
-                    StepError::config(format!(
+                    Failure::config(format!(
                         "no Kubernetes configuration: {e} (set KUBECONFIG, `kubeconfig:` or run in a pod)"
                     ))
                 })?;
@@ -58,19 +62,15 @@ impl Kube {
             (path, context) => {
                 let (kubeconfig, source) = match path {
                     Some(p) => {
-                        let p = crate::util::expand_home(p);
-                        let p = if p.is_absolute() { p } else { base_dir.join(p) };
+                        let p = crate::util::resolve_path(base_dir, p);
                         let kc = Kubeconfig::read_from(&p).map_err(|e| {
-                            StepError::config(format!(
-                                "cannot read kubeconfig {}: {e}",
-                                p.display()
-                            ))
+                            Failure::config(format!("cannot read kubeconfig {}: {e}", p.display()))
                         })?;
                         (kc, p.display().to_string())
                     }
                     None => {
                         let kc = Kubeconfig::read().map_err(|e| {
-                            StepError::config(format!("cannot read the kubeconfig: {e}"))
+                            Failure::config(format!("cannot read the kubeconfig: {e}"))
                         })?;
                         (kc, kubeconfig_source())
                     }
@@ -83,7 +83,7 @@ impl Kube {
                     .or_else(|| kubeconfig.current_context.clone());
                 let config = Config::from_custom_kubeconfig(kubeconfig, &options)
                     .await
-                    .map_err(|e| StepError::config(format!("kubeconfig {source}: {e}")))?;
+                    .map_err(|e| Failure::config(format!("kubeconfig {source}: {e}")))?;
                 (config, used)
             }
         };
@@ -94,7 +94,7 @@ impl Kube {
         let mut config = config;
         config.connect_timeout = Some(Duration::from_secs(10));
         let client = Client::try_from(config)
-            .map_err(|e| StepError::config(format!("Kubernetes client for {target}: {e}")))?;
+            .map_err(|e| Failure::config(format!("Kubernetes client for {target}: {e}")))?;
         Ok(Self { client, target })
     }
 
@@ -109,7 +109,7 @@ impl Kube {
     /// Turns an API error into a step error: `doing` says what was attempted
     /// ("get deployment `web` in namespace `dr`"); `write` marks requests whose outcome is
     /// unknown when the connection breaks.
-    pub fn error(&self, doing: &str, write: bool, e: kube::Error) -> StepError {
+    pub fn error(&self, doing: &str, write: bool, e: kube::Error) -> Failure {
         match e {
             kube::Error::Api(status) => {
                 let msg = status.message.trim();
@@ -138,7 +138,7 @@ impl Kube {
                         format!("cannot {doing}: {msg} (HTTP {code})"),
                     ),
                 };
-                StepError::new(class, text)
+                Failure::new(class, text)
             }
             e @ (kube::Error::HyperError(_) | kube::Error::Service(_)) => {
                 let chain = error_chain(&e);
@@ -148,7 +148,7 @@ impl Kube {
                 } else {
                     FailureClass::Connection
                 };
-                StepError::new(
+                Failure::new(
                     class,
                     format!(
                         "Kubernetes API at {} unreachable (to {doing}): {chain}",
@@ -156,7 +156,7 @@ impl Kube {
                     ),
                 )
             }
-            e => StepError::new(
+            e => Failure::new(
                 FailureClass::Other,
                 format!("cannot {doing}: {}", error_chain(&e)),
             ),
@@ -165,7 +165,7 @@ impl Kube {
 
     /// Reads a Deployment; when it is missing, the error lists what the namespace holds (or,
     /// when the namespace itself is missing, the namespaces).
-    pub async fn deployment(&self, namespace: &str, name: &str) -> Result<Deployment, StepError> {
+    pub async fn deployment(&self, namespace: &str, name: &str) -> Result<Deployment, Failure> {
         let api: Api<Deployment> = self.api(namespace);
         let doing = format!("get deployment `{name}` in namespace `{namespace}`");
         match api.get_opt(name).await {
@@ -177,19 +177,19 @@ impl Kube {
 
     /// The "not found" error for a Deployment, listing those that exist (or, when the
     /// namespace itself is missing, the namespaces).
-    async fn missing_deployment(&self, namespace: &str, name: &str) -> StepError {
+    async fn missing_deployment(&self, namespace: &str, name: &str) -> Failure {
         if let Some(err) = self.missing_namespace(namespace).await {
             return err;
         }
         let names = self.names::<Deployment>(namespace).await;
-        StepError::config(format!(
+        Failure::config(format!(
             "deployment `{name}` not found in namespace `{namespace}`; {}",
             listing("deployments there", name, &names)
         ))
     }
 
     /// `Some(error)` when `namespace` does not exist.
-    pub async fn missing_namespace(&self, namespace: &str) -> Option<StepError> {
+    pub async fn missing_namespace(&self, namespace: &str) -> Option<Failure> {
         let api: Api<Namespace> = Api::all(self.client.clone());
         match api.get_opt(namespace).await {
             Ok(Some(_)) | Err(_) => None,
@@ -202,7 +202,7 @@ impl Kube {
                         .collect(),
                     Err(_) => Vec::new(),
                 };
-                Some(StepError::config(format!(
+                Some(Failure::config(format!(
                     "namespace `{namespace}` not found on {}; {}",
                     self.target,
                     listing("namespaces", namespace, &names)
@@ -316,18 +316,18 @@ pub fn pick_container<'a>(
     containers: &'a [Container],
     wanted: Option<&str>,
     owner: &str,
-) -> Result<&'a Container, StepError> {
+) -> Result<&'a Container, Failure> {
     match wanted {
         Some(name) => containers.iter().find(|c| c.name == name).ok_or_else(|| {
             let names: Vec<String> = containers.iter().map(|c| c.name.clone()).collect();
-            StepError::config(format!(
+            Failure::config(format!(
                 "{owner} has no container `{name}`; {}",
                 listing("its containers", name, &names)
             ))
         }),
         None => containers
             .first()
-            .ok_or_else(|| StepError::config(format!("{owner} has no containers"))),
+            .ok_or_else(|| Failure::config(format!("{owner} has no containers"))),
     }
 }
 
@@ -368,12 +368,12 @@ pub fn is_placeholder(value: &str) -> bool {
     value.contains("<steps.")
 }
 
-fn check_context(kc: &Kubeconfig, name: &str, source: &str) -> Result<(), StepError> {
+fn check_context(kc: &Kubeconfig, name: &str, source: &str) -> Result<(), Failure> {
     if kc.contexts.iter().any(|c| c.name == name) {
         return Ok(());
     }
     let names: Vec<String> = kc.contexts.iter().map(|c| c.name.clone()).collect();
-    Err(StepError::config(format!(
+    Err(Failure::config(format!(
         "context `{name}` not found in {source}; {}",
         listing("contexts there", name, &names)
     )))
@@ -385,20 +385,6 @@ fn kubeconfig_source() -> String {
 
 fn current_context() -> Option<String> {
     Kubeconfig::read().ok().and_then(|kc| kc.current_context)
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text
 }
 
 /// Waits `period` unless the step is cancelled first.

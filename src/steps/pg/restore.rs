@@ -1,57 +1,23 @@
 //! `pg.restore`: restore a dump into the DR database with the real `pg_restore`/`psql`.
 
-use std::path::Path;
 use std::time::Instant;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::pg_client::{Conn, clean, connection_error, ident, literal, parse_url, run_client};
-use super::{
-    ConfigIssue, Effect, OutputDoc, Outputs, Preview, PreviewCtx, StepCtx, StepError, StepKind,
-    output,
+use super::archive::{Format, detect_format, restore_errors, toc_summary};
+use crate::outcome::{Failure, FailureClass, Outputs};
+use crate::services::pg::{
+    Conn, PgConnection, clean, connection_error, ident, list_archive, literal, local_version,
+    major_version, parse_url, psql, run_client,
 };
-use crate::playbook::model::FailureClass;
+use crate::services::s3::{S3Access, open_object};
+use crate::steps::{
+    ConfigIssue, Effect, OutputDoc, Preview, PreviewCtx, StepCtx, StepKind, output,
+};
 use crate::util::OneOrMany;
-
-/// How to reach a PostgreSQL server: a URL, or libpq parts. Passwords reach the client
-/// programs only through their environment, never their arguments.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PgConnection {
-    /// Connection URL, `postgresql://user:password@host:5432/dbname` (usually a secret).
-    #[serde(default)]
-    pub url: Option<String>,
-    /// Host name, IP address or unix-socket directory.
-    #[serde(default)]
-    pub host: Option<String>,
-    /// Port (default 5432).
-    #[serde(default)]
-    pub port: Option<u16>,
-    /// User name.
-    #[serde(default)]
-    pub user: Option<String>,
-    /// Password (use a secret).
-    #[serde(default)]
-    pub password: Option<String>,
-    /// Database name.
-    #[serde(default)]
-    pub database: Option<String>,
-}
-
-impl PgConnection {
-    pub fn check(&self) -> Vec<ConfigIssue> {
-        if self.url.is_none() && self.database.is_none() {
-            vec![ConfigIssue::new(
-                "",
-                "give `url` or at least `database` (with `host`, `port`, `user`, `password` as needed)",
-            )]
-        } else {
-            Vec::new()
-        }
-    }
-}
+use crate::util::process::{Finished, Stdin};
 
 /// Restores a `pg_dump` archive (custom, directory, tar, plain SQL or gzip'd SQL,
 /// detected from the file's header) into a database, optionally recreating it first.
@@ -109,7 +75,7 @@ pub struct PgRestore {
     pub pg_bin: Option<String>,
     /// How to reach S3 when `archive` is an `s3://` URL (endpoint, region, profile).
     #[serde(default)]
-    pub s3: Option<super::s3_fetch::S3Access>,
+    pub s3: Option<S3Access>,
     /// How many of the largest tables to report row estimates for (default 10).
     #[serde(default)]
     pub top_tables: Option<u32>,
@@ -170,7 +136,12 @@ impl StepKind for PgRestore {
     ];
 
     fn check(&self) -> Vec<ConfigIssue> {
-        let mut issues = self.connection.check();
+        let mut issues: Vec<ConfigIssue> = self
+            .connection
+            .problem()
+            .map(|m| ConfigIssue::new("", m))
+            .into_iter()
+            .collect();
         if self.jobs.is_some() && self.single_transaction {
             issues.push(ConfigIssue::new(
                 "jobs",
@@ -201,202 +172,12 @@ impl StepKind for PgRestore {
         preview(self, ctx).await
     }
 
-    async fn run(&self, ctx: &StepCtx) -> Result<Outputs, StepError> {
+    async fn run(&self, ctx: &StepCtx) -> Result<Outputs, Failure> {
         restore(self, ctx).await
     }
 }
 
-/// Archive formats, detected from the file's first bytes (never its name).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    Custom,
-    Directory,
-    Tar,
-    Plain,
-    PlainGzip,
-}
-
-impl Format {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Custom => "custom",
-            Self::Directory => "directory",
-            Self::Tar => "tar",
-            Self::Plain => "plain",
-            Self::PlainGzip => "plain-gzip",
-        }
-    }
-
-    fn uses_pg_restore(self) -> bool {
-        matches!(self, Self::Custom | Self::Directory | Self::Tar)
-    }
-}
-
-pub fn detect_format(path: &Path) -> Result<Format, StepError> {
-    if path.is_dir() {
-        return if path.join("toc.dat").exists() {
-            Ok(Format::Directory)
-        } else {
-            Err(StepError::config(format!(
-                "{} is a directory without toc.dat: not a pg_dump directory archive",
-                path.display()
-            )))
-        };
-    }
-    let mut head = vec![0u8; 512];
-    let n = {
-        use std::io::Read;
-        let mut f = std::fs::File::open(path).map_err(|e| {
-            StepError::config(format!("cannot open archive {}: {e}", path.display()))
-        })?;
-        let mut total = 0;
-        while total < head.len() {
-            match f.read(&mut head[total..]) {
-                Ok(0) => break,
-                Ok(k) => total += k,
-                Err(e) => {
-                    return Err(StepError::config(format!(
-                        "cannot read archive {}: {e}",
-                        path.display()
-                    )));
-                }
-            }
-        }
-        total
-    };
-    let head = &head[..n];
-    if n == 0 {
-        return Err(StepError::new(
-            FailureClass::Assertion,
-            format!("archive {} is empty", path.display()),
-        ));
-    }
-    Ok(if head.starts_with(b"PGDMP") {
-        Format::Custom
-    } else if head.starts_with(&[0x1f, 0x8b]) {
-        Format::PlainGzip
-    } else if n >= 262 && &head[257..262] == b"ustar" {
-        Format::Tar
-    } else {
-        Format::Plain
-    })
-}
-
-async fn psql(
-    conn: &Conn,
-    bin: &Option<String>,
-    sql: &str,
-    ctx: &StepCtx,
-) -> Result<String, StepError> {
-    psql_with(conn, bin, sql, &ctx.cancel, false).await
-}
-
-/// Runs SQL through psql, tuples only; `read_only` makes the session refuse writes.
-pub(crate) async fn psql_with(
-    conn: &Conn,
-    bin: &Option<String>,
-    sql: &str,
-    cancel: &tokio_util::sync::CancellationToken,
-    read_only: bool,
-) -> Result<String, StepError> {
-    let mut cmd = conn.command(bin, "psql");
-    cmd.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-f", "-"]);
-    if read_only {
-        cmd.env("PGOPTIONS", "-c default_transaction_read_only=on");
-    }
-    let out = run_client(cmd, "psql", Some(sql.as_bytes().to_vec()), cancel).await?;
-    if out.code != Some(0) {
-        if let Some(e) = connection_error(conn, &out.stderr) {
-            return Err(e);
-        }
-        return Err(StepError::new(
-            FailureClass::Other,
-            format!("psql on {}: {}", conn.describe(), clean(&out.stderr)),
-        ));
-    }
-    Ok(out.stdout)
-}
-
-/// Major version of a `pg_restore --version` or "Dumped by pg_dump version: 15.4" text.
-fn major_version(text: &str) -> Option<u32> {
-    let re = regex::Regex::new(r"(\d+)(?:\.(\d+))?").unwrap();
-    let caps = re.captures(text)?;
-    let major: u32 = caps[1].parse().ok()?;
-    // Before 10, the major version was two numbers (9.6).
-    Some(if major < 10 {
-        major * 100
-            + caps
-                .get(2)
-                .and_then(|m| m.as_str().parse().ok())
-                .unwrap_or(0)
-    } else {
-        major * 100
-    })
-}
-
-/// Lists the archive (`pg_restore --list`): validates it, reads the dump's version.
-async fn list_archive(
-    path: &Path,
-    bin: &Option<String>,
-    cancel: &tokio_util::sync::CancellationToken,
-) -> Result<String, StepError> {
-    let mut cmd = Conn::default().command(bin, "pg_restore");
-    cmd.arg("--list").arg(path);
-    let out = run_client(cmd, "pg_restore", None, cancel).await?;
-    if out.code != Some(0) {
-        let err = clean(&out.stderr);
-        if err.contains("unsupported version") {
-            let local = local_version(bin, cancel).await.unwrap_or_default();
-            return Err(StepError::config(format!(
-                "the archive was made by a newer pg_dump than this pg_restore ({}) can read: {err}; use a newer PostgreSQL client (`pg_bin`)",
-                local.trim()
-            )));
-        }
-        return Err(StepError::new(
-            FailureClass::Assertion,
-            format!("archive {} is truncated or corrupt: {err}", path.display()),
-        ));
-    }
-    Ok(out.stdout)
-}
-
-async fn local_version(
-    bin: &Option<String>,
-    cancel: &tokio_util::sync::CancellationToken,
-) -> Option<String> {
-    let mut cmd = Conn::default().command(bin, "pg_restore");
-    cmd.arg("--version");
-    run_client(cmd, "pg_restore", None, cancel)
-        .await
-        .ok()
-        .map(|o| o.stdout)
-}
-
-/// Restore errors from stderr: pg_restore's `pg_restore: error: ...` and psql's
-/// `psql:FILE:LINE: ERROR: ...`, each with its `Command was:` context when given.
-fn restore_errors(stderr: &str) -> Vec<String> {
-    let mut errors: Vec<String> = Vec::new();
-    for line in stderr.lines() {
-        if let Some(rest) = line.strip_prefix("pg_restore: error: ") {
-            errors.push(rest.trim().to_string());
-        } else if line.starts_with("psql:") && line.contains("ERROR:") {
-            errors.push(
-                line.splitn(4, ':')
-                    .nth(3)
-                    .unwrap_or(line)
-                    .trim()
-                    .to_string(),
-            );
-        } else if let Some(cmd) = line.strip_prefix("Command was: ")
-            && let Some(last) = errors.last_mut()
-        {
-            last.push_str(&format!(" (command: {})", cmd.trim()));
-        }
-    }
-    errors
-}
-
-async fn restore(cfg: &PgRestore, ctx: &StepCtx) -> Result<Outputs, StepError> {
+async fn restore(cfg: &PgRestore, ctx: &StepCtx) -> Result<Outputs, Failure> {
     let conn = Conn::from_settings(&cfg.connection)?;
     ctx.guards
         .check_pg(&conn.host_for_guard(), &conn.database)?;
@@ -414,18 +195,18 @@ async fn restore(cfg: &PgRestore, ctx: &StepCtx) -> Result<Outputs, StepError> {
     let started = Instant::now();
 
     if format.uses_pg_restore() {
-        let toc = list_archive(&path, &cfg.pg_bin, &ctx.cancel).await?;
+        let toc = list_archive(&path, cfg.pg_bin.as_deref(), &ctx.cancel).await?;
         if let (Some(dump), Some(local)) = (
             toc.lines()
                 .find(|l| l.contains("Dumped by pg_dump version"))
                 .and_then(major_version),
-            local_version(&cfg.pg_bin, &ctx.cancel)
+            local_version(cfg.pg_bin.as_deref(), &ctx.cancel)
                 .await
                 .as_deref()
                 .and_then(major_version),
         ) && dump > local
         {
-            return Err(StepError::config(format!(
+            return Err(Failure::config(format!(
                 "the archive was dumped by pg_dump {} but the local pg_restore is {}: use a client at least as new (`pg_bin`)",
                 dump / 100,
                 local / 100
@@ -439,16 +220,16 @@ async fn restore(cfg: &PgRestore, ctx: &StepCtx) -> Result<Outputs, StepError> {
                 .count()
         ));
         if cfg.verify_archive {
-            let mut cmd = Conn::default().command(&cfg.pg_bin, "pg_restore");
+            let mut cmd = Conn::default().command(cfg.pg_bin.as_deref(), "pg_restore");
             cmd.args(["-f", "/dev/null"]).arg(&path);
             let out = run_client(cmd, "pg_restore", None, &ctx.cancel).await?;
-            if out.code != Some(0) {
-                return Err(StepError::new(
+            if out.code() != Some(0) {
+                return Err(Failure::new(
                     FailureClass::Assertion,
                     format!(
                         "archive {} is truncated or corrupt: {}",
                         path.display(),
-                        clean(&out.stderr)
+                        clean(&out.stderr_text())
                     ),
                 ));
             }
@@ -464,7 +245,7 @@ async fn restore(cfg: &PgRestore, ctx: &StepCtx) -> Result<Outputs, StepError> {
         cmd.arg(&path);
         run_client(cmd, "pg_restore", None, &ctx.cancel).await?
     } else {
-        let mut cmd = conn.command(&cfg.pg_bin, "psql");
+        let mut cmd = conn.command(cfg.pg_bin.as_deref(), "psql");
         cmd.args(["-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=0"]);
         if cfg.single_transaction {
             cmd.arg("--single-transaction");
@@ -473,12 +254,12 @@ async fn restore(cfg: &PgRestore, ctx: &StepCtx) -> Result<Outputs, StepError> {
         let input = if format == Format::PlainGzip {
             use std::io::Read;
             let file = std::fs::File::open(&path)
-                .map_err(|e| StepError::config(format!("cannot open {}: {e}", path.display())))?;
+                .map_err(|e| Failure::config(format!("cannot open {}: {e}", path.display())))?;
             let mut sql = Vec::new();
             flate2::read::MultiGzDecoder::new(file)
                 .read_to_end(&mut sql)
                 .map_err(|e| {
-                    StepError::new(
+                    Failure::new(
                         FailureClass::Assertion,
                         format!("archive {} is not valid gzip: {e}", path.display()),
                     )
@@ -541,7 +322,7 @@ async fn preview(cfg: &PgRestore, ctx: &PreviewCtx) -> Preview {
         };
         match detect_format(&path) {
             Ok(format) if format.uses_pg_restore() => {
-                match list_archive(&path, &cfg.pg_bin, &cancel).await {
+                match list_archive(&path, cfg.pg_bin.as_deref(), &cancel).await {
                     Ok(toc) => lines.push(format!(
                         "archive: {} format; {}",
                         format.as_str(),
@@ -574,7 +355,7 @@ async fn preview(cfg: &PgRestore, ctx: &PreviewCtx) -> Preview {
         "SELECT coalesce((SELECT pg_size_pretty(pg_database_size(datname)) FROM pg_database WHERE datname = {}), 'absent')",
         literal(&conn.database)
     );
-    match psql_with(&maintenance, &cfg.pg_bin, &sql, &cancel, true).await {
+    match psql(&maintenance, cfg.pg_bin.as_deref(), &sql, &cancel, true).await {
         Ok(size) if size.trim() == "absent" => lines.push("target does not exist yet".into()),
         Ok(size) => lines.push(format!("target exists ({})", size.trim())),
         Err(e) => {
@@ -584,51 +365,10 @@ async fn preview(cfg: &PgRestore, ctx: &PreviewCtx) -> Preview {
     Preview::lines(lines)
 }
 
-/// "12 tables, 12 table data, 20 indexes; dumped by pg_dump 15.18 from 15.18".
-fn toc_summary(toc: &str) -> String {
-    let mut counts: indexmap::IndexMap<&str, usize> = indexmap::IndexMap::new();
-    for line in toc
-        .lines()
-        .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
-    {
-        // "215; 1259 16386 TABLE public users postgres"
-        let kind = [
-            "TABLE DATA",
-            "TABLE",
-            "INDEX",
-            "SEQUENCE",
-            "CONSTRAINT",
-            "FK CONSTRAINT",
-            "EXTENSION",
-            "VIEW",
-            "FUNCTION",
-        ]
-        .into_iter()
-        .find(|k| line.contains(&format!(" {k} ")));
-        *counts.entry(kind.unwrap_or("other")).or_default() += 1;
-    }
-    let version = |label: &str| {
-        toc.lines()
-            .find(|l| l.contains(label))
-            .and_then(|l| l.split(':').nth(1))
-            .map(|v| v.trim().to_string())
-    };
-    let parts: Vec<String> = counts
-        .iter()
-        .map(|(k, n)| format!("{n} {}", k.to_lowercase()))
-        .collect();
-    format!(
-        "{}; dumped by pg_dump {} from server {}",
-        parts.join(", "),
-        version("Dumped by pg_dump version").unwrap_or_else(|| "?".into()),
-        version("Dumped from database version").unwrap_or_else(|| "?".into())
-    )
-}
-
 /// `pg_restore` into `conn`'s database with the playbook's options; the archive (or
 /// standard input) is added by the caller.
 fn pg_restore_command(cfg: &PgRestore, conn: &Conn, jobs: Option<u32>) -> tokio::process::Command {
-    let mut cmd = conn.command(&cfg.pg_bin, "pg_restore");
+    let mut cmd = conn.command(cfg.pg_bin.as_deref(), "pg_restore");
     cmd.args(["--no-password", "-d", &conn.database]);
     if cfg.no_owner {
         cmd.arg("--no-owner");
@@ -661,7 +401,7 @@ async fn prepare_target(
     ctx: &StepCtx,
     conn: &Conn,
     maintenance: &Conn,
-) -> Result<(), StepError> {
+) -> Result<(), Failure> {
     if cfg.recreate {
         let db = &conn.database;
         let owner = cfg
@@ -676,11 +416,11 @@ async fn prepare_target(
             ident(db),
             ident(db)
         );
-        psql(maintenance, &cfg.pg_bin, &sql, ctx).await?;
+        psql(maintenance, cfg.pg_bin.as_deref(), &sql, &ctx.cancel, false).await?;
         ctx.note(format!("recreated database {db}"));
     }
     for sql in &cfg.pre_sql {
-        psql(conn, &cfg.pg_bin, sql, ctx).await?;
+        psql(conn, cfg.pg_bin.as_deref(), sql, &ctx.cancel, false).await?;
     }
 
     Ok(())
@@ -691,22 +431,23 @@ async fn finish_restore(
     cfg: &PgRestore,
     ctx: &StepCtx,
     conn: &Conn,
-    out: &super::pg_client::ClientOutput,
+    out: &Finished,
     format: &str,
     mode: &str,
     started: Instant,
-) -> Result<Outputs, StepError> {
-    let errors = restore_errors(&out.stderr);
-    if errors.is_empty() && out.code != Some(0) {
-        if let Some(e) = connection_error(conn, &out.stderr) {
+) -> Result<Outputs, Failure> {
+    let stderr = out.stderr_text();
+    let errors = restore_errors(&stderr);
+    if errors.is_empty() && out.code() != Some(0) {
+        if let Some(e) = connection_error(conn, &stderr) {
             return Err(e);
         }
-        return Err(StepError::new(
+        return Err(Failure::new(
             FailureClass::Other,
             format!(
                 "restore into {} failed: {}",
                 conn.describe(),
-                clean(&out.stderr)
+                clean(&stderr)
             ),
         ));
     }
@@ -720,7 +461,7 @@ async fn finish_restore(
         .partition(|e| allow.iter().any(|re| re.is_match(e)));
     if !unexpected.is_empty() {
         let shown: Vec<&str> = unexpected.iter().take(5).map(String::as_str).collect();
-        return Err(StepError::new(
+        return Err(Failure::new(
             FailureClass::Assertion,
             format!(
                 "{} restore error(s) not matched by `allow_errors` ({} allowed): {}",
@@ -735,7 +476,7 @@ async fn finish_restore(
     }
     let duration = started.elapsed().as_secs_f64();
     if cfg.analyze {
-        psql(conn, &cfg.pg_bin, "ANALYZE;", ctx).await?;
+        psql(conn, cfg.pg_bin.as_deref(), "ANALYZE;", &ctx.cancel, false).await?;
     }
     let top = cfg.top_tables.unwrap_or(10);
     let stats_sql = format!(
@@ -750,10 +491,12 @@ async fn finish_restore(
                ORDER BY pg_total_relation_size(c.oid) DESC, 1 LIMIT {top}) t))"
     );
     let stats: serde_json::Value = serde_json::from_str(
-        psql(conn, &cfg.pg_bin, &stats_sql, ctx).await?.trim(),
+        psql(conn, cfg.pg_bin.as_deref(), &stats_sql, &ctx.cancel, false)
+            .await?
+            .trim(),
     )
     .map_err(|e| {
-        StepError::new(
+        Failure::new(
             FailureClass::Other,
             format!("reading restore statistics: {e}"),
         )
@@ -781,23 +524,27 @@ async fn restore_streamed(
     ctx: &StepCtx,
     conn: &Conn,
     maintenance: &Conn,
-) -> Result<Outputs, StepError> {
+) -> Result<Outputs, Failure> {
     let access = cfg.s3.clone().unwrap_or_default();
-    // Peek at the header first, so a wrong format fails before anything is dropped.
-    let (head, _) = super::s3_fetch::open_object(&access, &cfg.archive).await?;
-    let first = head.collect().await.map(|d| d.into_bytes()).map_err(|e| {
-        StepError::new(
-            FailureClass::Connection,
-            format!("reading {}: {e}", cfg.archive),
-        )
-    })?;
-    if !first.starts_with(b"PGDMP") {
-        return Err(StepError::config(format!(
+    // Peek at the header first, so a wrong format fails before anything is dropped. The
+    // bytes read are put back in front of the same stream: one GET, nothing buffered.
+    let (mut stream, size) = open_object(&access, &cfg.archive).await?;
+    let mut first = [0u8; 5];
+    tokio::io::AsyncReadExt::read_exact(&mut stream, &mut first)
+        .await
+        .map_err(|e| {
+            Failure::new(
+                FailureClass::Connection,
+                format!("reading {}: {e}", cfg.archive),
+            )
+        })?;
+    if &first != b"PGDMP" {
+        return Err(Failure::config(format!(
             "{} is not a custom-format (pg_dump -Fc) archive; only those can be streamed: fetch it with s3.fetch first",
             cfg.archive
         )));
     }
-    drop(first);
+    let stream = tokio::io::AsyncReadExt::chain(std::io::Cursor::new(first), stream);
     let note = if cfg.jobs.is_some_and(|j| j > 1) {
         " (`jobs` ignored: parallel restore needs a file)"
     } else {
@@ -809,52 +556,15 @@ async fn restore_streamed(
     ));
     let started = Instant::now();
     prepare_target(cfg, ctx, conn, maintenance).await?;
-    let (stream, size) = super::s3_fetch::open_object(&access, &cfg.archive).await?;
     let cmd = pg_restore_command(cfg, conn, None);
     let progress_ctx = ctx.clone();
     let progress = Box::new(move |done: u64| progress_ctx.progress(done, Some(size)));
     let out = run_client(
         cmd,
         "pg_restore",
-        super::pg_client::Input::Stream(stream, progress),
+        Stdin::Stream(Box::new(stream), progress),
         &ctx.cancel,
     )
     .await?;
     finish_restore(cfg, ctx, conn, &out, "custom", "stream", started).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_errors_with_their_commands() {
-        let stderr = "pg_restore: while PROCESSING TOC:\n\
-            pg_restore: from TOC entry 5; 1259 16385 TABLE t postgres\n\
-            pg_restore: error: could not execute query: ERROR:  relation \"t\" already exists\n\
-            Command was: CREATE TABLE public.t (id integer);\n\
-            pg_restore: warning: errors ignored on restore: 1\n";
-        assert_eq!(
-            restore_errors(stderr),
-            vec![
-                "could not execute query: ERROR:  relation \"t\" already exists (command: CREATE TABLE public.t (id integer);)"
-            ]
-        );
-        assert_eq!(
-            restore_errors("psql:/x.sql:12: ERROR:  syntax error at or near \"x\"\n"),
-            vec!["ERROR:  syntax error at or near \"x\""]
-        );
-    }
-
-    #[test]
-    fn versions() {
-        assert_eq!(
-            major_version("pg_restore (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"),
-            Some(1500)
-        );
-        assert_eq!(
-            major_version("Dumped by pg_dump version: 9.6.24"),
-            Some(906)
-        );
-    }
 }

@@ -9,15 +9,16 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::kube_client::{FIELD_MANAGER, Kube, KubeAccess, is_placeholder, pause, selector_string};
-use super::kube_image::ImageRef;
-use super::kube_job::{JobSpec, preview_job, run_job};
-use super::{
-    ConfigIssue, Effect, OutputDoc, Outputs, Preview, PreviewCtx, StepCtx, StepError, StepKind,
-    output,
-};
 use crate::duration::{HumanDuration, format_duration};
-use crate::playbook::model::FailureClass;
+use crate::outcome::{Failure, FailureClass, Outputs};
+use crate::services::kube::image::ImageRef;
+use crate::services::kube::jobs::{JobSpec, preview_job, run_job};
+use crate::services::kube::{
+    FIELD_MANAGER, Kube, KubeAccess, is_placeholder, pause, pick_container, selector_string,
+};
+use crate::steps::{
+    ConfigIssue, Effect, Evidence, OutputDoc, Preview, PreviewCtx, StepCtx, StepKind, output,
+};
 
 const DEFAULT_WAIT: Duration = Duration::from_secs(600);
 
@@ -71,7 +72,7 @@ impl KubeDeploy {
     }
 
     /// Reads every Deployment and works out the image changes (before any write).
-    async fn changes(&self, kube: &Kube) -> Result<Vec<Change>, StepError> {
+    async fn changes(&self, kube: &Kube) -> Result<Vec<Change>, Failure> {
         let mut changes = Vec::new();
         for name in &self.deployments {
             let d = kube.deployment(&self.namespace, name).await?;
@@ -83,7 +84,7 @@ impl KubeDeploy {
             let owner = format!("deployment `{}/{name}`", self.namespace);
             let chosen: Vec<_> = match &self.container {
                 Some(c) => {
-                    vec![super::kube_client::pick_container(&containers, Some(c), &owner)?.clone()]
+                    vec![pick_container(&containers, Some(c), &owner)?.clone()]
                 }
                 None => containers,
             };
@@ -177,6 +178,11 @@ impl StepKind for KubeDeploy {
         output("duration", "Seconds the change and rollout took."),
     ];
 
+    const EVIDENCE: Evidence = Evidence {
+        deployed_image: Some(deployed_image),
+        ..Evidence::NONE
+    };
+
     fn check(&self) -> Vec<ConfigIssue> {
         let mut issues = Vec::new();
         match (&self.image, &self.tag) {
@@ -197,7 +203,9 @@ impl StepKind for KubeDeploy {
             ));
         }
         for (i, job) in self.pre_jobs.iter().enumerate() {
-            issues.extend(job.check(&format!("pre_jobs[{i}].")));
+            if let Some((field, message)) = job.problem() {
+                issues.push(ConfigIssue::new(format!("pre_jobs[{i}].{field}"), message));
+            }
         }
         issues
     }
@@ -215,22 +223,17 @@ impl StepKind for KubeDeploy {
         }
     }
 
-    async fn run(&self, ctx: &StepCtx) -> Result<Outputs, StepError> {
+    async fn run(&self, ctx: &StepCtx) -> Result<Outputs, Failure> {
         ctx.guards.check_kube_namespace(&self.namespace)?;
         let started = Instant::now();
         let kube = Kube::connect(&self.access, &ctx.base_dir).await?;
         let changes = self.changes(&kube).await?;
 
         let mut job_outputs = Vec::new();
+        let run = super::job_run(ctx);
         for job in &self.pre_jobs {
-            let outcome = run_job(
-                &kube,
-                &self.namespace,
-                job,
-                self.job_image(&changes, job),
-                ctx,
-            )
-            .await?;
+            let image = self.job_image(&changes, job);
+            let outcome = run_job(&kube, &self.namespace, job, image, &run).await?;
             if !outcome.succeeded {
                 return Err(outcome.error());
             }
@@ -299,7 +302,7 @@ impl StepKind for KubeDeploy {
 }
 
 impl KubeDeploy {
-    async fn preview_lines(&self, ctx: &PreviewCtx) -> Result<Vec<String>, StepError> {
+    async fn preview_lines(&self, ctx: &PreviewCtx) -> Result<Vec<String>, Failure> {
         let kube = Kube::connect(&self.access, &ctx.base_dir).await?;
         let changes = self.changes(&kube).await?;
         let mut lines = Vec::new();
@@ -354,6 +357,16 @@ impl KubeDeploy {
     }
 }
 
+/// The image deployed and what ran before, from the outputs.
+fn deployed_image(outputs: &Outputs) -> Option<(String, serde_json::Value)> {
+    let image = outputs.get("image")?.as_str()?.to_string();
+    let before = outputs
+        .get("images_before")
+        .cloned()
+        .unwrap_or(serde_json::Value::Null);
+    Some((image, before))
+}
+
 /// What `kubectl rollout status` says about a Deployment: `Ok(None)` when the rollout is
 /// complete, `Ok(Some(waiting for ...))` while it goes on, `Err` when it failed.
 pub fn rollout_status(d: &Deployment) -> Result<Option<String>, String> {
@@ -404,7 +417,7 @@ async fn wait_rollout(
     deadline: Instant,
     wait: Duration,
     ctx: &StepCtx,
-) -> Result<i32, StepError> {
+) -> Result<i32, Failure> {
     let api: Api<Deployment> = kube.api(namespace);
     let mut last = String::new();
     loop {
@@ -450,10 +463,10 @@ async fn wait_rollout(
                 msg.push_str("\n  ");
                 msg.push_str(&p);
             }
-            return Err(StepError::new(class, msg));
+            return Err(Failure::new(class, msg));
         }
         if !pause(&ctx.cancel, Duration::from_millis(500)).await {
-            return Err(StepError::new(
+            return Err(Failure::new(
                 FailureClass::Other,
                 format!("waiting for deployment `{name}` was cancelled"),
             ));

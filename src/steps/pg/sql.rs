@@ -5,14 +5,12 @@ use serde::{Deserialize, Serialize};
 
 use serde_json::{Value, json};
 
-use super::pg_client::{Conn, clean, connection_error, run_client};
-use super::pg_restore::PgConnection;
-use super::{
-    ConfigIssue, Effect, OutputDoc, Outputs, Preview, PreviewCtx, StepCtx, StepError, StepKind,
-    output,
-};
 use crate::duration::HumanDuration;
-use crate::playbook::model::FailureClass;
+use crate::outcome::{Failure, FailureClass, Outputs};
+use crate::services::pg::{Conn, PgConnection, clean, connection_error, psql, run_client};
+use crate::steps::{
+    ConfigIssue, Effect, Evidence, OutputDoc, Preview, PreviewCtx, StepCtx, StepKind, output,
+};
 
 /// Runs SQL (`sql` or `file`) through `psql` and checks the result with `expect`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -93,8 +91,18 @@ impl StepKind for PgSql {
         output("scalar", "First column of the first row, or null."),
     ];
 
+    const EVIDENCE: Evidence = Evidence {
+        data_time: Some(scalar_time),
+        ..Evidence::NONE
+    };
+
     fn check(&self) -> Vec<ConfigIssue> {
-        let mut issues = self.connection.check();
+        let mut issues: Vec<ConfigIssue> = self
+            .connection
+            .problem()
+            .map(|m| ConfigIssue::new("", m))
+            .into_iter()
+            .collect();
         match (&self.sql, &self.file) {
             (Some(_), Some(_)) => issues.push(ConfigIssue::new(
                 "sql",
@@ -138,13 +146,13 @@ impl StepKind for PgSql {
         }
         // The SQL itself is not run (it may write); only reachability is checked.
         let cancel = tokio_util::sync::CancellationToken::new();
-        match super::pg_restore::psql_with(&conn, &self.pg_bin, "SELECT 1", &cancel, true).await {
+        match psql(&conn, self.pg_bin.as_deref(), "SELECT 1", &cancel, true).await {
             Ok(_) => Preview::lines(lines),
             Err(e) => Preview::partial(lines, format!("cannot connect: {}", e.message)),
         }
     }
 
-    async fn run(&self, ctx: &StepCtx) -> Result<Outputs, StepError> {
+    async fn run(&self, ctx: &StepCtx) -> Result<Outputs, Failure> {
         let conn = Conn::from_settings(&self.connection)?;
         ctx.guards
             .check_pg(&conn.host_for_guard(), &conn.database)?;
@@ -152,14 +160,13 @@ impl StepKind for PgSql {
             (Some(sql), _) => sql.clone(),
             (None, Some(file)) => {
                 let path = ctx.resolve_path(file);
-                std::fs::read_to_string(&path).map_err(|e| {
-                    StepError::config(format!("cannot read {}: {e}", path.display()))
-                })?
+                std::fs::read_to_string(&path)
+                    .map_err(|e| Failure::config(format!("cannot read {}: {e}", path.display())))?
             }
             (None, None) => unreachable!("checked at compile time"),
         };
         // The SQL goes through stdin: it may carry rendered secrets, and argv is public.
-        let mut cmd = conn.command(&self.pg_bin, "psql");
+        let mut cmd = conn.command(self.pg_bin.as_deref(), "psql");
         cmd.args([
             "-X",
             "--no-password",
@@ -170,16 +177,17 @@ impl StepKind for PgSql {
             "-",
         ]);
         let out = run_client(cmd, "psql", Some(sql.into_bytes()), &ctx.cancel).await?;
-        if out.code != Some(0) {
-            if let Some(e) = connection_error(&conn, &out.stderr) {
+        if out.code() != Some(0) {
+            let stderr = out.stderr_text();
+            if let Some(e) = connection_error(&conn, &stderr) {
                 return Err(e);
             }
-            return Err(StepError::new(
+            return Err(Failure::new(
                 FailureClass::Other,
-                format!("SQL failed on {}: {}", conn.describe(), clean(&out.stderr)),
+                format!("SQL failed on {}: {}", conn.describe(), clean(&stderr)),
             ));
         }
-        let result = last_result(&out.stdout);
+        let result = last_result(&out.stdout_text());
         let rows: Vec<Value> = result
             .rows
             .iter()
@@ -216,6 +224,11 @@ impl StepKind for PgSql {
         outputs.insert("scalar".into(), scalar.map_or(Value::Null, Value::String));
         Ok(outputs)
     }
+}
+
+/// A query whose `scalar` is a timestamp dates the data (`max(last_login)`).
+fn scalar_time(outputs: &Outputs) -> Option<(&'static str, String)> {
+    Some(("scalar", outputs.get("scalar")?.as_str()?.to_string()))
 }
 
 /// The last result psql printed: a CSV table and/or a command tag (`UPDATE 3`).
@@ -303,8 +316,8 @@ fn csv_records(text: &str) -> Vec<Vec<(String, bool)>> {
     records
 }
 
-fn check(expect: &Expect, row_count: u64, scalar: Option<&str>) -> Result<(), StepError> {
-    let fail = |m: String| Err(StepError::new(FailureClass::Assertion, m));
+fn check(expect: &Expect, row_count: u64, scalar: Option<&str>) -> Result<(), Failure> {
+    let fail = |m: String| Err(Failure::new(FailureClass::Assertion, m));
     if let Some(n) = expect.rows
         && row_count != n
     {

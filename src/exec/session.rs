@@ -1,0 +1,152 @@
+//! Opening a run: the state directory's lock, the secrets, and either a new run (its
+//! first record) or the run being resumed (its checkpoints).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use indexmap::IndexMap;
+
+use super::{EngineError, Resume, RunOptions};
+use crate::events::{Event, Reporter};
+use crate::outcome::{Outputs, RunStatus};
+use crate::plan::Plan;
+use crate::secrets::Redactor;
+use crate::state::journal::{Journal, PlannedStep, Record, now};
+use crate::state::lock::{Holder, StateLock};
+use crate::state::runs::{StateDir, new_run_id};
+use crate::state::{StateError, io_err};
+
+/// A run that is open: its lock is held and its journal accepts records.
+pub(super) struct Session {
+    pub(super) state: StateDir,
+    /// Held until the session is dropped.
+    _lock: StateLock,
+    pub(super) run_id: String,
+    pub(super) journal: Arc<Journal>,
+    /// Checkpoints from earlier sessions of this run: step -> (fingerprint, outputs).
+    pub(super) checkpoints: HashMap<String, (String, Outputs)>,
+    pub(super) started_at: String,
+    pub(super) resumed: bool,
+    pub(super) secrets: IndexMap<String, String>,
+    pub(super) redactor: Arc<Redactor>,
+}
+
+/// Every step of the plan as the journal records it.
+fn planned_steps(plan: &Plan) -> Vec<PlannedStep> {
+    plan.steps
+        .iter()
+        .map(|s| PlannedStep {
+            id: s.id.clone(),
+            kind: s.kind.name.to_string(),
+            phase: s.phase.section().to_string(),
+        })
+        .collect()
+}
+
+pub(super) fn open(
+    plan: &Plan,
+    opts: &RunOptions,
+    reporter: &dyn Reporter,
+) -> Result<Session, EngineError> {
+    let state = StateDir::new(&opts.state_dir);
+    let mut holder = Holder {
+        pid: std::process::id(),
+        host: crate::util::hostname(),
+        run_id: None,
+        started_at: now(),
+        playbook: plan.file.display().to_string(),
+    };
+    let (lock, stale) = StateLock::acquire(&state.root, &holder)?;
+    if let Some(old) = stale {
+        reporter.event(&Event::Notice {
+            text: format!("took over a stale lock left by {old}: that process is gone"),
+        });
+    }
+    let secrets =
+        crate::secrets::resolve(&plan.secrets, &plan.base_dir).map_err(EngineError::Secrets)?;
+    let redactor = Arc::new(Redactor::new(
+        secrets.iter().map(|(k, v)| (k.clone(), v.clone())),
+    ));
+
+    let (run_id, journal, checkpoints, started_at, resumed) = match &opts.resume {
+        Resume::No => {
+            let run_id = new_run_id();
+            let at = now();
+            let first = Record::RunStarted {
+                run_id: run_id.clone(),
+                playbook: std::fs::canonicalize(&plan.file)
+                    .unwrap_or(plan.file.clone())
+                    .display()
+                    .to_string(),
+                playbook_name: plan.name.clone(),
+                playbook_hash: plan.source_hash.clone(),
+                drrun_version: env!("CARGO_PKG_VERSION").to_string(),
+                host: holder.host.clone(),
+                pid: holder.pid,
+                at: at.clone(),
+                vars: plan
+                    .vars
+                    .iter()
+                    .map(|(k, v)| (k.clone(), redactor.redact_json(v)))
+                    .collect(),
+                overrides: opts.overrides.clone(),
+                objectives: plan.objectives.clone(),
+                steps: planned_steps(plan),
+            };
+            let journal = state.create_run(&run_id, &first)?;
+            (run_id, journal, HashMap::new(), at, false)
+        }
+        resume => {
+            let summary = match resume {
+                Resume::Id(id) => state.summary(id)?,
+                _ => state.newest_resumable()?,
+            };
+            if summary.status == RunStatus::Passed {
+                return Err(
+                    StateError::NothingToResume(format!("run {} passed", summary.run_id)).into(),
+                );
+            }
+            let journal = Journal::reopen(&state.journal_path(&summary.run_id))?;
+            if summary.torn_tail {
+                reporter.event(&Event::Notice {
+                    text: "the journal ended in a torn record (the process died while writing it); it was ignored".into(),
+                });
+            }
+            journal.append(&Record::Resumed {
+                pid: holder.pid,
+                at: now(),
+                playbook_hash: plan.source_hash.clone(),
+                objectives: plan.objectives.clone(),
+                steps: planned_steps(plan),
+            })?;
+            let checkpoints = summary
+                .steps
+                .iter()
+                .filter(|(_, s)| s.state.is_success())
+                .filter_map(|(id, s)| s.checkpoint.clone().map(|c| (id.clone(), c)))
+                .collect();
+            (
+                summary.run_id.clone(),
+                journal,
+                checkpoints,
+                summary.started_at.clone(),
+                true,
+            )
+        }
+    };
+    holder.run_id = Some(run_id.clone());
+    lock.write(&holder)?;
+    let work_dir = state.run_dir(&run_id).join("work");
+    std::fs::create_dir_all(&work_dir).map_err(io_err(&work_dir))?;
+    Ok(Session {
+        state,
+        _lock: lock,
+        run_id,
+        journal: Arc::new(journal),
+        checkpoints,
+        started_at,
+        resumed,
+        secrets,
+        redactor,
+    })
+}

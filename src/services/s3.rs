@@ -1,0 +1,379 @@
+//! S3 (and S3-compatible stores): access settings, the client, SDK errors turned into
+//! messages and failure classes, and the requests the kinds are made of (list, head,
+//! ranged GET into a file, a streamed GET). Knows nothing of step kinds.
+
+use std::time::Duration;
+
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::types::ChecksumMode;
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::outcome::{Failure, FailureClass};
+use crate::util::error_chain;
+
+/// Attempts per ranged GET before the download fails (the step's own retry comes on top).
+/// Attempts per ranged GET before the step fails (the step's own retry comes on top).
+const PART_ATTEMPTS: u32 = 3;
+
+/// How to reach an S3 (or S3-compatible) store; credentials come from the standard AWS
+/// chain (environment, shared profiles, SSO, web identity, instance metadata).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct S3Access {
+    /// AWS region (default: from the profile or environment; `us-east-1` otherwise).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Endpoint URL of an S3-compatible store, e.g. `http://127.0.0.1:8333`.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Use path-style addressing, as most S3-compatible stores need.
+    #[serde(default)]
+    pub path_style: bool,
+    /// Shared-config profile to take credentials from.
+    #[serde(default)]
+    pub profile: Option<String>,
+}
+
+/// A connected client plus who it acts as, for "access denied" messages.
+pub struct Client {
+    pub s3: aws_sdk_s3::Client,
+    /// Who we are, for "access denied" messages (never the secret).
+    pub principal: String,
+}
+
+/// Connects with the standard AWS credential chain, narrowed by `cfg`.
+pub async fn client(cfg: &S3Access) -> Result<Client, Failure> {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if let Some(p) = &cfg.profile {
+        loader = loader.profile_name(p);
+    }
+    if let Some(r) = &cfg.region {
+        loader = loader.region(aws_config::Region::new(r.clone()));
+    }
+    let shared = loader.load().await;
+    let mut b = aws_sdk_s3::config::Builder::from(&shared)
+        // Ranged GETs cannot be checked against a whole-object checksum; drrun
+        // verifies the whole file itself.
+        .response_checksum_validation(aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired);
+    if shared.region().is_none() {
+        b = b.region(aws_config::Region::new("us-east-1"));
+    }
+    if let Some(e) = &cfg.endpoint {
+        b = b.endpoint_url(e);
+    }
+    if cfg.path_style {
+        b = b.force_path_style(true);
+    }
+    let principal = principal(&shared, cfg).await;
+    Ok(Client {
+        s3: aws_sdk_s3::Client::from_conf(b.build()),
+        principal,
+    })
+}
+
+async fn principal(shared: &aws_config::SdkConfig, cfg: &S3Access) -> String {
+    use aws_credential_types::provider::ProvideCredentials;
+    let source = match &cfg.profile {
+        Some(p) => format!("profile `{p}`"),
+        None => "the default credential chain".into(),
+    };
+    match shared.credentials_provider() {
+        Some(p) => match p.provide_credentials().await {
+            Ok(c) => {
+                let id = c.access_key_id();
+                let shown = if id.len() > 8 {
+                    format!("{}…{}", &id[..4], &id[id.len() - 4..])
+                } else {
+                    "…".into()
+                };
+                format!("access key {shown} from {source}")
+            }
+            Err(e) => format!("no credentials from {source} ({e})"),
+        },
+        None => format!("no credentials from {source}"),
+    }
+}
+
+/// Turns an SDK error into a message and the right retry class.
+/// Turns an SDK error into a message and the right retry class.
+pub fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
+    err: &SdkError<E>,
+    what: &str,
+    client: &Client,
+    bucket: &str,
+) -> Failure {
+    let status = err.raw_response().map(|r| r.status().as_u16());
+    let code = err.code().unwrap_or_default().to_string();
+    match err {
+        SdkError::DispatchFailure(e) => {
+            let class = if e.is_timeout() {
+                FailureClass::Timeout
+            } else {
+                FailureClass::Connection
+            };
+            Failure::new(
+                class,
+                format!("{what}: cannot reach the S3 endpoint: {}", error_chain(err)),
+            )
+        }
+        SdkError::TimeoutError(_) => {
+            Failure::new(FailureClass::Timeout, format!("{what}: timed out"))
+        }
+        SdkError::ResponseError(_) => Failure::new(
+            FailureClass::Ambiguous,
+            format!("{what}: the response was cut off: {}", error_chain(err)),
+        ),
+        _ => match (code.as_str(), status) {
+            ("AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "Forbidden", _)
+            | (_, Some(403)) => Failure::new(
+                FailureClass::Config,
+                format!("{what}: access denied ({code}) for {}", client.principal),
+            ),
+            ("NoSuchBucket", _) => Failure::new(
+                FailureClass::Config,
+                format!("{what}: bucket `{bucket}` does not exist"),
+            ),
+            ("NoSuchKey" | "NotFound", _) | (_, Some(404)) => {
+                Failure::new(FailureClass::Config, format!("{what}: no such object"))
+            }
+            ("PreconditionFailed", _) | (_, Some(412)) => Failure::new(
+                FailureClass::Assertion,
+                format!("{what}: the object changed during the download (ETag no longer matches)"),
+            ),
+            ("SlowDown" | "RequestLimitExceeded" | "ServiceUnavailable" | "InternalError", _) => {
+                Failure::new(
+                    FailureClass::Throttled,
+                    format!("{what}: {code} (status {})", status.unwrap_or(0)),
+                )
+            }
+            (_, Some(s)) if s == 429 || s >= 500 => Failure::new(
+                FailureClass::Throttled,
+                format!("{what}: {code} (status {s})"),
+            ),
+            _ => Failure::new(
+                FailureClass::Other,
+                format!("{what}: {} {}", code, error_chain(err)),
+            ),
+        },
+    }
+}
+
+pub fn to_chrono(t: &aws_sdk_s3::primitives::DateTime) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(t.secs(), t.subsec_nanos())
+}
+
+/// One object of a listing.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub key: String,
+    pub size: u64,
+    pub last_modified: Option<DateTime<Utc>>,
+}
+
+/// Every object under `prefix` (the listing is fully paginated).
+pub async fn list(client: &Client, bucket: &str, prefix: &str) -> Result<Vec<Listed>, Failure> {
+    let mut pages = client
+        .s3
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix(prefix)
+        .into_paginator()
+        .send();
+    let mut all = Vec::new();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| {
+            classify(
+                &e,
+                &format!("listing s3://{bucket}/{prefix}"),
+                client,
+                bucket,
+            )
+        })?;
+        for o in page.contents() {
+            if let Some(k) = o.key() {
+                all.push(Listed {
+                    key: k.to_string(),
+                    size: o.size().unwrap_or(0).max(0) as u64,
+                    last_modified: o.last_modified().and_then(to_chrono),
+                });
+            }
+        }
+    }
+    Ok(all)
+}
+
+/// What a HEAD request says about one object version.
+#[derive(Debug, Clone)]
+pub struct Head {
+    pub size: u64,
+    /// Without quotes.
+    pub etag: String,
+    /// `None` for unversioned buckets.
+    pub version_id: Option<String>,
+    pub last_modified: Option<DateTime<Utc>>,
+    /// The base64 full-object sha256 the store keeps, when it keeps one.
+    pub full_sha256: Option<String>,
+}
+
+pub async fn head(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+    version_id: Option<&str>,
+) -> Result<Head, Failure> {
+    let mut req = client
+        .s3
+        .head_object()
+        .bucket(bucket)
+        .key(key)
+        .checksum_mode(ChecksumMode::Enabled);
+    if let Some(v) = version_id {
+        req = req.version_id(v);
+    }
+    let h = req
+        .send()
+        .await
+        .map_err(|e| classify(&e, &format!("s3://{bucket}/{key}"), client, bucket))?;
+    Ok(Head {
+        size: h.content_length().unwrap_or(0).max(0) as u64,
+        etag: h.e_tag().unwrap_or_default().trim_matches('"').to_string(),
+        version_id: h.version_id().map(str::to_string).filter(|v| v != "null"),
+        last_modified: h.last_modified().and_then(to_chrono),
+        // A composite (multipart) checksum is not one of the whole object.
+        full_sha256: h
+            .checksum_sha256()
+            .filter(|_| {
+                h.checksum_type()
+                    .is_none_or(|t| t.as_str() == "FULL_OBJECT")
+            })
+            .filter(|c| !c.contains('-'))
+            .map(str::to_string),
+    })
+}
+
+/// Opens `s3://bucket/key` as a byte stream (for restoring straight from S3).
+/// Opens `s3://bucket/key` as a byte stream (for restoring straight from S3).
+pub async fn open_object(
+    access: &S3Access,
+    url: &str,
+) -> Result<(Box<dyn tokio::io::AsyncRead + Send + Unpin>, u64), Failure> {
+    let rest = url
+        .strip_prefix("s3://")
+        .ok_or_else(|| Failure::config(format!("not an s3:// URL: {url}")))?;
+    let (bucket, key) = rest
+        .split_once('/')
+        .filter(|(b, k)| !b.is_empty() && !k.is_empty())
+        .ok_or_else(|| Failure::config(format!("an S3 URL is s3://bucket/key, not {url}")))?;
+    let client = client(access).await?;
+    let out = client
+        .s3
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(|e| classify(&e, url, &client, bucket))?;
+    let size = out.content_length().unwrap_or(0).max(0) as u64;
+    Ok((Box::new(out.body.into_async_read()), size))
+}
+
+pub enum RangeError {
+    Sdk(Box<SdkError<aws_sdk_s3::operation::get_object::GetObjectError>>),
+    /// The body ended early or broke off.
+    Body(String),
+    /// The part could not be written to the partial file.
+    Write(std::io::Error),
+}
+
+/// The object version every part must come from.
+/// The object version every part must come from.
+pub struct ObjectVersion {
+    pub bucket: String,
+    pub key: String,
+    pub etag: String,
+    pub version: Option<String>,
+}
+
+/// Fetches bytes `start..=end`, writing each chunk at its offset as it arrives.
+pub async fn fetch_range(
+    s3: &aws_sdk_s3::Client,
+    object: &ObjectVersion,
+    start: u64,
+    end: u64,
+    file: &std::fs::File,
+) -> Result<(), RangeError> {
+    use std::os::unix::fs::FileExt;
+    let ObjectVersion {
+        bucket,
+        key,
+        etag,
+        version,
+    } = object;
+    let expected = end - start + 1;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let mut req = s3
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .range(format!("bytes={start}-{end}"));
+        if !etag.is_empty() {
+            // Every part must come from the same object version.
+            req = req.if_match(format!("\"{etag}\""));
+        }
+        if let Some(v) = version {
+            req = req.version_id(v);
+        }
+        let error = match req.send().await {
+            Ok(out) => {
+                let mut got = 0u64;
+                let mut body = out.body;
+                let mut problem = None;
+                while let Some(chunk) = body.next().await {
+                    match chunk {
+                        Ok(c) if got + c.len() as u64 <= expected => {
+                            // A page-cache write of one network read (at most a few
+                            // hundred KiB) is shorter than a hand-off to another
+                            // thread would be.
+                            file.write_all_at(&c, start + got)
+                                .map_err(RangeError::Write)?;
+                            got += c.len() as u64;
+                        }
+                        Ok(_) => {
+                            problem = Some(format!("more than the {expected} bytes asked for"));
+                            break;
+                        }
+                        Err(e) => {
+                            problem = Some(error_chain(&e));
+                            break;
+                        }
+                    }
+                }
+                match problem {
+                    None if got == expected => return Ok(()),
+                    None => RangeError::Body(format!("expected {expected} bytes, got {got}")),
+                    Some(p) => RangeError::Body(p),
+                }
+            }
+            Err(e) => {
+                let transient = matches!(
+                    e,
+                    SdkError::DispatchFailure(_)
+                        | SdkError::TimeoutError(_)
+                        | SdkError::ResponseError(_)
+                ) || e.raw_response().is_some_and(|r| r.status().as_u16() >= 500);
+                if !transient {
+                    return Err(RangeError::Sdk(Box::new(e)));
+                }
+                RangeError::Sdk(Box::new(e))
+            }
+        };
+        if attempt >= PART_ATTEMPTS {
+            return Err(error);
+        }
+        tokio::time::sleep(Duration::from_millis(250 * attempt as u64)).await;
+    }
+}
