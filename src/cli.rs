@@ -12,13 +12,13 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 )]
 #[command(after_help = "`drrun PLAYBOOK` is short for `drrun run PLAYBOOK`.\n\
 Exit codes: 0 drill passed, 1 drill failed, 2 playbook or usage error, 130 interrupted.")]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Run a drill.
     Run(RunArgs),
     /// Show what a drill would do, without changing anything (dry run).
@@ -40,7 +40,7 @@ pub enum Command {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
-pub enum Output {
+pub(crate) enum Output {
     /// Text for people.
     #[default]
     Human,
@@ -49,7 +49,7 @@ pub enum Output {
 }
 
 #[derive(Debug, Args, Clone, Default)]
-pub struct VarArgs {
+pub(crate) struct VarArgs {
     /// Override a var: `-e key=value` (repeatable).
     #[arg(short = 'e', long = "var", value_name = "KEY=VALUE")]
     pub vars: Vec<String>,
@@ -62,7 +62,7 @@ pub struct VarArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     pub playbook: PathBuf,
     #[command(flatten)]
     pub vars: VarArgs,
@@ -87,7 +87,7 @@ pub struct RunArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct PlanArgs {
+pub(crate) struct PlanArgs {
     pub playbook: PathBuf,
     #[command(flatten)]
     pub vars: VarArgs,
@@ -99,7 +99,7 @@ pub struct PlanArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct ValidateArgs {
+pub(crate) struct ValidateArgs {
     #[arg(required = true)]
     pub playbooks: Vec<PathBuf>,
     #[command(flatten)]
@@ -109,7 +109,7 @@ pub struct ValidateArgs {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
-pub enum GraphFormat {
+pub(crate) enum GraphFormat {
     #[default]
     Text,
     Dot,
@@ -117,7 +117,7 @@ pub enum GraphFormat {
 }
 
 #[derive(Debug, Args)]
-pub struct GraphArgs {
+pub(crate) struct GraphArgs {
     pub playbook: PathBuf,
     #[command(flatten)]
     pub vars: VarArgs,
@@ -126,7 +126,7 @@ pub struct GraphArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct StateArgs {
+pub(crate) struct StateArgs {
     /// The playbook whose runs to use (its state directory).
     #[arg(long, short = 'p')]
     pub playbook: Option<PathBuf>,
@@ -136,7 +136,7 @@ pub struct StateArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct ResumeArgs {
+pub(crate) struct ResumeArgs {
     pub run_id: Option<String>,
     #[command(flatten)]
     pub state: StateArgs,
@@ -154,7 +154,7 @@ pub struct ResumeArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct ReportArgs {
+pub(crate) struct ReportArgs {
     /// The run (default: the newest).
     pub run_id: Option<String>,
     #[command(flatten)]
@@ -164,7 +164,7 @@ pub struct ReportArgs {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
-pub enum ReportFormat {
+pub(crate) enum ReportFormat {
     /// Markdown, for people and tickets.
     #[default]
     Md,
@@ -175,7 +175,7 @@ pub enum ReportFormat {
 }
 
 #[derive(Debug, Args)]
-pub struct StatusArgs {
+pub(crate) struct StatusArgs {
     pub run_id: Option<String>,
     #[command(flatten)]
     pub state: StateArgs,
@@ -184,7 +184,7 @@ pub struct StatusArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct KindsArgs {
+pub(crate) struct KindsArgs {
     pub kind: Option<String>,
     /// Document every kind (Markdown; this is how docs/kinds.md is generated).
     #[arg(long, conflicts_with = "kind")]
@@ -198,7 +198,7 @@ const SUBCOMMANDS: &[&str] = &[
 ];
 
 /// `drrun PLAYBOOK ...` means `drrun run PLAYBOOK ...`.
-pub fn normalize_args(mut args: Vec<String>) -> Vec<String> {
+pub(crate) fn normalize_args(mut args: Vec<String>) -> Vec<String> {
     if let Some(first) = args.get(1)
         && !first.starts_with('-')
         && !SUBCOMMANDS.contains(&first.as_str())

@@ -7,13 +7,13 @@ use serde::Serialize;
 
 /// A 1-based line and column in a playbook.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Pos {
+pub(crate) struct Pos {
     pub line: usize,
     pub col: usize,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Diagnostic {
+pub(crate) struct Diagnostic {
     /// The playbook file as the user named it.
     pub file: String,
     pub line: usize,
@@ -29,7 +29,7 @@ pub struct Diagnostic {
 }
 
 impl Diagnostic {
-    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             file: String::new(),
             line: 1,
@@ -41,24 +41,24 @@ impl Diagnostic {
         }
     }
 
-    pub fn with_help(mut self, help: impl Into<String>) -> Self {
+    pub(crate) fn with_help(mut self, help: impl Into<String>) -> Self {
         self.help = Some(help.into());
         self
     }
 
-    pub fn with_help_opt(mut self, help: Option<String>) -> Self {
+    pub(crate) fn with_help_opt(mut self, help: Option<String>) -> Self {
         self.help = help;
         self
     }
 
-    pub fn at(mut self, pos: Pos) -> Self {
+    pub(crate) fn at(mut self, pos: Pos) -> Self {
         self.line = pos.line;
         self.column = pos.col;
         self
     }
 
     /// Fills in the file name and source line once the position is known.
-    pub fn locate(mut self, file: &str, source: &str) -> Self {
+    pub(crate) fn locate(mut self, file: &str, source: &str) -> Self {
         self.file = file.to_string();
         self.source_line = source
             .lines()
@@ -93,10 +93,10 @@ impl fmt::Display for Diagnostic {
 
 /// All diagnostics of one playbook, in source order.
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct Diagnostics(pub Vec<Diagnostic>);
+pub(crate) struct Diagnostics(pub Vec<Diagnostic>);
 
 impl Diagnostics {
-    pub fn sorted(mut self) -> Self {
+    pub(crate) fn sorted(mut self) -> Self {
         self.0
             .sort_by(|a, b| (a.line, a.column, &a.message).cmp(&(b.line, b.column, &b.message)));
         self.0.dedup();
@@ -123,7 +123,10 @@ impl fmt::Display for Diagnostics {
 }
 
 /// The closest of `candidates` to `word`, if close enough to be a likely typo.
-pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub(crate) fn closest<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     let mut best: Option<(f64, &str)> = None;
     for candidate in candidates {
         let score = strsim::jaro_winkler(word, candidate);
@@ -135,7 +138,7 @@ pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
 }
 
 /// "did you mean `x`?" for the closest candidate, if any is close.
-pub fn did_you_mean<'a>(
+pub(crate) fn did_you_mean<'a>(
     word: &str,
     candidates: impl IntoIterator<Item = &'a str>,
 ) -> Option<String> {

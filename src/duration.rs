@@ -9,10 +9,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// A duration written the way people write them: `90s`, `30m`, `26h`, `1h 30m`.
 /// A bare number is read as seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct HumanDuration(pub Duration);
+pub(crate) struct HumanDuration(pub Duration);
 
 impl HumanDuration {
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub(crate) fn parse(text: &str) -> Result<Self, String> {
         let text = text.trim();
         if let Ok(secs) = text.parse::<u64>() {
             return Ok(Self(Duration::from_secs(secs)));
@@ -31,7 +31,7 @@ impl fmt::Display for HumanDuration {
 
 /// Compact rendering that round-trips through [`HumanDuration::parse`]:
 /// `26h`, `1h 30m`, `1.250s` is rendered as `1s 250ms`.
-pub fn format_duration(d: Duration) -> String {
+pub(crate) fn format_duration(d: Duration) -> String {
     let mut ms = d.as_millis() as u64;
     if ms == 0 {
         return "0s".into();
@@ -49,7 +49,7 @@ pub fn format_duration(d: Duration) -> String {
 /// A duration for people (tables, progress, reports): milliseconds below a second,
 /// tenths below a minute, then whole seconds with every unit shown, so `2h 0m 57s` cannot
 /// be misread as two minutes.
-pub fn human(d: Duration) -> String {
+pub(crate) fn human(d: Duration) -> String {
     let ms = d.as_millis();
     if ms < 1000 {
         format!("{ms}ms")
@@ -68,7 +68,7 @@ pub fn human(d: Duration) -> String {
 }
 
 /// [`human`] of a number of milliseconds.
-pub fn human_ms(ms: u64) -> String {
+pub(crate) fn human_ms(ms: u64) -> String {
     human(Duration::from_millis(ms))
 }
 

@@ -5,12 +5,12 @@ use crate::exec::EngineError;
 use crate::state::StateError;
 
 /// Exit codes: 0 drill passed, 1 drill failed, 2 playbook or usage error, 130 interrupted.
-pub const EXIT_FAILED: u8 = 1;
-pub const EXIT_USAGE: u8 = 2;
-pub const EXIT_INTERRUPTED: u8 = 130;
+pub(crate) const EXIT_FAILED: u8 = 1;
+pub(crate) const EXIT_USAGE: u8 = 2;
+pub(crate) const EXIT_INTERRUPTED: u8 = 130;
 
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub(crate) enum Error {
     /// Already rendered with positions; printed as is.
     #[error("{0}")]
     Playbook(Diagnostics),
@@ -28,7 +28,7 @@ pub enum Error {
 }
 
 impl Error {
-    pub fn exit_code(&self) -> u8 {
+    pub(crate) fn exit_code(&self) -> u8 {
         match self {
             Self::Playbook(_) | Self::Read { .. } | Self::Usage(_) => EXIT_USAGE,
             Self::Engine(EngineError::Secrets(_)) => EXIT_USAGE,

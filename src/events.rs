@@ -6,14 +6,14 @@ use serde::{Deserialize, Serialize};
 use crate::outcome::{FailureClass, ObjectiveResult, RunStatus, StepState};
 
 /// Receives engine events. Implementations must be cheap and never block for long.
-pub trait Reporter: Send + Sync {
+pub(crate) trait Reporter: Send + Sync {
     fn event(&self, event: &Event);
 }
 
 /// What the engine tells the printer. Also the `--output json` JSONL stream.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
-pub enum Event {
+pub(crate) enum Event {
     RunStarted {
         run_id: String,
         playbook: String,
@@ -69,7 +69,7 @@ pub enum Event {
 
 /// One line of the final summary table.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SummaryRow {
+pub(crate) struct SummaryRow {
     pub step: String,
     pub kind: String,
     pub state: StepState,

@@ -149,7 +149,7 @@ impl Failure {
 /// What a measure says about its objective, rendered the same everywhere.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Met {
         spare_ms: u64,
     },
@@ -162,7 +162,7 @@ pub enum Verdict {
 }
 
 impl Verdict {
-    pub fn missed(self) -> bool {
+    pub(crate) fn missed(self) -> bool {
         matches!(self, Self::Missed { .. })
     }
 }
@@ -180,7 +180,7 @@ impl std::fmt::Display for Verdict {
 
 /// One objective's result, as the run's last event carries it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ObjectiveResult {
+pub(crate) struct ObjectiveResult {
     /// `RTO` or `RPO`.
     pub name: String,
     pub target_ms: Option<u64>,

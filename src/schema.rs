@@ -54,21 +54,21 @@ struct StepDoc {
     config: StepConfig,
 }
 
-pub fn playbook_schema() -> serde_json::Value {
+pub(crate) fn playbook_schema() -> serde_json::Value {
     let schema = schemars::generate::SchemaSettings::draft07()
         .into_generator()
         .into_root_schema_for::<PlaybookDoc>();
     serde_json::to_value(schema).expect("schema serializes")
 }
 
-pub fn playbook_schema_text() -> String {
+pub(crate) fn playbook_schema_text() -> String {
     let mut text = serde_json::to_string_pretty(&playbook_schema()).expect("schema serializes");
     text.push('\n');
     text
 }
 
 /// The JSON schema of one kind's `with`, for `drrun kinds KIND`.
-pub fn kind_schema(kind: &crate::steps::KindInfo) -> serde_json::Value {
+pub(crate) fn kind_schema(kind: &crate::steps::KindInfo) -> serde_json::Value {
     let mut generator = schemars::generate::SchemaSettings::draft07().into_generator();
     let schema = (kind.schema)(&mut generator);
     let mut value = serde_json::to_value(schema).expect("schema serializes");

@@ -7,7 +7,7 @@ use crate::cli::{GraphArgs, GraphFormat};
 use crate::plan::{Phase, Plan};
 use crate::report::printer::out;
 
-pub fn graph(args: GraphArgs) -> Result<ExitCode> {
+pub(super) fn graph(args: GraphArgs) -> Result<ExitCode> {
     let plan = load_plan(&args.playbook, &compile_options(&args.vars)?)?;
     out(&match args.format {
         GraphFormat::Text => text(&plan),

@@ -11,7 +11,7 @@ use crate::error::Error;
 use crate::report::printer::out;
 use crate::steps::{KINDS, KindInfo, find_kind};
 
-pub fn kinds(args: KindsArgs) -> Result<ExitCode> {
+pub(super) fn kinds(args: KindsArgs) -> Result<ExitCode> {
     if args.all {
         match args.output {
             Output::Json => {
@@ -30,10 +30,15 @@ pub fn kinds(args: KindsArgs) -> Result<ExitCode> {
             }
             Output::Human => {
                 let w = KINDS.iter().map(|k| k.name.len()).max().unwrap_or(0);
-                let text: String = KINDS
-                    .iter()
-                    .map(|k| format!("{:w$}  {:11}  {}\n", k.name, k.effect.as_str(), k.summary))
-                    .collect();
+                let mut text = String::new();
+                for k in KINDS {
+                    text.push_str(&format!(
+                        "{:w$}  {:11}  {}\n",
+                        k.name,
+                        k.effect.as_str(),
+                        k.summary
+                    ));
+                }
                 out(&text);
             }
         }
@@ -131,7 +136,7 @@ fn type_name(p: &Value) -> String {
 }
 
 /// The kind's documentation as Markdown (also used to generate the README's kind docs).
-pub fn markdown(kind: &KindInfo) -> String {
+pub(super) fn markdown(kind: &KindInfo) -> String {
     let mut text = format!(
         "## `{}`\n\n{}\n\nEffect: **{}**\n\n",
         kind.name,

@@ -22,7 +22,7 @@ use crate::playbook::Source;
 use crate::state::StateError;
 use crate::state::runs::{StateDir, default_state_dir};
 
-pub fn dispatch(cli: Cli) -> Result<ExitCode> {
+pub(crate) fn dispatch(cli: Cli) -> Result<ExitCode> {
     crate::report::printer::init_colors();
     match cli.command {
         Command::Run(args) => run::run(args),
@@ -40,7 +40,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-pub fn read_source(path: &Path) -> Result<Source, Error> {
+pub(crate) fn read_source(path: &Path) -> Result<Source, Error> {
     let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
         path: path.display().to_string(),
         source,
@@ -52,7 +52,7 @@ pub fn read_source(path: &Path) -> Result<Source, Error> {
 }
 
 /// `--vars-file` files in order, then `-e` pairs; values from `-e` are strings.
-pub fn compile_options(args: &VarArgs) -> Result<CompileOptions, Error> {
+pub(crate) fn compile_options(args: &VarArgs) -> Result<CompileOptions, Error> {
     let mut overrides: IndexMap<String, serde_json::Value> = IndexMap::new();
     for file in &args.vars_files {
         let text = std::fs::read_to_string(file).map_err(|source| Error::Read {
@@ -79,14 +79,14 @@ pub fn compile_options(args: &VarArgs) -> Result<CompileOptions, Error> {
 }
 
 /// Reads and compiles a playbook; on failure, the error carries every diagnostic.
-pub fn load_plan(path: &Path, opts: &CompileOptions) -> Result<Plan, Error> {
+pub(crate) fn load_plan(path: &Path, opts: &CompileOptions) -> Result<Plan, Error> {
     let source = read_source(path)?;
     compile(path, &source, opts).map_err(|d| Error::Playbook(Diagnostics(d)))
 }
 
 /// Finds the state directory and run: by `--state-dir`, by `--playbook`, or by looking
 /// through `.drrun/*/` and `*/.drrun/*/` under the current directory.
-pub fn find_run(
+pub(crate) fn find_run(
     state: &StateArgs,
     run_id: Option<&str>,
     resumable: bool,
@@ -145,7 +145,7 @@ fn candidate_dirs(state: &StateArgs) -> Vec<PathBuf> {
         if let Ok(entries) = std::fs::read_dir(root.join(".drrun")) {
             dirs.extend(
                 entries
-                    .filter_map(|e| e.ok())
+                    .filter_map(Result::ok)
                     .map(|e| e.path())
                     .filter(|p| p.join("runs").is_dir()),
             );
@@ -153,7 +153,7 @@ fn candidate_dirs(state: &StateArgs) -> Vec<PathBuf> {
     };
     scan(Path::new("."));
     if let Ok(entries) = std::fs::read_dir(".") {
-        for e in entries.filter_map(|e| e.ok()).filter(|e| e.path().is_dir()) {
+        for e in entries.filter_map(Result::ok).filter(|e| e.path().is_dir()) {
             scan(&e.path());
         }
     }

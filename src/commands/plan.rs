@@ -12,18 +12,19 @@ use super::{compile_options, load_plan};
 use crate::cli::{Output, PlanArgs};
 use crate::outcome::Outputs;
 use crate::plan::context::SecretValues;
-use crate::plan::{Phase, Plan};
+use crate::plan::{Phase, Plan, Unknown};
 use crate::playbook::template::Templates;
 use crate::report::printer::out;
 use crate::secrets::{Redactor, SecretError};
 use crate::steps::{Effect, Preview, PreviewCtx, StepConfig};
 
-pub fn plan(args: PlanArgs) -> Result<ExitCode> {
+pub(super) fn plan(args: PlanArgs) -> Result<ExitCode> {
     let plan = load_plan(&args.playbook, &compile_options(&args.vars)?)?;
     let ctx = PreviewCtx {
         offline: args.offline,
         guards: Arc::new(plan.guards.clone()),
         base_dir: plan.base_dir.clone(),
+        pending: Vec::new(),
     };
     // A live preview connects, so it needs the secrets; they are only ever shown as markers.
     let secrets = if args.offline {
@@ -40,7 +41,7 @@ pub fn plan(args: PlanArgs) -> Result<ExitCode> {
 }
 
 /// The plan as JSON: phases -> levels -> steps with rendered settings and previews.
-pub fn render_plan(
+pub(super) fn render_plan(
     plan: &Plan,
     preview_ctx: &PreviewCtx,
     secrets: Option<Result<IndexMap<String, String>, Vec<SecretError>>>,
@@ -93,7 +94,22 @@ pub fn render_plan(
                     .unwrap_or_else(|_| step.with.clone());
                 // Values known only at run time stay placeholders; type them for the
                 // preview only when that works.
-                let uses_secret = with.to_string().contains("<secret:");
+                let uses_secret = step.unknown.iter().any(|(_, u)| *u == Unknown::Secret);
+                // What this step's preview cannot know yet: outputs of steps whose
+                // previews found none, run fields, and (offline) secrets.
+                let step_ctx = PreviewCtx {
+                    pending: step
+                        .unknown
+                        .iter()
+                        .filter(|(_, u)| match u {
+                            Unknown::Secret => secret_values.is_none(),
+                            Unknown::Run => true,
+                            Unknown::Step(id) => !known.contains_key(id),
+                        })
+                        .map(|(path, _)| path.clone())
+                        .collect(),
+                    ..preview_ctx.clone()
+                };
                 let live_with = match (&real_ctx, &secret_problem) {
                     (_, Some(problem)) if uses_secret => Err(format!("cannot preview: {problem}")),
                     (Some(real), _) => Ok(templates
@@ -103,7 +119,7 @@ pub fn render_plan(
                 };
                 let preview = match live_with.map(|w| StepConfig::from_with(step.kind.name, w)) {
                     Ok(Ok(config)) => {
-                        let preview = runtime.block_on(config.preview(preview_ctx));
+                        let preview = runtime.block_on(config.preview(&step_ctx));
                         if step.kind.effect == Effect::Read
                             && let Some(outputs) = &preview.outputs
                         {

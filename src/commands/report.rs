@@ -13,7 +13,7 @@ use crate::report::{junit, markdown};
 use crate::state::journal;
 use crate::state::runs::StateDir;
 
-pub fn report(args: ReportArgs) -> Result<ExitCode> {
+pub(super) fn report(args: ReportArgs) -> Result<ExitCode> {
     let (dir, run_id) = find_run(&args.state, args.run_id.as_deref(), false)?;
     let state = StateDir::new(&dir);
     let replay = journal::read(&state.journal_path(&run_id))?;

@@ -18,7 +18,7 @@ use crate::state::history::RunHistory;
 use crate::state::journal;
 use crate::state::runs::{StateDir, default_state_dir};
 
-pub fn run(args: RunArgs) -> Result<ExitCode> {
+pub(super) fn run(args: RunArgs) -> Result<ExitCode> {
     let opts = compile_options(&args.vars)?;
     let plan = load_plan(&args.playbook, &opts)?;
     let state_dir = args
@@ -41,7 +41,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     execute(plan, opts, args.output)
 }
 
-pub fn resume(args: ResumeArgs) -> Result<ExitCode> {
+pub(super) fn resume(args: ResumeArgs) -> Result<ExitCode> {
     let (state_dir, run_id) = find_run(&args.state, args.run_id.as_deref(), true)?;
     let state = StateDir::new(&state_dir);
     let replay = journal::read(&state.journal_path(&run_id))?;

@@ -9,7 +9,7 @@ use crate::duration::human;
 use crate::report::printer::out;
 use crate::state::runs::StateDir;
 
-pub fn status(args: StatusArgs) -> Result<ExitCode> {
+pub(super) fn status(args: StatusArgs) -> Result<ExitCode> {
     let (dir, _) = find_run(&args.state, args.run_id.as_deref(), false)?;
     let state = StateDir::new(&dir);
     if let Some(id) = args.run_id.as_deref() {

@@ -8,9 +8,9 @@ use crate::cli::{Output, ValidateArgs};
 use crate::diag::Diagnostics;
 use crate::error::{EXIT_USAGE, Error};
 use crate::plan::compile;
-use crate::report::printer::out;
+use crate::report::printer::{err, out};
 
-pub fn validate(args: ValidateArgs) -> Result<ExitCode> {
+pub(super) fn validate(args: ValidateArgs) -> Result<ExitCode> {
     let opts = compile_options(&args.vars)?;
     let mut all_ok = true;
     let mut results = Vec::new();
@@ -49,7 +49,7 @@ pub fn validate(args: ValidateArgs) -> Result<ExitCode> {
             &json!({"ok": all_ok, "playbooks": results}),
         )?),
         Output::Human if all_ok => out(text.trim_end()),
-        Output::Human => eprint!("{text}"),
+        Output::Human => err(&text),
     }
     Ok(if all_ok {
         ExitCode::SUCCESS

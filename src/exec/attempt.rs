@@ -19,7 +19,7 @@ use crate::steps::{Effect, StepConfig, StepCtx};
 /// How long a cancelled step gets to clean up (kill its processes) before it is dropped.
 const CLEANUP_GRACE: Duration = Duration::from_secs(10);
 
-pub enum TaskOutcome {
+pub(super) enum TaskOutcome {
     Succeeded {
         outputs: Outputs,
         attempts: u32,
@@ -37,7 +37,7 @@ pub enum TaskOutcome {
     },
 }
 
-pub struct Attempt {
+pub(super) struct Attempt {
     pub step_id: String,
     pub fingerprint: String,
     pub effect: Effect,
@@ -54,7 +54,7 @@ pub struct Attempt {
 }
 
 impl Attempt {
-    pub async fn run(self, cancel: CancellationToken) -> TaskOutcome {
+    pub(super) async fn run(self, cancel: CancellationToken) -> TaskOutcome {
         let started = Instant::now();
         let mut attempt = 1;
         loop {
@@ -73,24 +73,23 @@ impl Attempt {
             tokio::pin!(fut);
             let result = tokio::select! {
                 r = &mut fut => r,
-                _ = tokio::time::sleep(self.timeout) => {
+                () = tokio::time::sleep(self.timeout) => {
                     token.cancel();
                     let _ = tokio::time::timeout(CLEANUP_GRACE, &mut fut).await;
                     Err(Failure::new(FailureClass::Timeout, format!("step timed out after {}", HumanDuration(self.timeout))))
                 }
-                _ = cancel.cancelled() => {
+                () = cancel.cancelled() => {
                     let _ = tokio::time::timeout(CLEANUP_GRACE, &mut fut).await;
                     return TaskOutcome::Cancelled { attempts: attempt, duration: started.elapsed() };
                 }
             };
             match result {
                 Ok(outputs) => {
-                    let outputs = match self
+                    let serde_json::Value::Object(outputs) = self
                         .redactor
                         .redact_json(&serde_json::Value::Object(outputs))
-                    {
-                        serde_json::Value::Object(o) => o,
-                        _ => unreachable!("an object stays an object"),
+                    else {
+                        unreachable!("an object stays an object")
                     };
                     return TaskOutcome::Succeeded {
                         outputs,
@@ -133,8 +132,8 @@ impl Attempt {
                             error: error.message.clone(),
                         });
                         tokio::select! {
-                            _ = tokio::time::sleep(delay) => {}
-                            _ = cancel.cancelled() => return TaskOutcome::Cancelled { attempts: attempt, duration: started.elapsed() },
+                            () = tokio::time::sleep(delay) => {}
+                            () = cancel.cancelled() => return TaskOutcome::Cancelled { attempts: attempt, duration: started.elapsed() },
                         }
                         attempt += 1;
                         continue;

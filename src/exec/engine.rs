@@ -176,7 +176,7 @@ impl Engine {
                         cancel.cancel();
                     }
                 }
-                _ = stop.cancelled(), if !stopping => {
+                () = stop.cancelled(), if !stopping => {
                     // Running steps see the cancellation through their own tokens.
                     stopping = true;
                 }

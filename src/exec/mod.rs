@@ -8,7 +8,7 @@ mod attempt;
 mod engine;
 mod finish;
 mod session;
-pub mod signals;
+pub(crate) mod signals;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,7 +26,7 @@ use engine::Engine;
 
 /// Which run to continue.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Resume {
+pub(crate) enum Resume {
     /// Start a new run.
     No,
     /// Continue the newest run that did not pass.
@@ -36,7 +36,7 @@ pub enum Resume {
 }
 
 #[derive(Debug, Clone)]
-pub struct RunOptions {
+pub(crate) struct RunOptions {
     pub state_dir: PathBuf,
     pub jobs: usize,
     pub fail_fast: bool,
@@ -48,7 +48,7 @@ pub struct RunOptions {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum EngineError {
+pub(crate) enum EngineError {
     #[error(transparent)]
     State(#[from] StateError),
     /// Every secret that could not be read; nothing was started.
@@ -57,7 +57,7 @@ pub enum EngineError {
 }
 
 /// Runs `plan` to the end (or to interruption). `stop` is cancelled by the first Ctrl-C.
-pub async fn run(
+pub(crate) async fn run(
     plan: Arc<Plan>,
     opts: RunOptions,
     reporter: Arc<dyn Reporter>,

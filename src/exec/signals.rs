@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use crate::events::{Event, Reporter};
 
 /// Installs the handlers; `stop` is cancelled on the first signal.
-pub fn install(stop: CancellationToken, reporter: Arc<dyn Reporter>) -> std::io::Result<()> {
+pub(crate) fn install(stop: CancellationToken, reporter: Arc<dyn Reporter>) -> std::io::Result<()> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     tokio::spawn(async move {

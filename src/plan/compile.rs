@@ -10,18 +10,18 @@ use sha2::{Digest, Sha256};
 use super::context::{ContextParts, SecretValues, StepValues, build};
 use super::graph::{Ordering, order};
 use super::refs::{RefChecker, Resolved, Site};
+use super::templates::{check_templates, compile_guards, compile_vars, join_rel};
 use super::{DEFAULT_TIMEOUT, Phase, Plan, PlanStep, RetryPolicy};
 use crate::diag::{Diagnostic, did_you_mean};
 use crate::playbook::load::{Sink, Source, parse, path_string};
 use crate::playbook::model::{Objectives, RawPlaybook, RawStep};
 use crate::playbook::spans::{SpanIndex, join};
-use crate::playbook::template::{Templates, is_template};
-use crate::steps::guard::Guards;
+use crate::playbook::template::Templates;
 use crate::steps::{KINDS, KindInfo, find_kind};
 
 /// What the command line adds to a playbook.
 #[derive(Debug, Clone, Default)]
-pub struct CompileOptions {
+pub(crate) struct CompileOptions {
     /// `-e key=value` and `--vars-file`, applied over the playbook's `vars`.
     pub var_overrides: IndexMap<String, Json>,
     /// Environment variables exposed to templates as `env.NAME`.
@@ -29,7 +29,7 @@ pub struct CompileOptions {
 }
 
 /// Compiles a playbook. On failure, every problem found is returned, in source order.
-pub fn compile(
+pub(crate) fn compile(
     file: &Path,
     source: &Source,
     opts: &CompileOptions,
@@ -162,8 +162,8 @@ pub fn compile(
     })
 }
 
-/// `objectives.rto_until` must name a main step; `objectives.rpo_from` an `s3.fetch` or
-/// `pg.sql` step.
+/// `objectives.rto_until` must name a main step; `objectives.rpo_from` a step of a kind
+/// that dates its data.
 fn check_objective_steps(objectives: &Objectives, checker: &RefChecker, sink: &mut Sink) {
     let ids = || checker.steps.keys().copied().collect::<Vec<_>>();
     if let Some(id) = &objectives.rto_until {
@@ -184,16 +184,32 @@ fn check_objective_steps(objectives: &Objectives, checker: &RefChecker, sink: &m
         let path = "objectives.rpo_from".to_string();
         match checker.steps.get(id.as_str()) {
             None => sink.at_value(
-                Diagnostic::new(path, format!("`rpo_from` names a step that does not exist: `{id}`"))
-                    .with_help_opt(did_you_mean(id, ids())),
-            ),
-            Some((_, Some(kind))) if kind.name != "s3.fetch" && kind.name != "pg.sql" => sink.at_value(
                 Diagnostic::new(
                     path,
-                    format!("`rpo_from` names `{id}`, a `{}` step, which does not date the data", kind.name),
+                    format!("`rpo_from` names a step that does not exist: `{id}`"),
                 )
-                .with_help("name an `s3.fetch` step (backup time) or a `pg.sql` step whose `scalar` is a timestamp"),
+                .with_help_opt(did_you_mean(id, ids())),
             ),
+            Some((_, Some(kind))) if kind.evidence.data_time.is_none() => {
+                let dating: Vec<String> = KINDS
+                    .iter()
+                    .filter(|k| k.evidence.data_time.is_some())
+                    .map(|k| format!("`{}`", k.name))
+                    .collect();
+                sink.at_value(
+                    Diagnostic::new(
+                        path,
+                        format!(
+                            "`rpo_from` names `{id}`, a `{}` step, which does not date the data",
+                            kind.name
+                        ),
+                    )
+                    .with_help(format!(
+                        "name a step of a kind that dates its data: {}",
+                        dating.join(", ")
+                    )),
+                );
+            }
             Some(_) => {}
         }
     }
@@ -201,204 +217,6 @@ fn check_objective_steps(objectives: &Objectives, checker: &RefChecker, sink: &m
 
 fn finish(diags: Vec<Diagnostic>) -> Vec<Diagnostic> {
     crate::diag::Diagnostics(diags).sorted().0
-}
-
-/// Renders `vars` in declaration order; a var may use the vars above it and `env`.
-fn compile_vars(
-    raw: &RawPlaybook,
-    opts: &CompileOptions,
-    env: &IndexMap<String, String>,
-    templates: &Templates,
-    checker: &RefChecker,
-    sink: &mut Sink,
-) -> IndexMap<String, Json> {
-    let mut vars: IndexMap<String, Json> = IndexMap::new();
-    for (name, value) in &raw.vars {
-        if let Some(over) = opts.var_overrides.get(name) {
-            vars.insert(name.clone(), over.clone());
-            continue;
-        }
-        let path = join("vars", name);
-        // A var may use only the vars declared above it.
-        let above: Vec<&str> = raw
-            .vars
-            .keys()
-            .take_while(|k| *k != name)
-            .map(String::as_str)
-            .collect();
-        let scoped = RefChecker {
-            vars: above,
-            ..checker.clone_without_vars()
-        };
-        let ok = check_templates(
-            value,
-            &path,
-            Site::Var,
-            templates,
-            &scoped,
-            sink,
-            &mut Vec::new(),
-            &mut Vec::new(),
-        );
-        let rendered = if ok {
-            let parts = ContextParts {
-                vars: &vars,
-                objectives: &raw.objectives,
-                env,
-                secret_names: &[],
-            };
-            let ctx = build(
-                &parts,
-                SecretValues::Markers,
-                StepValues::Outputs(&IndexMap::new()),
-                None,
-            );
-            match templates.render_json(value, &ctx) {
-                Ok(v) => v,
-                Err(e) => {
-                    sink.at_value(Diagnostic::new(
-                        join_rel(&path, &e.path),
-                        format!("template error: {}", e.message),
-                    ));
-                    value.clone()
-                }
-            }
-        } else {
-            value.clone()
-        };
-        vars.insert(name.clone(), rendered);
-    }
-    for (name, value) in &opts.var_overrides {
-        vars.entry(name.clone()).or_insert_with(|| value.clone());
-    }
-    vars
-}
-
-fn compile_guards(
-    raw: &RawPlaybook,
-    templates: &Templates,
-    checker: &RefChecker,
-    ctx: &minijinja::Value,
-    sink: &mut Sink,
-) -> Guards {
-    let mut render_list = |field: &str, list: &[String]| -> Vec<String> {
-        list.iter()
-            .enumerate()
-            .map(|(i, pattern)| {
-                let path = format!("guards.{field}[{i}]");
-                let value = Json::String(pattern.clone());
-                if !check_templates(
-                    &value,
-                    &path,
-                    Site::Guard,
-                    templates,
-                    checker,
-                    sink,
-                    &mut Vec::new(),
-                    &mut Vec::new(),
-                ) {
-                    return pattern.clone();
-                }
-                match templates.render_json(&value, ctx) {
-                    Ok(Json::String(s)) if !s.trim().is_empty() => s,
-                    Ok(other) => {
-                        sink.at_value(Diagnostic::new(
-                            path,
-                            format!("a guard must render to a non-empty string, not {other}"),
-                        ));
-                        pattern.clone()
-                    }
-                    Err(e) => {
-                        sink.at_value(Diagnostic::new(
-                            path,
-                            format!("template error: {}", e.message),
-                        ));
-                        pattern.clone()
-                    }
-                }
-            })
-            .collect()
-    };
-    Guards {
-        kube_namespaces: render_list("kube_namespaces", &raw.guards.kube_namespaces),
-        pg_hosts: render_list("pg_hosts", &raw.guards.pg_hosts),
-        pg_databases: render_list("pg_databases", &raw.guards.pg_databases),
-    }
-}
-
-/// Checks every template inside `value` (found at `path`). Collects the steps referred
-/// to and the relative paths whose value is only known at run time. Returns whether
-/// every template was valid.
-#[allow(clippy::too_many_arguments)]
-fn check_templates(
-    value: &Json,
-    path: &str,
-    site: Site,
-    templates: &Templates,
-    checker: &RefChecker,
-    sink: &mut Sink,
-    step_refs: &mut Vec<String>,
-    dynamic: &mut Vec<String>,
-) -> bool {
-    let mut ok = true;
-    let mut strings = Vec::new();
-    collect_strings(value, String::new(), &mut strings);
-    for (rel, text) in strings {
-        let at = join_rel(path, &rel);
-        let refs = match templates.references(text) {
-            Ok(refs) => refs,
-            Err(e) => {
-                sink.at_value(Diagnostic::new(at, format!("invalid template: {e}")));
-                ok = false;
-                continue;
-            }
-        };
-        for reference in refs {
-            match checker.check(&reference, site) {
-                Ok(Resolved::Static) => {}
-                Ok(Resolved::Runtime) => dynamic.push(rel.clone()),
-                Ok(Resolved::Step(id)) => {
-                    dynamic.push(rel.clone());
-                    if !step_refs.contains(&id) {
-                        step_refs.push(id);
-                    }
-                }
-                Err(e) => {
-                    sink.at_value(Diagnostic::new(at.clone(), e.message).with_help_opt(e.help));
-                    ok = false;
-                }
-            }
-        }
-    }
-    ok
-}
-
-fn collect_strings<'a>(value: &'a Json, path: String, out: &mut Vec<(String, &'a str)>) {
-    match value {
-        Json::String(s) if is_template(s) => out.push((path, s)),
-        Json::Array(items) => {
-            for (i, v) in items.iter().enumerate() {
-                collect_strings(v, format!("{path}[{i}]"), out);
-            }
-        }
-        Json::Object(map) => {
-            for (k, v) in map {
-                collect_strings(v, join(&path, k), out);
-            }
-        }
-        _ => {}
-    }
-}
-
-/// `steps.x.with` + `requests[0]` -> `steps.x.with.requests[0]`; `a` + `[1]` -> `a[1]`.
-fn join_rel(base: &str, rel: &str) -> String {
-    if rel.is_empty() {
-        base.to_string()
-    } else if rel.starts_with('[') || base.is_empty() {
-        format!("{base}{rel}")
-    } else {
-        format!("{base}.{rel}")
-    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -413,12 +231,8 @@ fn compile_step(
     sink: &mut Sink,
 ) -> Option<(PlanStep, StepDeps)> {
     let base = join(phase.section(), id);
-    let site = Site::Step {
-        id,
-        phase,
-        kind: &raw_step.kind,
-    };
     let kind = find_kind(&raw_step.kind);
+    let site = Site::Step { id, phase, kind };
     if kind.is_none() {
         let help = did_you_mean(&raw_step.kind, KINDS.iter().map(|k| k.name)).or_else(|| {
             Some(format!(
@@ -493,7 +307,7 @@ fn compile_step(
                 );
             }
             Some(_) if need == id => {
-                sink.at_value(Diagnostic::new(path, format!("step `{id}` needs itself")))
+                sink.at_value(Diagnostic::new(path, format!("step `{id}` needs itself")));
             }
             Some(_) => {
                 if !step_refs.contains(need) {
@@ -523,7 +337,7 @@ fn compile_step(
                 }
                 Err(err) => {
                     let rel = path_string("", err.path());
-                    let known_later = dynamic.iter().any(|d| {
+                    let known_later = dynamic.iter().any(|(d, _)| {
                         rel == *d
                             || rel.starts_with(&format!("{d}."))
                             || rel.starts_with(&format!("{d}["))
@@ -577,6 +391,7 @@ fn compile_step(
         uses: Vec::new(),
         timeout,
         retry,
+        unknown: dynamic,
     };
     Some((
         step,

@@ -18,7 +18,7 @@ use crate::steps::KindInfo;
 
 /// `run.*` in templates.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RunInfo {
+pub(crate) struct RunInfo {
     pub id: String,
     pub started_at: String,
     pub dry_run: bool,
@@ -27,12 +27,12 @@ pub struct RunInfo {
     pub status: String,
 }
 
-pub enum SecretValues<'a> {
+pub(crate) enum SecretValues<'a> {
     Markers,
     Real(&'a IndexMap<String, String>),
 }
 
-pub enum StepValues<'a> {
+pub(crate) enum StepValues<'a> {
     /// Every step's declared outputs as placeholders, except the outputs already known
     /// (a live `plan` learns those from read-only steps' previews).
     Placeholders(
@@ -42,18 +42,18 @@ pub enum StepValues<'a> {
     Outputs(&'a IndexMap<String, Outputs>),
 }
 
-pub struct ContextParts<'a> {
+pub(crate) struct ContextParts<'a> {
     pub vars: &'a IndexMap<String, Json>,
     pub objectives: &'a Objectives,
     pub env: &'a IndexMap<String, String>,
     pub secret_names: &'a [&'a str],
 }
 
-pub fn objectives_json(objectives: &Objectives) -> Json {
+pub(crate) fn objectives_json(objectives: &Objectives) -> Json {
     serde_json::to_value(objectives).unwrap_or(Json::Null)
 }
 
-pub fn build(
+pub(crate) fn build(
     parts: &ContextParts,
     secrets: SecretValues,
     steps: StepValues,
@@ -97,31 +97,37 @@ pub fn build(
                 .map(|f| (f.to_string(), Placeholder::value(format!("run.{f}")))),
         ),
     };
-    Value::from_pairs([
+    let mut roots = vec![
         ("vars", to_value(parts.vars)),
         ("objectives", to_value(objectives_json(parts.objectives))),
         ("env", to_value(parts.env)),
         ("secrets", secrets_value),
         ("steps", steps_value),
         ("run", run_value),
-        // Request-time values of `http.smoke`, rendered by the kind itself.
-        ("captures", Deferred::value("captures")),
-    ])
+    ];
+    // Roots that kinds render themselves while they run (`captures` of `http.smoke`)
+    // stay as they are written.
+    for root in crate::steps::KINDS.iter().flat_map(|k| k.deferred) {
+        if !roots.iter().any(|(r, _)| r == root) {
+            roots.push((root, Deferred::value(*root)));
+        }
+    }
+    Value::from_pairs(roots)
 }
 
 impl Plan {
-    pub fn secret_names(&self) -> Vec<&str> {
+    pub(crate) fn secret_names(&self) -> Vec<&str> {
         self.secrets.keys().map(String::as_str).collect()
     }
 
     /// Context for previews: nothing real beyond vars, objectives, env and the outputs
     /// that read-only previews already found (`known`).
-    pub fn preview_context(&self, known: &IndexMap<String, Outputs>) -> Value {
+    pub(crate) fn preview_context(&self, known: &IndexMap<String, Outputs>) -> Value {
         self.preview_context_with(SecretValues::Markers, known)
     }
 
     /// Preview context with real secrets, for live previews that must connect.
-    pub fn preview_context_with(
+    pub(crate) fn preview_context_with(
         &self,
         secrets: SecretValues,
         known: &IndexMap<String, Outputs>,
@@ -144,7 +150,7 @@ impl Plan {
     }
 
     /// Context while running, with secrets either real or as markers.
-    pub fn run_context(
+    pub(crate) fn run_context(
         &self,
         secrets: SecretValues,
         outputs: &IndexMap<String, Outputs>,

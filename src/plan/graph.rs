@@ -4,14 +4,14 @@ use petgraph::algo::tarjan_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
 
 /// Result of ordering one phase's steps. `deps[i]` are the local indices step `i` needs.
-pub enum Ordering {
+pub(super) enum Ordering {
     /// Parallel levels of local indices: every step's dependencies are in earlier levels.
     Levels(Vec<Vec<usize>>),
     /// A dependency cycle, as local indices `a, b, ..., a`.
     Cycle(Vec<usize>),
 }
 
-pub fn order(deps: &[Vec<usize>]) -> Ordering {
+pub(super) fn order(deps: &[Vec<usize>]) -> Ordering {
     let mut graph = DiGraph::<usize, ()>::with_capacity(deps.len(), deps.len());
     let nodes: Vec<NodeIndex> = (0..deps.len()).map(|i| graph.add_node(i)).collect();
     for (i, ds) in deps.iter().enumerate() {

@@ -1,9 +1,10 @@
 //! A compiled playbook: every step typed, templates checked, dependencies ordered.
 
 mod compile;
-pub mod context;
+pub(crate) mod context;
 mod graph;
 mod refs;
+mod templates;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -12,25 +13,25 @@ use indexmap::IndexMap;
 use serde::Serialize;
 use serde_json::Value as Json;
 
-pub use compile::{CompileOptions, compile};
+pub(crate) use compile::{CompileOptions, compile};
 
 use crate::outcome::FailureClass;
 use crate::playbook::model::{Objectives, RetrySpec, SecretRef};
 use crate::steps::guard::Guards;
 use crate::steps::{Effect, KindInfo};
 
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Phase {
+pub(crate) enum Phase {
     Main,
     Finally,
 }
 
 impl Phase {
-    pub fn section(self) -> &'static str {
+    pub(crate) fn section(self) -> &'static str {
         match self {
             Self::Main => "steps",
             Self::Finally => "finally",
@@ -40,7 +41,7 @@ impl Phase {
 
 /// Retry policy after defaults are applied.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct RetryPolicy {
+pub(crate) struct RetryPolicy {
     pub attempts: u32,
     pub backoff: Duration,
     pub max_backoff: Duration,
@@ -60,7 +61,7 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    pub fn from_spec(spec: &RetrySpec) -> Self {
+    pub(crate) fn from_spec(spec: &RetrySpec) -> Self {
         Self {
             attempts: spec.attempts.max(1),
             backoff: spec.backoff.0,
@@ -70,7 +71,7 @@ impl RetryPolicy {
     }
 
     /// Whether a failure of `class` is retried for a step with `effect`.
-    pub fn retries(&self, class: FailureClass, effect: Effect) -> bool {
+    pub(crate) fn retries(&self, class: FailureClass, effect: Effect) -> bool {
         match &self.on {
             Some(list) => list.contains(&class),
             None => match class {
@@ -83,14 +84,14 @@ impl RetryPolicy {
     }
 
     /// Delay before attempt `next` (2-based): backoff doubled per retry, capped.
-    pub fn delay_before(&self, next: u32) -> Duration {
+    pub(crate) fn delay_before(&self, next: u32) -> Duration {
         let factor = 2u32.saturating_pow(next.saturating_sub(2));
         self.backoff.saturating_mul(factor).min(self.max_backoff)
     }
 }
 
 #[derive(Debug, Clone)]
-pub struct PlanStep {
+pub(crate) struct PlanStep {
     pub id: String,
     pub phase: Phase,
     pub kind: &'static KindInfo,
@@ -104,10 +105,24 @@ pub struct PlanStep {
     pub uses: Vec<usize>,
     pub timeout: Duration,
     pub retry: RetryPolicy,
+    /// Settings (paths under `with`) whose values are not known before the run, and what
+    /// each waits for.
+    pub unknown: Vec<(String, Unknown)>,
+}
+
+/// What a setting's value waits for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Unknown {
+    /// A secret: known once secrets are read (a live `plan` reads them).
+    Secret,
+    /// A `run` field: known only while running.
+    Run,
+    /// The outputs of this step.
+    Step(String),
 }
 
 #[derive(Debug, Clone)]
-pub struct Plan {
+pub(crate) struct Plan {
     pub name: String,
     pub description: Option<String>,
     /// The playbook file as named by the user.
@@ -131,7 +146,7 @@ pub struct Plan {
 }
 
 impl Plan {
-    pub fn levels(&self, phase: Phase) -> &[Vec<usize>] {
+    pub(crate) fn levels(&self, phase: Phase) -> &[Vec<usize>] {
         match phase {
             Phase::Main => &self.main_levels,
             Phase::Finally => &self.finally_levels,
@@ -139,7 +154,7 @@ impl Plan {
     }
 
     /// Indices of the steps of `phase`, in topological order.
-    pub fn order(&self, phase: Phase) -> impl Iterator<Item = usize> + '_ {
+    pub(crate) fn order(&self, phase: Phase) -> impl Iterator<Item = usize> + '_ {
         self.levels(phase).iter().flatten().copied()
     }
 }

@@ -9,12 +9,12 @@ use crate::steps::KindInfo;
 use super::Phase;
 
 /// Fields of `run` in the template context.
-pub const RUN_FIELDS: &[&str] = &["id", "started_at", "dry_run", "playbook", "status"];
+pub(super) const RUN_FIELDS: &[&str] = &["id", "started_at", "dry_run", "playbook", "status"];
 const ROOTS: &[&str] = &["vars", "secrets", "objectives", "steps", "run", "env"];
 
 /// Where a template sits, which decides what it may use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Site<'a> {
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Site<'a> {
     /// A `vars` entry: earlier vars and env only.
     Var,
     /// A guard pattern: vars and env only.
@@ -23,22 +23,26 @@ pub enum Site<'a> {
     Step {
         id: &'a str,
         phase: Phase,
-        kind: &'a str,
+        kind: Option<&'static KindInfo>,
     },
 }
 
 /// What a reference resolved to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Resolved {
+pub(super) enum Resolved {
     /// Known before the run starts (vars, objectives, env).
     Static,
-    /// Known only while running: secrets, run fields.
+    /// Known when the run starts: a secret.
+    Secret,
+    /// Known only while running: the `run` fields.
     Runtime,
+    /// Rendered by the step's kind itself while it runs (`captures`).
+    Deferred,
     /// The outputs of this step.
     Step(String),
 }
 
-pub struct RefError {
+pub(super) struct RefError {
     pub message: String,
     pub help: Option<String>,
 }
@@ -47,7 +51,7 @@ fn err(message: String, help: Option<String>) -> RefError {
     RefError { message, help }
 }
 
-pub struct RefChecker<'a> {
+pub(super) struct RefChecker<'a> {
     pub vars: Vec<&'a str>,
     pub secrets: Vec<&'a str>,
     pub objectives: Vec<&'static str>,
@@ -56,8 +60,8 @@ pub struct RefChecker<'a> {
     pub steps: HashMap<&'a str, (Phase, Option<&'static KindInfo>)>,
 }
 
-impl<'a> RefChecker<'a> {
-    pub fn clone_without_vars(&self) -> Self {
+impl RefChecker<'_> {
+    pub(super) fn clone_without_vars(&self) -> Self {
         Self {
             vars: Vec::new(),
             secrets: self.secrets.clone(),
@@ -67,7 +71,7 @@ impl<'a> RefChecker<'a> {
         }
     }
 
-    pub fn check(&self, reference: &str, site: Site) -> Result<Resolved, RefError> {
+    pub(super) fn check(&self, reference: &str, site: Site) -> Result<Resolved, RefError> {
         let parts: Vec<&str> = reference.split('.').collect();
         let root = parts[0];
         let second = parts.get(1).copied();
@@ -76,7 +80,7 @@ impl<'a> RefChecker<'a> {
                 let Some(name) = second else { return Ok(Resolved::Static) };
                 if self.vars.contains(&name) {
                     Ok(Resolved::Static)
-                } else if site == Site::Var {
+                } else if matches!(site, Site::Var) {
                     Err(err(
                         format!("undefined variable `vars.{name}`"),
                         suggest("vars", name, &self.vars).or_else(|| Some("a var can only use vars defined above it".into())),
@@ -94,7 +98,7 @@ impl<'a> RefChecker<'a> {
                     return Err(err("refer to one secret at a time: `secrets.<name>`".into(), None));
                 };
                 if self.secrets.contains(&name) {
-                    Ok(Resolved::Runtime)
+                    Ok(Resolved::Secret)
                 } else {
                     Err(err(
                         format!("undeclared secret `secrets.{name}`"),
@@ -128,14 +132,14 @@ impl<'a> RefChecker<'a> {
                 }
             }
             "steps" => self.check_step_ref(reference, &parts, site),
-            "captures" => match site {
-                Site::Step { kind: "http.smoke", .. } => Ok(Resolved::Runtime),
-                _ => Err(err(
-                    format!("undefined variable `{reference}`"),
-                    Some("`captures` exist only inside `http.smoke` requests".into()),
-                )),
-            },
             _ if GLOBAL_FUNCTIONS.contains(&root) => Ok(Resolved::Static),
+            _ if matches!(site, Site::Step { kind: Some(k), .. } if k.deferred.contains(&root)) => {
+                Ok(Resolved::Deferred)
+            }
+            _ if let Some(kinds) = deferring_kinds(root) => Err(err(
+                format!("undefined variable `{reference}`"),
+                Some(format!("`{root}` exist only inside the settings of {kinds} steps")),
+            )),
             _ => Err(err(
                 format!("undefined variable `{root}`"),
                 did_you_mean(root, ROOTS.iter().copied()).or_else(|| Some(format!("templates can use: {}", ROOTS.join(", ")))),
@@ -216,6 +220,16 @@ impl<'a> RefChecker<'a> {
         }
         Ok(Resolved::Step(target.to_string()))
     }
+}
+
+/// The kinds that render `root` themselves, when any does: "`http.smoke`".
+fn deferring_kinds(root: &str) -> Option<String> {
+    let names: Vec<String> = crate::steps::KINDS
+        .iter()
+        .filter(|k| k.deferred.contains(&root))
+        .map(|k| format!("`{}`", k.name))
+        .collect();
+    (!names.is_empty()).then(|| names.join(", "))
 }
 
 fn suggest(root: &str, name: &str, candidates: &[&str]) -> Option<String> {

@@ -11,20 +11,20 @@ use crate::diag::{Diagnostic, did_you_mean};
 
 /// A playbook's text and the name it is reported under.
 #[derive(Debug, Clone)]
-pub struct Source {
+pub(crate) struct Source {
     pub name: String,
     pub text: String,
 }
 
 /// Collects diagnostics while loading or compiling, positioning each through the span index.
-pub struct Sink<'a> {
+pub(crate) struct Sink<'a> {
     pub source: &'a Source,
     pub spans: &'a SpanIndex,
     pub diags: Vec<Diagnostic>,
 }
 
 impl<'a> Sink<'a> {
-    pub fn new(source: &'a Source, spans: &'a SpanIndex) -> Self {
+    pub(crate) fn new(source: &'a Source, spans: &'a SpanIndex) -> Self {
         Self {
             source,
             spans,
@@ -33,18 +33,18 @@ impl<'a> Sink<'a> {
     }
 
     /// An error about the key at `path` (unknown field, unknown step id...).
-    pub fn at_key(&mut self, diag: Diagnostic) {
+    pub(crate) fn at_key(&mut self, diag: Diagnostic) {
         let pos = self.spans.key(&diag.path);
         self.push(diag.at(pos));
     }
 
     /// An error about the value at `path` (wrong type, bad reference...).
-    pub fn at_value(&mut self, diag: Diagnostic) {
+    pub(crate) fn at_value(&mut self, diag: Diagnostic) {
         let pos = self.spans.value(&diag.path);
         self.push(diag.at(pos));
     }
 
-    pub fn at_pos(&mut self, diag: Diagnostic, pos: Pos) {
+    pub(crate) fn at_pos(&mut self, diag: Diagnostic, pos: Pos) {
         self.push(diag.at(pos));
     }
 
@@ -54,7 +54,11 @@ impl<'a> Sink<'a> {
     }
 
     /// Deserializes `value` (found at `path`) into `T`, turning a failure into a diagnostic.
-    pub fn deserialize<T: DeserializeOwned>(&mut self, path: &str, value: &Value) -> Option<T> {
+    pub(crate) fn deserialize<T: DeserializeOwned>(
+        &mut self,
+        path: &str,
+        value: &Value,
+    ) -> Option<T> {
         match serde_path_to_error::deserialize::<_, T>(value.clone()) {
             Ok(v) => Some(v),
             Err(err) => {
@@ -67,13 +71,13 @@ impl<'a> Sink<'a> {
 
     /// Rewrites serde's messages into ours: unknown fields point at the key and suggest
     /// the closest expected name; everything else points at the value.
-    pub fn serde_error(&mut self, path: &str, message: &str) {
+    pub(crate) fn serde_error(&mut self, path: &str, message: &str) {
         self.serde_error_with_fields(path, message, &[]);
     }
 
     /// Like [`Sink::serde_error`], with the valid field names for when serde does not
     /// list them (structs with flattened parts).
-    pub fn serde_error_with_fields(&mut self, path: &str, message: &str, fields: &[String]) {
+    pub(crate) fn serde_error_with_fields(&mut self, path: &str, message: &str, fields: &[String]) {
         let message = message.trim();
         if let Some((field, mut expected)) = parse_unknown(message, "unknown field `") {
             if expected.is_empty() {
@@ -106,9 +110,9 @@ impl<'a> Sink<'a> {
 }
 
 /// `base` extended by a serde path: `steps.x.with` + `requests[0].url`.
-pub fn path_string(base: &str, path: &serde_path_to_error::Path) -> String {
+pub(crate) fn path_string(base: &str, path: &serde_path_to_error::Path) -> String {
     let mut at = base.to_string();
-    for seg in path.iter() {
+    for seg in path {
         match seg {
             serde_path_to_error::Segment::Seq { index } => at.push_str(&format!("[{index}]")),
             serde_path_to_error::Segment::Map { key } => at = join(&at, key),
@@ -137,7 +141,7 @@ fn parse_unknown(message: &str, prefix: &str) -> Option<(String, Vec<String>)> {
 
 /// Parses `source` into a raw playbook. The playbook is `None` only when the document
 /// is not YAML at all; otherwise as much as could be read is returned with the problems.
-pub fn parse(source: &Source, spans: &SpanIndex) -> (Option<RawPlaybook>, Vec<Diagnostic>) {
+pub(crate) fn parse(source: &Source, spans: &SpanIndex) -> (Option<RawPlaybook>, Vec<Diagnostic>) {
     let mut sink = Sink::new(source, spans);
     let doc: serde_yaml_ng::Value = match serde_yaml_ng::from_str(&source.text) {
         Ok(doc) => doc,
@@ -195,7 +199,7 @@ pub fn parse(source: &Source, spans: &SpanIndex) -> (Option<RawPlaybook>, Vec<Di
         },
     }
     match top.get("name") {
-        Some(Value::String(name)) if !name.trim().is_empty() => pb.name = name.clone(),
+        Some(Value::String(name)) if !name.trim().is_empty() => pb.name.clone_from(name),
         Some(_) => sink.at_value(Diagnostic::new("name", "`name` must be a non-empty string")),
         None => sink.at_value(Diagnostic::new("", "missing field `name`")),
     }
@@ -262,7 +266,7 @@ fn parse_steps(sink: &mut Sink, section: &str, value: &Value) -> IndexMap<String
         };
         let mut common = serde_json::Map::new();
         let mut kind = None;
-        let mut with = Value::Object(Default::default());
+        let mut with = Value::Object(serde_json::Map::default());
         for (key, v) in fields {
             match key.as_str() {
                 "kind" => match v {
@@ -309,7 +313,7 @@ fn parse_steps(sink: &mut Sink, section: &str, value: &Value) -> IndexMap<String
     steps
 }
 
-pub fn is_identifier(s: &str) -> bool {
+pub(crate) fn is_identifier(s: &str) -> bool {
     let mut chars = s.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')

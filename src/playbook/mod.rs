@@ -1,8 +1,8 @@
 //! The playbook as written: model, loading with positions, templating.
 
-pub mod load;
-pub mod model;
-pub mod spans;
-pub mod template;
+pub(crate) mod load;
+pub(crate) mod model;
+pub(crate) mod spans;
+pub(crate) mod template;
 
-pub use load::Source;
+pub(crate) use load::Source;

@@ -12,7 +12,7 @@ use crate::outcome::FailureClass;
 /// state, logs, progress output or reports; templates see it only while a step runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase", deny_unknown_fields)]
-pub enum SecretRef {
+pub(crate) enum SecretRef {
     /// Read from this environment variable of the drrun process.
     Env(String),
     /// Read from this file (`~` expands to the home directory); one trailing newline is removed.
@@ -22,7 +22,7 @@ pub enum SecretRef {
 /// Recovery objectives the drill is measured against.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Objectives {
+pub(crate) struct Objectives {
     /// Recovery point objective: the newest usable backup may be at most this old.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rpo: Option<HumanDuration>,
@@ -43,7 +43,7 @@ pub struct Objectives {
 /// request is sent. Entries may use `*` as a wildcard and may be templates over `vars`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Guards {
+pub(crate) struct Guards {
     /// Kubernetes namespaces that must never be written to (reading is allowed, e.g. the
     /// production image tag).
     #[serde(default)]
@@ -59,7 +59,7 @@ pub struct Guards {
 /// Defaults for every step that does not set its own.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Defaults {
+pub(crate) struct Defaults {
     /// Per-attempt time limit (default `30m`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<HumanDuration>,
@@ -71,7 +71,7 @@ pub struct Defaults {
 /// How a failed step is retried.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RetrySpec {
+pub(crate) struct RetrySpec {
     /// Total attempts, the first included (1 = no retry).
     #[serde(default = "default_attempts")]
     pub attempts: u32,
@@ -99,7 +99,7 @@ fn default_backoff() -> HumanDuration {
 /// The fields every step has besides `kind` and `with`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct StepCommon {
+pub(crate) struct StepCommon {
     /// What this step is for, shown in plans and reports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
@@ -121,7 +121,7 @@ pub struct StepCommon {
 
 /// One step after loading: the kind's name, its still-unrendered `with` and the common fields.
 #[derive(Debug, Clone)]
-pub struct RawStep {
+pub(crate) struct RawStep {
     pub kind: String,
     pub with: serde_json::Value,
     pub common: StepCommon,
@@ -129,7 +129,7 @@ pub struct RawStep {
 
 /// A playbook after loading, before compiling.
 #[derive(Debug, Clone, Default)]
-pub struct RawPlaybook {
+pub(crate) struct RawPlaybook {
     pub version: u32,
     pub name: String,
     pub description: Option<String>,
@@ -143,7 +143,7 @@ pub struct RawPlaybook {
 }
 
 /// Top-level keys of a v1 playbook, in the order the schema documents them.
-pub const TOP_LEVEL_KEYS: &[&str] = &[
+pub(crate) const TOP_LEVEL_KEYS: &[&str] = &[
     "version",
     "name",
     "description",
@@ -157,7 +157,7 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
 ];
 
 /// Keys of a step, common and kind-specific.
-pub const STEP_KEYS: &[&str] = &[
+pub(crate) const STEP_KEYS: &[&str] = &[
     "kind",
     "with",
     "description",

@@ -10,10 +10,10 @@ use std::collections::HashMap;
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::Marker;
 
-pub use crate::diag::Pos;
+pub(crate) use crate::diag::Pos;
 
 #[derive(Debug, Default)]
-pub struct SpanIndex {
+pub(crate) struct SpanIndex {
     keys: HashMap<String, Pos>,
     values: HashMap<String, Pos>,
 }
@@ -21,7 +21,7 @@ pub struct SpanIndex {
 impl SpanIndex {
     /// Indexes `source`. Syntax errors are reported by the serde parser, so here they only
     /// end the walk early.
-    pub fn build(source: &str) -> Self {
+    pub(crate) fn build(source: &str) -> Self {
         let mut walker = Walker::default();
         let mut parser = Parser::new_from_str(source);
         let _ = parser.load(&mut walker, false);
@@ -30,12 +30,12 @@ impl SpanIndex {
 
     /// Position of the key `path` (`steps.backup.kind` points at `kind`), falling back to
     /// its value and then to the closest ancestor that is known.
-    pub fn key(&self, path: &str) -> Pos {
+    pub(crate) fn key(&self, path: &str) -> Pos {
         self.lookup(path, true)
     }
 
     /// Position of the value at `path`, falling back to its key and then to ancestors.
-    pub fn value(&self, path: &str) -> Pos {
+    pub(crate) fn value(&self, path: &str) -> Pos {
         self.lookup(path, false)
     }
 
@@ -71,7 +71,7 @@ fn parent_path(path: &str) -> Option<&str> {
     Some(&path[..cut])
 }
 
-pub fn join(parent: &str, key: &str) -> String {
+pub(crate) fn join(parent: &str, key: &str) -> String {
     if parent.is_empty() {
         key.to_string()
     } else {

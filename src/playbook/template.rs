@@ -13,9 +13,9 @@ use regex::Regex;
 use serde_json::Value as Json;
 
 /// Names a template may use besides the context roots: minijinja's global functions.
-pub const GLOBAL_FUNCTIONS: &[&str] = &["range", "dict", "namespace", "debug", "loop"];
+pub(crate) const GLOBAL_FUNCTIONS: &[&str] = &["range", "dict", "namespace", "debug", "loop"];
 
-pub fn is_template(text: &str) -> bool {
+pub(crate) fn is_template(text: &str) -> bool {
     text.contains("{{") || text.contains("{%") || text.contains("{#")
 }
 
@@ -31,7 +31,7 @@ fn single_expression(text: &str) -> Option<&str> {
 
 /// A template error with the field it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RenderError {
+pub(crate) struct RenderError {
     /// Field path relative to the rendered value (`bucket`, `requests[0].url`).
     pub path: String,
     pub message: String,
@@ -44,7 +44,7 @@ impl fmt::Display for RenderError {
 }
 
 /// The shared template environment.
-pub struct Templates {
+pub(crate) struct Templates {
     env: Environment<'static>,
 }
 
@@ -55,14 +55,14 @@ impl Default for Templates {
 }
 
 impl Templates {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         Self { env }
     }
 
     /// Every variable path a template reads (`steps.backup.outputs.path`), or the syntax error.
-    pub fn references(&self, text: &str) -> Result<Vec<String>, String> {
+    pub(crate) fn references(&self, text: &str) -> Result<Vec<String>, String> {
         let tmpl = self.env.template_from_str(text).map_err(|e| describe(&e))?;
         let mut refs: Vec<String> = tmpl.undeclared_variables(true).into_iter().collect();
         refs.sort();
@@ -70,7 +70,7 @@ impl Templates {
     }
 
     /// Every variable path a `when` expression reads.
-    pub fn expression_references(&self, expr: &str) -> Result<Vec<String>, String> {
+    pub(crate) fn expression_references(&self, expr: &str) -> Result<Vec<String>, String> {
         let expr = self
             .env
             .compile_expression(strip_braces(expr))
@@ -81,7 +81,7 @@ impl Templates {
     }
 
     /// Renders every template string inside `value`.
-    pub fn render_json(&self, value: &Json, ctx: &Value) -> Result<Json, RenderError> {
+    pub(crate) fn render_json(&self, value: &Json, ctx: &Value) -> Result<Json, RenderError> {
         self.render_at(value, ctx, String::new())
     }
 
@@ -114,7 +114,7 @@ impl Templates {
     }
 
     /// Renders one string; a lone `{{ expr }}` keeps its value's type.
-    pub fn render_str(&self, text: &str, ctx: &Value) -> Result<Json, String> {
+    pub(crate) fn render_str(&self, text: &str, ctx: &Value) -> Result<Json, String> {
         if let Some(expr) = single_expression(text) {
             let compiled = self
                 .env
@@ -134,7 +134,7 @@ impl Templates {
     }
 
     /// Evaluates a `when` condition (an expression, optionally wrapped in `{{ }}`).
-    pub fn condition(&self, expr: &str, ctx: &Value) -> Result<bool, String> {
+    pub(crate) fn condition(&self, expr: &str, ctx: &Value) -> Result<bool, String> {
         let compiled = self
             .env
             .compile_expression(strip_braces(expr))
@@ -165,12 +165,12 @@ fn describe(err: &minijinja::Error) -> String {
 }
 
 /// Any serializable value as a template value.
-pub fn to_value<T: serde::Serialize>(value: T) -> Value {
+pub(crate) fn to_value<T: serde::Serialize>(value: T) -> Value {
     Value::from(minijinja::value::Serde(value))
 }
 
 /// Converts a template value back to JSON; placeholders become their `<path>` text.
-pub fn to_json(value: &Value) -> Json {
+pub(crate) fn to_json(value: &Value) -> Json {
     if let Some(p) = value.downcast_object_ref::<Placeholder>() {
         return Json::String(p.to_string());
     }
@@ -183,10 +183,10 @@ pub fn to_json(value: &Value) -> Json {
 /// A reference a kind resolves itself while it runs (`{{ captures.csrf }}` inside
 /// `http.smoke`): rendering leaves the expression in place for the kind to render later.
 #[derive(Debug, Clone)]
-pub struct Deferred(pub Arc<str>);
+pub(crate) struct Deferred(pub Arc<str>);
 
 impl Deferred {
-    pub fn value(path: impl Into<Arc<str>>) -> Value {
+    pub(crate) fn value(path: impl Into<Arc<str>>) -> Value {
         Value::from_object(Deferred(path.into()))
     }
 }
@@ -208,10 +208,10 @@ impl Object for Deferred {
 /// A value known only at run time, shown as `<steps.backup.outputs.path>` in previews.
 /// Attribute access yields a deeper placeholder, so `steps.x.outputs.json.a.b` previews too.
 #[derive(Debug, Clone)]
-pub struct Placeholder(pub Arc<str>);
+pub(crate) struct Placeholder(pub Arc<str>);
 
 impl Placeholder {
-    pub fn value(path: impl Into<Arc<str>>) -> Value {
+    pub(crate) fn value(path: impl Into<Arc<str>>) -> Value {
         Value::from_object(Placeholder(path.into()))
     }
 }

@@ -56,7 +56,7 @@ fn objective_case(suite: &str, name: &str, m: &Measure) -> Option<Case> {
     })
 }
 
-pub fn render(r: &DrillReport) -> String {
+pub(crate) fn render(r: &DrillReport) -> String {
     let suite = &r.playbook.name;
     let mut cases: Vec<Case> = r
         .steps

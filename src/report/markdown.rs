@@ -32,7 +32,7 @@ fn objective_row(out: &mut String, name: &str, m: &Measure) {
     );
 }
 
-pub fn render(r: &DrillReport) -> String {
+pub(crate) fn render(r: &DrillReport) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,

@@ -2,10 +2,10 @@
 //! journal alone, and its renderings) and the printer, the only place that writes to the
 //! terminal.
 
-pub mod junit;
-pub mod markdown;
-pub mod model;
-pub mod printer;
+pub(crate) mod junit;
+pub(crate) mod markdown;
+pub(crate) mod model;
+pub(crate) mod printer;
 
 use std::path::{Path, PathBuf};
 
@@ -14,7 +14,7 @@ use model::DrillReport;
 
 /// Writes `report.json`, `report.md` and `junit.xml` into `dir`, each through a temporary
 /// file renamed into place, so a reader never sees half a report.
-pub fn write_files(report: &DrillReport, dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+pub(crate) fn write_files(report: &DrillReport, dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir)?;
     let json = serde_json::to_string_pretty(report).map_err(std::io::Error::other)? + "\n";
     let files = [

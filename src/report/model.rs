@@ -21,10 +21,10 @@ use crate::steps::{BackupEvidence, Evidence, find_kind};
 
 /// Version 2: states in the one vocabulary (`succeeded`, not `passed`; `unfinished`, not
 /// `incomplete`; a skipped step is `skipped`, with `skipped_on_purpose`).
-pub const REPORT_VERSION: u32 = 2;
+pub(crate) const REPORT_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DrillReport {
+pub(crate) struct DrillReport {
     pub report_version: u32,
     pub run_id: String,
     pub playbook: PlaybookInfo,
@@ -50,14 +50,14 @@ pub struct DrillReport {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Mark {
+pub(crate) struct Mark {
     pub what: String,
     pub at: String,
     pub offset_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PlaybookInfo {
+pub(crate) struct PlaybookInfo {
     pub name: String,
     pub path: String,
     /// sha256 of the playbook file as run.
@@ -66,7 +66,7 @@ pub struct PlaybookInfo {
 
 /// A measured objective against its target.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Measure {
+pub(crate) struct Measure {
     pub target_ms: Option<u64>,
     pub measured_ms: Option<u64>,
     /// `None` when there is no target, or nothing to measure yet.
@@ -81,7 +81,7 @@ pub struct Measure {
 }
 
 impl Measure {
-    pub fn verdict(&self) -> Verdict {
+    pub(crate) fn verdict(&self) -> Verdict {
         match (self.met, self.margin_ms) {
             (Some(true), margin) => Verdict::Met {
                 spare_ms: margin.unwrap_or(0).max(0).unsigned_abs(),
@@ -94,7 +94,7 @@ impl Measure {
     }
 
     /// `RTO 2m 5s (objective 1h): met, 57m 55s to spare`, and the other cases.
-    pub fn headline(&self, name: &str) -> String {
+    pub(crate) fn headline(&self, name: &str) -> String {
         let note = || self.note.as_deref().unwrap_or("no measurement");
         match (self.measured_ms, self.target_ms) {
             (Some(v), Some(t)) => format!(
@@ -115,7 +115,7 @@ impl Measure {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct FailedStep {
+pub(crate) struct FailedStep {
     pub step: String,
     pub kind: String,
     pub class: FailureClass,
@@ -123,7 +123,7 @@ pub struct FailedStep {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Backup {
+pub(crate) struct Backup {
     /// The step that fetched it.
     pub step: String,
     #[serde(flatten)]
@@ -131,14 +131,14 @@ pub struct Backup {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ImageDeployed {
+pub(crate) struct ImageDeployed {
     pub step: String,
     pub image: String,
     pub before: Json,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StepReport {
+pub(crate) struct StepReport {
     pub id: String,
     pub kind: String,
     /// `steps` or `finally`.
@@ -163,7 +163,7 @@ pub struct StepReport {
 }
 
 /// An objective as the playbook writes it (`26h`, `15m`).
-pub fn target_text(ms: u64) -> String {
+pub(crate) fn target_text(ms: u64) -> String {
     format_duration(std::time::Duration::from_millis(ms))
 }
 
@@ -197,7 +197,7 @@ fn evidence(step: &StepHistory) -> Evidence {
 
 impl DrillReport {
     /// Builds the report from a run's journal records.
-    pub fn from_records(records: &[Record]) -> Option<Self> {
+    pub(crate) fn from_records(records: &[Record]) -> Option<Self> {
         let h = RunHistory::replay(records)?;
         let start = parse_time(&h.started_at)?;
         let timeline = h
@@ -280,12 +280,12 @@ impl DrillReport {
     }
 
     /// Whether a measured objective was missed (which fails the drill).
-    pub fn objective_missed(&self) -> bool {
+    pub(crate) fn objective_missed(&self) -> bool {
         self.rto.verdict().missed() || self.rpo.verdict().missed()
     }
 
     /// The objectives' results, for the run's last event and the terminal summary.
-    pub fn verdicts(&self) -> Vec<ObjectiveResult> {
+    pub(crate) fn verdicts(&self) -> Vec<ObjectiveResult> {
         [("RTO", &self.rto), ("RPO", &self.rpo)]
             .into_iter()
             .map(|(name, m)| ObjectiveResult {

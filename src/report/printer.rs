@@ -1,5 +1,8 @@
 //! The only place that writes to the terminal.
 
+// Everywhere else, printing is denied (Cargo.toml); this module is where it happens.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
@@ -13,7 +16,7 @@ use crate::events::{Event, Reporter, SummaryRow};
 use crate::outcome::{RunStatus, StepState};
 
 /// Prints a command's result to standard output.
-pub fn out(text: &str) {
+pub(crate) fn out(text: &str) {
     let mut stdout = std::io::stdout().lock();
     let _ = stdout.write_all(text.as_bytes());
     if !text.ends_with('\n') {
@@ -22,8 +25,15 @@ pub fn out(text: &str) {
     let _ = stdout.flush();
 }
 
+/// Prints diagnostics (text for people that is not a command's result) to standard error.
+pub(crate) fn err(text: &str) {
+    let mut stderr = std::io::stderr().lock();
+    let _ = stderr.write_all(text.as_bytes());
+    let _ = stderr.flush();
+}
+
 /// Prints an error that ends the program.
-pub fn error(err: &anyhow::Error) {
+pub(crate) fn error(err: &anyhow::Error) {
     let text = format!("{err:#}");
     if text.starts_with("error") {
         eprintln!("{text}");
@@ -33,7 +43,7 @@ pub fn error(err: &anyhow::Error) {
 }
 
 /// Applies `NO_COLOR` (and non-terminal output) to everything printed.
-pub fn init_colors() {
+pub(crate) fn init_colors() {
     let enabled = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
         && std::io::stderr().is_terminal();
     console::set_colors_enabled(enabled);
@@ -42,7 +52,7 @@ pub fn init_colors() {
 
 /// How run progress is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
+pub(crate) enum Mode {
     /// Live spinners (a terminal).
     Live,
     /// Timestamped lines (logs, CI).
@@ -51,14 +61,14 @@ pub enum Mode {
     Json,
 }
 
-pub struct Printer {
+pub(crate) struct Printer {
     mode: Mode,
     multi: MultiProgress,
     bars: Mutex<HashMap<String, ProgressBar>>,
 }
 
 impl Printer {
-    pub fn new(json: bool) -> Self {
+    pub(crate) fn new(json: bool) -> Self {
         let mode = if json {
             Mode::Json
         } else if std::io::stderr().is_terminal() {
@@ -245,7 +255,7 @@ impl Reporter for Printer {
 }
 
 /// The final table: step, kind, state, attempts, duration.
-pub fn summary_table(rows: &[SummaryRow]) -> String {
+pub(crate) fn summary_table(rows: &[SummaryRow]) -> String {
     let w = rows.iter().map(|r| r.step.len()).max().unwrap_or(4).max(4);
     let k = rows.iter().map(|r| r.kind.len()).max().unwrap_or(4).max(4);
     let mut out = format!(

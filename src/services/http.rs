@@ -13,7 +13,7 @@ use crate::util::error_chain;
 const MAX_BODY: usize = 16 << 20;
 
 /// How to build a client.
-pub struct ClientOptions<'a> {
+pub(crate) struct ClientOptions<'a> {
     pub jar: &'a Arc<Jar>,
     pub follow_redirects: bool,
     pub timeout: Duration,
@@ -22,7 +22,7 @@ pub struct ClientOptions<'a> {
     pub ca_pem: Option<&'a [u8]>,
 }
 
-pub fn client(opts: &ClientOptions<'_>) -> Result<reqwest::Client, String> {
+pub(crate) fn client(opts: &ClientOptions<'_>) -> Result<reqwest::Client, String> {
     let mut b = reqwest::Client::builder()
         .cookie_provider(opts.jar.clone())
         .timeout(opts.timeout)
@@ -43,7 +43,7 @@ pub fn client(opts: &ClientOptions<'_>) -> Result<reqwest::Client, String> {
 }
 
 /// A response, read.
-pub struct Response {
+pub(crate) struct Response {
     pub status: u16,
     pub headers: reqwest::header::HeaderMap,
     /// The final URL (after redirects).
@@ -53,11 +53,11 @@ pub struct Response {
 }
 
 impl Response {
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 
-    pub fn excerpt(&self) -> String {
+    pub(crate) fn excerpt(&self) -> String {
         let text: String = self.text().split_whitespace().collect::<Vec<_>>().join(" ");
         let cut: String = text.chars().take(300).collect();
         if cut.len() < text.len() {
@@ -69,7 +69,7 @@ impl Response {
 }
 
 /// Why a request got no response.
-pub enum SendError {
+pub(crate) enum SendError {
     /// Nothing (useful) came back: connection refused, reset, timed out.
     Transient(String),
     /// Anything else: a bad request, a TLS failure, too many redirects.
@@ -77,7 +77,7 @@ pub enum SendError {
 }
 
 /// Sends a prepared request and reads its response (up to 16 MiB of body).
-pub async fn execute(b: reqwest::RequestBuilder) -> Result<Response, SendError> {
+pub(crate) async fn execute(b: reqwest::RequestBuilder) -> Result<Response, SendError> {
     let started = Instant::now();
     let resp = b.send().await.map_err(|e| {
         let text = error_chain(&e);
@@ -117,7 +117,7 @@ pub async fn execute(b: reqwest::RequestBuilder) -> Result<Response, SendError> 
 }
 
 /// The value of cookie `name` the jar would send to `url`.
-pub fn cookie(jar: &Jar, url: &str, name: &str) -> Option<String> {
+pub(crate) fn cookie(jar: &Jar, url: &str, name: &str) -> Option<String> {
     let url = url::Url::parse(url).ok()?;
     let header = jar.cookies(&url)?;
     let header = header.to_str().ok()?.to_string();
@@ -129,7 +129,7 @@ pub fn cookie(jar: &Jar, url: &str, name: &str) -> Option<String> {
 }
 
 /// A content type from a file name.
-pub fn guess_mime(name: &str) -> &'static str {
+pub(crate) fn guess_mime(name: &str) -> &'static str {
     match name
         .rsplit('.')
         .next()

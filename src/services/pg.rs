@@ -15,7 +15,7 @@ use crate::util::process::{self, Finished, Limits, RunError, Stdin};
 /// programs only through their environment, never their arguments.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct PgConnection {
+pub(crate) struct PgConnection {
     /// Connection URL, `postgresql://user:password@host:5432/dbname` (usually a secret).
     #[serde(default)]
     pub url: Option<String>,
@@ -38,7 +38,7 @@ pub struct PgConnection {
 
 impl PgConnection {
     /// The settings problem, if any: a connection needs `url` or at least `database`.
-    pub fn problem(&self) -> Option<&'static str> {
+    pub(crate) fn problem(&self) -> Option<&'static str> {
         (self.url.is_none() && self.database.is_none()).then_some(
             "give `url` or at least `database` (with `host`, `port`, `user`, `password` as needed)",
         )
@@ -47,7 +47,7 @@ impl PgConnection {
 
 /// A resolved connection. `Debug` is hand-written so the password cannot leak into logs.
 #[derive(Clone, Default)]
-pub struct Conn {
+pub(crate) struct Conn {
     pub host: Option<String>,
     pub port: Option<u16>,
     pub user: Option<String>,
@@ -64,25 +64,25 @@ impl std::fmt::Debug for Conn {
 }
 
 impl Conn {
-    pub fn from_settings(c: &PgConnection) -> Result<Self, Failure> {
+    pub(crate) fn from_settings(c: &PgConnection) -> Result<Self, Failure> {
         let mut conn = match &c.url {
             Some(url) => parse_url(url)?,
             None => Conn::default(),
         };
         if c.host.is_some() {
-            conn.host = c.host.clone();
+            conn.host.clone_from(&c.host);
         }
         if c.port.is_some() {
             conn.port = c.port;
         }
         if c.user.is_some() {
-            conn.user = c.user.clone();
+            conn.user.clone_from(&c.user);
         }
         if c.password.is_some() {
-            conn.password = c.password.clone();
+            conn.password.clone_from(&c.password);
         }
         if let Some(db) = &c.database {
-            conn.database = db.clone();
+            conn.database.clone_from(db);
         }
         if conn.database.is_empty() {
             return Err(Failure::config(
@@ -93,7 +93,7 @@ impl Conn {
     }
 
     /// The same server and credentials, another database.
-    pub fn with_database(&self, database: &str) -> Self {
+    pub(crate) fn with_database(&self, database: &str) -> Self {
         Self {
             database: database.to_string(),
             ..self.clone()
@@ -101,7 +101,7 @@ impl Conn {
     }
 
     /// `user@host:port/db` without the password, for messages.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         format!(
             "{}@{}:{}/{}",
             self.user.as_deref().unwrap_or("(default user)"),
@@ -111,12 +111,12 @@ impl Conn {
         )
     }
 
-    pub fn host_for_guard(&self) -> String {
+    pub(crate) fn host_for_guard(&self) -> String {
         self.host.clone().unwrap_or_else(|| "localhost".into())
     }
 
     /// A command for `program` with this connection in its environment.
-    pub fn command(&self, bin: Option<&str>, program: &str) -> tokio::process::Command {
+    pub(crate) fn command(&self, bin: Option<&str>, program: &str) -> tokio::process::Command {
         let path = match bin {
             Some(dir) => PathBuf::from(dir).join(program),
             None => PathBuf::from(program),
@@ -172,7 +172,7 @@ fn libpq_env(param: &str) -> Option<&'static str> {
 }
 
 /// Parses `postgresql://user:password@host:port/db?host=/socket/dir&sslmode=require`.
-pub fn parse_url(text: &str) -> Result<Conn, Failure> {
+pub(crate) fn parse_url(text: &str) -> Result<Conn, Failure> {
     // libpq allows an empty host (`postgresql://user:pw@/db?host=/socket`); the url crate
     // does not, so parse with a placeholder host and drop it again.
     const NO_HOST: &str = "drrun-no-host.invalid";
@@ -235,7 +235,7 @@ fn percent_decode(s: &str) -> String {
 
 /// Runs a PostgreSQL client program prepared by [`Conn::command`] to its end,
 /// cancellable, with `stdin` fed from memory or a stream.
-pub async fn run_client(
+pub(crate) async fn run_client(
     cmd: tokio::process::Command,
     program: &str,
     stdin: impl Into<Stdin>,
@@ -262,7 +262,7 @@ pub async fn run_client(
 }
 
 /// Runs SQL through psql, tuples only; `read_only` makes the session refuse writes.
-pub async fn psql(
+pub(crate) async fn psql(
     conn: &Conn,
     bin: Option<&str>,
     sql: &str,
@@ -290,7 +290,7 @@ pub async fn psql(
 
 /// Major version of a `pg_restore --version` or "Dumped by pg_dump version: 15.4" text,
 /// times 100 (9.6 is 906, 15 is 1500).
-pub fn major_version(text: &str) -> Option<u32> {
+pub(crate) fn major_version(text: &str) -> Option<u32> {
     static VERSION: std::sync::LazyLock<regex::Regex> =
         std::sync::LazyLock::new(|| regex::Regex::new(r"(\d+)(?:\.(\d+))?").unwrap());
     let caps = VERSION.captures(text)?;
@@ -308,7 +308,7 @@ pub fn major_version(text: &str) -> Option<u32> {
 }
 
 /// Lists an archive (`pg_restore --list`): validates it and reads the dump's version.
-pub async fn list_archive(
+pub(crate) async fn list_archive(
     path: &Path,
     bin: Option<&str>,
     cancel: &CancellationToken,
@@ -334,7 +334,7 @@ pub async fn list_archive(
 }
 
 /// `pg_restore --version`, when it runs.
-pub async fn local_version(bin: Option<&str>, cancel: &CancellationToken) -> Option<String> {
+pub(crate) async fn local_version(bin: Option<&str>, cancel: &CancellationToken) -> Option<String> {
     let mut cmd = Conn::default().command(bin, "pg_restore");
     cmd.arg("--version");
     run_client(cmd, "pg_restore", None, cancel)
@@ -344,7 +344,7 @@ pub async fn local_version(bin: Option<&str>, cancel: &CancellationToken) -> Opt
 }
 
 /// Classifies a libpq connection failure from a client's stderr.
-pub fn connection_error(conn: &Conn, stderr: &str) -> Option<Failure> {
+pub(crate) fn connection_error(conn: &Conn, stderr: &str) -> Option<Failure> {
     stderr.lines().find(|l| {
         l.contains("connection to server") || l.contains("FATAL") || l.contains("could not connect")
     })?;
@@ -364,7 +364,7 @@ pub fn connection_error(conn: &Conn, stderr: &str) -> Option<Failure> {
 }
 
 /// Strips the program-name prefixes psql and pg_restore put on their messages.
-pub fn clean(text: &str) -> String {
+pub(crate) fn clean(text: &str) -> String {
     text.replace("psql: error: ", "")
         .replace("pg_restore: error: ", "")
         .trim()
@@ -372,12 +372,12 @@ pub fn clean(text: &str) -> String {
 }
 
 /// Quotes an SQL identifier.
-pub fn ident(name: &str) -> String {
+pub(crate) fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// Quotes an SQL string literal.
-pub fn literal(text: &str) -> String {
+pub(crate) fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 

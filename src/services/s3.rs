@@ -21,7 +21,7 @@ const PART_ATTEMPTS: u32 = 3;
 /// chain (environment, shared profiles, SSO, web identity, instance metadata).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct S3Access {
+pub(crate) struct S3Access {
     /// AWS region (default: from the profile or environment; `us-east-1` otherwise).
     #[serde(default)]
     pub region: Option<String>,
@@ -37,14 +37,14 @@ pub struct S3Access {
 }
 
 /// A connected client plus who it acts as, for "access denied" messages.
-pub struct Client {
+pub(crate) struct Client {
     pub s3: aws_sdk_s3::Client,
     /// Who we are, for "access denied" messages (never the secret).
     pub principal: String,
 }
 
 /// Connects with the standard AWS credential chain, narrowed by `cfg`.
-pub async fn client(cfg: &S3Access) -> Result<Client, Failure> {
+pub(crate) async fn client(cfg: &S3Access) -> Result<Client, Failure> {
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
     if let Some(p) = &cfg.profile {
         loader = loader.profile_name(p);
@@ -98,7 +98,7 @@ async fn principal(shared: &aws_config::SdkConfig, cfg: &S3Access) -> String {
 
 /// Turns an SDK error into a message and the right retry class.
 /// Turns an SDK error into a message and the right retry class.
-pub fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
+pub(crate) fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
     err: &SdkError<E>,
     what: &str,
     client: &Client,
@@ -160,20 +160,24 @@ pub fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
     }
 }
 
-pub fn to_chrono(t: &aws_sdk_s3::primitives::DateTime) -> Option<DateTime<Utc>> {
+pub(crate) fn to_chrono(t: &aws_sdk_s3::primitives::DateTime) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp(t.secs(), t.subsec_nanos())
 }
 
 /// One object of a listing.
 #[derive(Debug, Clone)]
-pub struct Listed {
+pub(crate) struct Listed {
     pub key: String,
     pub size: u64,
     pub last_modified: Option<DateTime<Utc>>,
 }
 
 /// Every object under `prefix` (the listing is fully paginated).
-pub async fn list(client: &Client, bucket: &str, prefix: &str) -> Result<Vec<Listed>, Failure> {
+pub(crate) async fn list(
+    client: &Client,
+    bucket: &str,
+    prefix: &str,
+) -> Result<Vec<Listed>, Failure> {
     let mut pages = client
         .s3
         .list_objects_v2()
@@ -206,7 +210,7 @@ pub async fn list(client: &Client, bucket: &str, prefix: &str) -> Result<Vec<Lis
 
 /// What a HEAD request says about one object version.
 #[derive(Debug, Clone)]
-pub struct Head {
+pub(crate) struct Head {
     pub size: u64,
     /// Without quotes.
     pub etag: String,
@@ -217,7 +221,7 @@ pub struct Head {
     pub full_sha256: Option<String>,
 }
 
-pub async fn head(
+pub(crate) async fn head(
     client: &Client,
     bucket: &str,
     key: &str,
@@ -255,7 +259,7 @@ pub async fn head(
 
 /// Opens `s3://bucket/key` as a byte stream (for restoring straight from S3).
 /// Opens `s3://bucket/key` as a byte stream (for restoring straight from S3).
-pub async fn open_object(
+pub(crate) async fn open_object(
     access: &S3Access,
     url: &str,
 ) -> Result<(Box<dyn tokio::io::AsyncRead + Send + Unpin>, u64), Failure> {
@@ -279,7 +283,7 @@ pub async fn open_object(
     Ok((Box::new(out.body.into_async_read()), size))
 }
 
-pub enum RangeError {
+pub(crate) enum RangeError {
     Sdk(Box<SdkError<aws_sdk_s3::operation::get_object::GetObjectError>>),
     /// The body ended early or broke off.
     Body(String),
@@ -289,7 +293,7 @@ pub enum RangeError {
 
 /// The object version every part must come from.
 /// The object version every part must come from.
-pub struct ObjectVersion {
+pub(crate) struct ObjectVersion {
     pub bucket: String,
     pub key: String,
     pub etag: String,
@@ -297,7 +301,7 @@ pub struct ObjectVersion {
 }
 
 /// Fetches bytes `start..=end`, writing each chunk at its offset as it arrives.
-pub async fn fetch_range(
+pub(crate) async fn fetch_range(
     s3: &aws_sdk_s3::Client,
     object: &ObjectVersion,
     start: u64,
@@ -374,6 +378,6 @@ pub async fn fetch_range(
         if attempt >= PART_ATTEMPTS {
             return Err(error);
         }
-        tokio::time::sleep(Duration::from_millis(250 * attempt as u64)).await;
+        tokio::time::sleep(Duration::from_millis(250 * u64::from(attempt))).await;
     }
 }

@@ -5,7 +5,7 @@
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-pub fn fingerprint(kind: &str, redacted_inputs: &Value) -> String {
+pub(crate) fn fingerprint(kind: &str, redacted_inputs: &Value) -> String {
     let mut hasher = Sha256::new();
     hasher.update(kind.as_bytes());
     hasher.update([0]);

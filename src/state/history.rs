@@ -10,7 +10,7 @@ use crate::playbook::model::Objectives;
 
 /// A run as its journal tells it.
 #[derive(Debug, Clone)]
-pub struct RunHistory {
+pub(crate) struct RunHistory {
     pub run_id: String,
     pub playbook: String,
     pub playbook_name: String,
@@ -36,7 +36,7 @@ pub struct RunHistory {
 
 /// A step as its journal records tell it.
 #[derive(Debug, Clone)]
-pub struct StepHistory {
+pub(crate) struct StepHistory {
     pub kind: String,
     /// `steps` or `finally`.
     pub phase: String,
@@ -80,7 +80,7 @@ impl StepHistory {
 
 impl RunHistory {
     /// Replays `records`; `None` when they do not begin with the run's start.
-    pub fn replay(records: &[Record]) -> Option<Self> {
+    pub(crate) fn replay(records: &[Record]) -> Option<Self> {
         let Some(Record::RunStarted {
             run_id,
             playbook,

@@ -18,7 +18,7 @@ use crate::util::fs::sync_dir;
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
-pub enum Record {
+pub(crate) enum Record {
     RunStarted {
         run_id: String,
         playbook: String,
@@ -117,26 +117,26 @@ pub enum Record {
 
 /// A step of the plan as the journal records it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PlannedStep {
+pub(crate) struct PlannedStep {
     pub id: String,
     pub kind: String,
     /// `steps` or `finally`.
     pub phase: String,
 }
 
-pub fn now() -> String {
+pub(crate) fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// What reading a journal found.
 #[derive(Debug, Default)]
-pub struct Replay {
+pub(crate) struct Replay {
     pub records: Vec<Record>,
     /// A torn last line was found (and will be cut off before the next append).
     pub torn_tail: bool,
 }
 
-pub fn read(path: &Path) -> Result<Replay, StateError> {
+pub(crate) fn read(path: &Path) -> Result<Replay, StateError> {
     let bytes = std::fs::read(path).map_err(io_err(path))?;
     let scan = scan(&bytes);
     if let Some((line, message)) = scan.corrupt {
@@ -200,14 +200,14 @@ fn scan(bytes: &[u8]) -> Scan {
     }
 }
 
-pub struct Journal {
+pub(crate) struct Journal {
     path: PathBuf,
     file: Mutex<File>,
 }
 
 impl Journal {
     /// Creates a new journal (the run directory must exist).
-    pub fn create(path: &Path) -> Result<Self, StateError> {
+    pub(crate) fn create(path: &Path) -> Result<Self, StateError> {
         let file = OpenOptions::new()
             .create_new(true)
             .append(true)
@@ -223,7 +223,7 @@ impl Journal {
     }
 
     /// Opens an existing journal for appending, cutting off a torn last line.
-    pub fn reopen(path: &Path) -> Result<Self, StateError> {
+    pub(crate) fn reopen(path: &Path) -> Result<Self, StateError> {
         let bytes = std::fs::read(path).map_err(io_err(path))?;
         let keep = scan(&bytes).valid_len;
         let file = OpenOptions::new()
@@ -246,14 +246,14 @@ impl Journal {
     }
 
     /// Appends one record and makes it durable before returning.
-    pub fn append(&self, record: &Record) -> Result<(), StateError> {
+    pub(crate) fn append(&self, record: &Record) -> Result<(), StateError> {
         self.write(record, true)
     }
 
     /// Appends a record that nothing outside drrun acts on (a reused checkpoint, a skip):
     /// it becomes durable with the next [`Journal::append`], and if the process dies
     /// before that, resuming derives it again. Saves an fsync per reused step.
-    pub fn append_lazy(&self, record: &Record) -> Result<(), StateError> {
+    pub(crate) fn append_lazy(&self, record: &Record) -> Result<(), StateError> {
         self.write(record, false)
     }
 

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::{StateError, io_err};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Holder {
+pub(crate) struct Holder {
     pub pid: u32,
     pub host: String,
     pub run_id: Option<String>,
@@ -30,14 +30,17 @@ impl std::fmt::Display for Holder {
     }
 }
 
-pub struct StateLock {
+pub(crate) struct StateLock {
     file: File,
     path: PathBuf,
 }
 
 impl StateLock {
     /// Takes the lock. Returns the previous holder when a stale lock was taken over.
-    pub fn acquire(dir: &Path, holder: &Holder) -> Result<(Self, Option<Holder>), StateError> {
+    pub(crate) fn acquire(
+        dir: &Path,
+        holder: &Holder,
+    ) -> Result<(Self, Option<Holder>), StateError> {
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         let path = dir.join("lock");
         let mut file = OpenOptions::new()
@@ -71,7 +74,7 @@ impl StateLock {
     }
 
     /// Rewrites the holder (e.g. once the run id is known).
-    pub fn write(&self, holder: &Holder) -> Result<(), StateError> {
+    pub(crate) fn write(&self, holder: &Holder) -> Result<(), StateError> {
         let mut f = &self.file;
         let text = serde_json::to_string(holder).expect("holder serializes");
         f.set_len(0).map_err(io_err(&self.path))?;

@@ -3,17 +3,17 @@
 //! Layout under the state directory (default `.drrun/` next to the playbook):
 //! `lock` (holder of the running drill), `runs/<run-id>/journal.jsonl`, `runs/<run-id>/work/`.
 
-pub mod fingerprint;
-pub mod history;
-pub mod journal;
-pub mod lock;
-pub mod runs;
+pub(crate) mod fingerprint;
+pub(crate) mod history;
+pub(crate) mod journal;
+pub(crate) mod lock;
+pub(crate) mod runs;
 
 use std::path::PathBuf;
 
 /// Errors of the state layer.
 #[derive(Debug, thiserror::Error)]
-pub enum StateError {
+pub(crate) enum StateError {
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

@@ -15,13 +15,13 @@ use crate::util::fs::sync_dir;
 const UNBORN_PREFIX: &str = ".new-";
 
 #[derive(Debug, Clone)]
-pub struct StateDir {
+pub(crate) struct StateDir {
     pub root: PathBuf,
 }
 
 /// What a journal says about one step.
 #[derive(Debug, Clone, Serialize)]
-pub struct StepSummary {
+pub(crate) struct StepSummary {
     pub state: StepState,
     pub attempts: u32,
     pub duration_ms: u64,
@@ -33,7 +33,7 @@ pub struct StepSummary {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct RunSummary {
+pub(crate) struct RunSummary {
     pub run_id: String,
     pub playbook: String,
     pub playbook_name: String,
@@ -47,15 +47,15 @@ pub struct RunSummary {
 }
 
 impl StateDir {
-    pub fn new(root: impl Into<PathBuf>) -> Self {
+    pub(crate) fn new(root: impl Into<PathBuf>) -> Self {
         Self { root: root.into() }
     }
 
-    pub fn run_dir(&self, run_id: &str) -> PathBuf {
+    pub(crate) fn run_dir(&self, run_id: &str) -> PathBuf {
         self.root.join("runs").join(run_id)
     }
 
-    pub fn journal_path(&self, run_id: &str) -> PathBuf {
+    pub(crate) fn journal_path(&self, run_id: &str) -> PathBuf {
         self.run_dir(run_id).join("journal.jsonl")
     }
 
@@ -66,7 +66,7 @@ impl StateDir {
     /// before the rename leaves no run that `resume`, `status` or `report` would have to
     /// make sense of; its hidden directory is removed by the next run (which holds the lock,
     /// so no other run can be creating one at the time).
-    pub fn create_run(&self, run_id: &str, first: &Record) -> Result<Journal, StateError> {
+    pub(crate) fn create_run(&self, run_id: &str, first: &Record) -> Result<Journal, StateError> {
         let runs = self.root.join("runs");
         std::fs::create_dir_all(&runs).map_err(io_err(&runs))?;
         self.remove_unborn_runs(&runs);
@@ -86,7 +86,7 @@ impl StateDir {
         let Ok(entries) = std::fs::read_dir(runs) else {
             return;
         };
-        for e in entries.filter_map(|e| e.ok()) {
+        for e in entries.filter_map(Result::ok) {
             if e.file_name().to_string_lossy().starts_with(UNBORN_PREFIX) {
                 let _ = std::fs::remove_dir_all(e.path());
             }
@@ -94,14 +94,14 @@ impl StateDir {
     }
 
     /// Run ids, oldest first (ids start with their UTC start time).
-    pub fn list(&self) -> Result<Vec<String>, StateError> {
+    pub(crate) fn list(&self) -> Result<Vec<String>, StateError> {
         let dir = self.root.join("runs");
         if !dir.exists() {
             return Ok(Vec::new());
         }
         let mut ids: Vec<String> = std::fs::read_dir(&dir)
             .map_err(io_err(&dir))?
-            .filter_map(|e| e.ok())
+            .filter_map(Result::ok)
             .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
             .filter(|e| e.path().join("journal.jsonl").exists())
             .filter_map(|e| e.file_name().into_string().ok())
@@ -110,7 +110,7 @@ impl StateDir {
         Ok(ids)
     }
 
-    pub fn summary(&self, run_id: &str) -> Result<RunSummary, StateError> {
+    pub(crate) fn summary(&self, run_id: &str) -> Result<RunSummary, StateError> {
         let path = self.journal_path(run_id);
         if !path.exists() {
             return Err(StateError::NoSuchRun(run_id.to_string()));
@@ -120,7 +120,7 @@ impl StateDir {
     }
 
     /// The newest run that did not pass, for `resume`.
-    pub fn newest_resumable(&self) -> Result<RunSummary, StateError> {
+    pub(crate) fn newest_resumable(&self) -> Result<RunSummary, StateError> {
         let Some(id) = self.list()?.pop() else {
             return Err(StateError::NothingToResume(format!(
                 "no runs under {}",
@@ -138,7 +138,7 @@ impl StateDir {
 }
 
 /// What `status` and `resume` need of a run: its history, projected.
-pub fn summarize(run_id: &str, records: &[Record], torn_tail: bool) -> RunSummary {
+pub(crate) fn summarize(run_id: &str, records: &[Record], torn_tail: bool) -> RunSummary {
     let Some(h) = RunHistory::replay(records) else {
         // A journal without its first record (only from versions before runs were born
         // whole): nothing is known but that it did not finish.
@@ -185,10 +185,10 @@ pub fn summarize(run_id: &str, records: &[Record], torn_tail: bool) -> RunSummar
 }
 
 /// A new run id: UTC start time plus a random suffix, so ids sort by start time.
-pub fn new_run_id() -> String {
+pub(crate) fn new_run_id() -> String {
     let now = chrono::Utc::now();
-    let nanos = now.timestamp_subsec_nanos() as u64;
-    let mix = (nanos ^ ((std::process::id() as u64) << 20)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let nanos = u64::from(now.timestamp_subsec_nanos());
+    let mix = (nanos ^ (u64::from(std::process::id()) << 20)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     format!(
         "{}-{:04x}",
         now.format("%Y%m%dT%H%M%SZ"),
@@ -198,7 +198,7 @@ pub fn new_run_id() -> String {
 
 /// The default state directory for a playbook: `.drrun/<playbook stem>/` next to it, so
 /// playbooks sharing a directory do not share locks or runs.
-pub fn default_state_dir(playbook: &Path) -> PathBuf {
+pub(crate) fn default_state_dir(playbook: &Path) -> PathBuf {
     let parent = playbook
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -224,9 +224,9 @@ mod tests {
             host: "host".into(),
             pid: 1,
             at: "2026-12-02T00:00:00Z".into(),
-            vars: Default::default(),
-            overrides: Default::default(),
-            objectives: Default::default(),
+            vars: serde_json::Map::default(),
+            overrides: serde_json::Map::default(),
+            objectives: crate::playbook::model::Objectives::default(),
             steps: Vec::new(),
         }
     }

@@ -13,7 +13,7 @@ use crate::secrets::Redactor;
 
 /// Everything a running step may use. Kinds never print: they report through `events`.
 #[derive(Clone)]
-pub struct StepCtx {
+pub(crate) struct StepCtx {
     pub step_id: String,
     pub run_id: String,
     /// Cancelled on Ctrl-C or timeout: stop promptly and clean up.
@@ -29,7 +29,7 @@ pub struct StepCtx {
 
 impl StepCtx {
     /// Byte (or item) progress for the progress display.
-    pub fn progress(&self, done: u64, total: Option<u64>) {
+    pub(crate) fn progress(&self, done: u64, total: Option<u64>) {
         self.events.event(&Event::StepProgress {
             step: self.step_id.clone(),
             done,
@@ -38,7 +38,7 @@ impl StepCtx {
     }
 
     /// A line of information about the step (redacted).
-    pub fn note(&self, text: impl AsRef<str>) {
+    pub(crate) fn note(&self, text: impl AsRef<str>) {
         self.events.event(&Event::StepNote {
             step: self.step_id.clone(),
             text: self.redactor.redact(text.as_ref()),
@@ -46,22 +46,45 @@ impl StepCtx {
     }
 
     /// Resolves a path from the playbook against the playbook's directory.
-    pub fn resolve_path(&self, path: &str) -> PathBuf {
+    pub(crate) fn resolve_path(&self, path: &str) -> PathBuf {
         crate::util::resolve_path(&self.base_dir, path)
     }
 }
 
-/// What `plan` may look at: whether it may reach services, and the guards.
+/// What `plan` may look at: whether it may reach services, the guards, and which
+/// settings hold values that are not known yet (they render as placeholders).
 #[derive(Clone)]
-pub struct PreviewCtx {
+pub(crate) struct PreviewCtx {
     pub offline: bool,
     pub guards: Arc<Guards>,
     pub base_dir: PathBuf,
+    /// Setting paths under `with` (`archive`, `requests[0].url`) whose values are known
+    /// only later: at run time, or (offline) once secrets are read.
+    pub pending: Vec<String>,
+}
+
+impl PreviewCtx {
+    /// Whether the setting `field` (or anything inside it) is not known yet.
+    pub(crate) fn is_pending(&self, field: &str) -> bool {
+        self.pending.iter().any(|p| {
+            p == field
+                || p.strip_prefix(field)
+                    .is_some_and(|rest| rest.starts_with(['.', '[']))
+                || field
+                    .strip_prefix(p.as_str())
+                    .is_some_and(|rest| rest.starts_with(['.', '[']))
+        })
+    }
+
+    /// Whether any setting is not known yet.
+    pub(crate) fn any_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
 }
 
 /// A step's preview: what it would do, or why that cannot be known without running it.
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct Preview {
+pub(crate) struct Preview {
     pub lines: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cannot_preview: Option<String>,
@@ -72,7 +95,7 @@ pub struct Preview {
 }
 
 impl Preview {
-    pub fn lines(lines: impl IntoIterator<Item = String>) -> Self {
+    pub(crate) fn lines(lines: impl IntoIterator<Item = String>) -> Self {
         Self {
             lines: lines.into_iter().collect(),
             cannot_preview: None,
@@ -80,7 +103,7 @@ impl Preview {
         }
     }
 
-    pub fn cannot(reason: impl Into<String>) -> Self {
+    pub(crate) fn cannot(reason: impl Into<String>) -> Self {
         Self {
             lines: Vec::new(),
             cannot_preview: Some(reason.into()),
@@ -89,7 +112,7 @@ impl Preview {
     }
 
     /// What is known so far, and why the rest cannot be previewed.
-    pub fn partial(lines: Vec<String>, reason: impl Into<String>) -> Self {
+    pub(crate) fn partial(lines: Vec<String>, reason: impl Into<String>) -> Self {
         Self {
             lines,
             cannot_preview: Some(reason.into()),
@@ -98,7 +121,7 @@ impl Preview {
     }
 
     /// The usual answer of a kind that needs a live service when `plan --offline` is used.
-    pub fn offline() -> Self {
+    pub(crate) fn offline() -> Self {
         Self::cannot("cannot preview offline (needs live reads)")
     }
 }

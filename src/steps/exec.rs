@@ -15,7 +15,7 @@ use crate::util::process::{self, Limits, RunError};
 /// Runs a program directly (no shell) and captures its output.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Exec {
+pub(crate) struct Exec {
     /// Program and arguments. No shell is involved; write `["sh", "-c", "..."]` to get one.
     /// Never put secrets here (argv is visible to every user of the machine): use `env`.
     #[serde(deserialize_with = "crate::util::string_list")]
@@ -176,7 +176,7 @@ fn last_lines(text: &str, n: usize) -> String {
 }
 
 /// Renders argv the way a shell user would type it (for previews only).
-pub fn shell_words(argv: &[String]) -> String {
+pub(super) fn shell_words(argv: &[String]) -> String {
     argv.iter()
         .map(|a| {
             if !a.is_empty()

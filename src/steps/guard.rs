@@ -7,14 +7,14 @@ use crate::outcome::{Failure, FailureClass};
 
 /// Guard patterns after templating. `*` matches any run of characters.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
-pub struct Guards {
+pub(crate) struct Guards {
     pub kube_namespaces: Vec<String>,
     pub pg_hosts: Vec<String>,
     pub pg_databases: Vec<String>,
 }
 
 impl Guards {
-    pub fn check_kube_namespace(&self, namespace: &str) -> Result<(), Failure> {
+    pub(crate) fn check_kube_namespace(&self, namespace: &str) -> Result<(), Failure> {
         match self.kube_namespaces.iter().find(|p| matches(p, namespace)) {
             Some(p) => Err(refusal(
                 format!("Kubernetes namespace `{namespace}`"),
@@ -25,7 +25,7 @@ impl Guards {
         }
     }
 
-    pub fn check_pg(&self, host: &str, database: &str) -> Result<(), Failure> {
+    pub(crate) fn check_pg(&self, host: &str, database: &str) -> Result<(), Failure> {
         if let Some(p) = self.pg_hosts.iter().find(|p| matches(p, host)) {
             return Err(refusal(
                 format!("PostgreSQL host `{host}`"),
@@ -52,7 +52,7 @@ fn refusal(what: String, pattern: &str, field: &str) -> Failure {
 }
 
 /// Glob match with `*` only, case-sensitive (namespaces and database names are).
-pub fn matches(pattern: &str, text: &str) -> bool {
+pub(crate) fn matches(pattern: &str, text: &str) -> bool {
     let parts: Vec<&str> = pattern.split('*').collect();
     if parts.len() == 1 {
         return pattern == text;

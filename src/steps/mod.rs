@@ -12,20 +12,20 @@ use serde::{Deserialize, Serialize};
 
 mod context;
 mod exec;
-pub mod guard;
+pub(crate) mod guard;
 mod http;
 mod kube;
 mod pg;
 mod s3;
 
-pub use context::{Preview, PreviewCtx, StepCtx};
+pub(crate) use context::{Preview, PreviewCtx, StepCtx};
 
 use crate::outcome::{Failure, Outputs};
 
 /// What running a step does to the world; decides what the engine may retry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Effect {
+pub(crate) enum Effect {
     /// Only reads; always safe to repeat.
     Read,
     /// Writes, but repeating it leaves the same result.
@@ -35,7 +35,7 @@ pub enum Effect {
 }
 
 impl Effect {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Read => "read",
             Self::Idempotent => "idempotent",
@@ -46,25 +46,25 @@ impl Effect {
 
 /// A declared output of a kind: `steps.<id>.outputs.<name>`.
 #[derive(Debug, Clone, Copy, Serialize)]
-pub struct OutputDoc {
+pub(crate) struct OutputDoc {
     pub name: &'static str,
     pub doc: &'static str,
 }
 
-pub const fn output(name: &'static str, doc: &'static str) -> OutputDoc {
+pub(crate) const fn output(name: &'static str, doc: &'static str) -> OutputDoc {
     OutputDoc { name, doc }
 }
 
 /// A problem with a step's settings found after they were typed (cross-field rules).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigIssue {
+pub(crate) struct ConfigIssue {
     /// Field under `with` (`key`, `requests[2].capture`), empty for the whole step.
     pub field: String,
     pub message: String,
 }
 
 impl ConfigIssue {
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             field: field.into(),
             message: message.into(),
@@ -75,22 +75,27 @@ impl ConfigIssue {
 /// What the drill report reads from a kind's outputs, so that `report/` and `plan/` never
 /// name kinds. Every hook is optional.
 #[derive(Debug, Clone, Copy)]
-pub struct Evidence {
+pub(crate) struct Evidence {
     /// The time the data this step yields is from, for the RPO: (the output it was read
     /// from, an RFC 3339 or PostgreSQL timestamp). A step of such a kind may be named by
     /// `objectives.rpo_from`.
-    pub data_time: Option<fn(&Outputs) -> Option<(&'static str, String)>>,
+    pub data_time: Option<DataTime>,
     /// Steps of this kind are the RPO source when `objectives.rpo_from` names none (the
     /// first such step).
     pub default_rpo_source: bool,
     /// The backup the data came from, for the report's Backup section.
     pub backup: Option<fn(&Outputs) -> BackupEvidence>,
     /// The image this step deployed: (image, what ran before by container).
-    pub deployed_image: Option<fn(&Outputs) -> Option<(String, serde_json::Value)>>,
+    pub deployed_image: Option<DeployedImage>,
 }
 
+/// Reads the time the data is from: (the output it came from, the timestamp).
+pub(crate) type DataTime = fn(&Outputs) -> Option<(&'static str, String)>;
+/// Reads the image deployed and what ran before, by container.
+pub(crate) type DeployedImage = fn(&Outputs) -> Option<(String, serde_json::Value)>;
+
 impl Evidence {
-    pub const NONE: Self = Self {
+    pub(crate) const NONE: Self = Self {
         data_time: None,
         default_rpo_source: false,
         backup: None,
@@ -100,7 +105,7 @@ impl Evidence {
 
 /// The backup a drill restored, as its report shows it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BackupEvidence {
+pub(crate) struct BackupEvidence {
     /// `s3://bucket/key` or a path.
     pub object: String,
     pub size: Option<u64>,
@@ -113,7 +118,9 @@ pub struct BackupEvidence {
     pub details: serde_json::Map<String, serde_json::Value>,
 }
 
-pub trait StepKind: DeserializeOwned + JsonSchema + Send + Sync + Sized + 'static {
+pub(crate) trait StepKind:
+    DeserializeOwned + JsonSchema + Send + Sync + Sized + 'static
+{
     const NAME: &'static str;
     /// One line: what the kind does.
     const SUMMARY: &'static str;
@@ -125,6 +132,9 @@ pub trait StepKind: DeserializeOwned + JsonSchema + Send + Sync + Sized + 'stati
     const OUTPUTS: &'static [OutputDoc];
     /// What the drill report reads from the outputs (default: nothing).
     const EVIDENCE: Evidence = Evidence::NONE;
+    /// Template roots this kind renders itself while it runs (`captures` in
+    /// `http.smoke`): the engine leaves them in place for the kind.
+    const DEFERRED: &'static [&'static str] = &[];
 
     /// Cross-field checks that serde cannot express; run at compile time.
     fn check(&self) -> Vec<ConfigIssue> {
@@ -139,13 +149,14 @@ pub trait StepKind: DeserializeOwned + JsonSchema + Send + Sync + Sized + 'stati
 
 /// Metadata about a registered kind, for the compiler, `drrun kinds` and the schema.
 #[derive(Debug)]
-pub struct KindInfo {
+pub(crate) struct KindInfo {
     pub name: &'static str,
     pub summary: &'static str,
     pub effect: Effect,
     pub example: &'static str,
     pub outputs: &'static [OutputDoc],
     pub evidence: Evidence,
+    pub deferred: &'static [&'static str],
     pub schema: fn(&mut schemars::SchemaGenerator) -> schemars::Schema,
     /// Types `with` and runs the kind's checks.
     pub check: fn(
@@ -154,7 +165,7 @@ pub struct KindInfo {
 }
 
 impl KindInfo {
-    pub fn has_output(&self, name: &str) -> bool {
+    pub(crate) fn has_output(&self, name: &str) -> bool {
         self.outputs.iter().any(|o| o.name == name)
     }
 }
@@ -176,12 +187,12 @@ macro_rules! registry {
         /// with its settings under `with`.
         #[derive(Debug, Deserialize, JsonSchema)]
         #[serde(tag = "kind", content = "with")]
-        pub enum StepConfig {
+        pub(crate) enum StepConfig {
             $(#[serde(rename = $name)] $variant($ty),)*
         }
 
         /// The registry, in the order `drrun kinds` lists them.
-        pub static KINDS: &[KindInfo] = &[
+        pub(crate) static KINDS: &[KindInfo] = &[
             $(KindInfo {
                 name: <$ty as StepKind>::NAME,
                 summary: <$ty as StepKind>::SUMMARY,
@@ -189,6 +200,7 @@ macro_rules! registry {
                 example: <$ty as StepKind>::EXAMPLE,
                 outputs: <$ty as StepKind>::OUTPUTS,
                 evidence: <$ty as StepKind>::EVIDENCE,
+                deferred: <$ty as StepKind>::DEFERRED,
                 schema: schema_of::<$ty>,
                 check: check_kind::<$ty>,
             },)*
@@ -196,7 +208,7 @@ macro_rules! registry {
 
         impl StepConfig {
             /// Types the rendered `with` of a step of kind `kind`.
-            pub fn from_with(
+            pub(crate) fn from_with(
                 kind: &str,
                 with: serde_json::Value,
             ) -> Result<Self, serde_path_to_error::Error<serde_json::Error>> {
@@ -206,13 +218,13 @@ macro_rules! registry {
                 }
             }
 
-            pub async fn preview(&self, ctx: &PreviewCtx) -> Preview {
+            pub(crate) async fn preview(&self, ctx: &PreviewCtx) -> Preview {
                 match self {
                     $(Self::$variant(c) => c.preview(ctx).await,)*
                 }
             }
 
-            pub async fn run(&self, ctx: &StepCtx) -> Result<Outputs, Failure> {
+            pub(crate) async fn run(&self, ctx: &StepCtx) -> Result<Outputs, Failure> {
                 match self {
                     $(Self::$variant(c) => c.run(ctx).await,)*
                 }
@@ -239,6 +251,6 @@ registry! {
     "http.smoke" => HttpSmoke(http::HttpSmoke),
 }
 
-pub fn find_kind(name: &str) -> Option<&'static KindInfo> {
+pub(crate) fn find_kind(name: &str) -> Option<&'static KindInfo> {
     KINDS.iter().find(|k| k.name == name)
 }

@@ -10,7 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// Expands a leading `~/` to `$HOME`.
-pub fn expand_home(path: &str) -> PathBuf {
+pub(crate) fn expand_home(path: &str) -> PathBuf {
     match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
         (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
         _ => PathBuf::from(path),
@@ -42,13 +42,13 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
 /// One value or a list of them (`schema: public` or `schema: [public, extra]`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(untagged)]
-pub enum OneOrMany<T> {
+pub(crate) enum OneOrMany<T> {
     One(T),
     Many(Vec<T>),
 }
 
 impl<T: Clone> OneOrMany<T> {
-    pub fn to_vec(&self) -> Vec<T> {
+    pub(crate) fn to_vec(&self) -> Vec<T> {
         match self {
             Self::One(v) => vec![v.clone()],
             Self::Many(v) => v.clone(),
@@ -58,10 +58,10 @@ impl<T: Clone> OneOrMany<T> {
 
 /// A byte size: `16MiB`, `1 GiB`, `500kB`, or a plain number of bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-pub struct ByteSize(pub u64);
+pub(crate) struct ByteSize(pub u64);
 
 impl ByteSize {
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub(crate) fn parse(text: &str) -> Result<Self, String> {
         let t = text.trim();
         let split = t
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -118,7 +118,7 @@ impl JsonSchema for ByteSize {
 
 /// Deserializes a map whose values may be written as strings, numbers or booleans
 /// (environment variables, headers, form fields) into strings.
-pub fn string_map<'de, D: Deserializer<'de>>(
+pub(crate) fn string_map<'de, D: Deserializer<'de>>(
     d: D,
 ) -> Result<indexmap::IndexMap<String, String>, D::Error> {
     let raw = indexmap::IndexMap::<String, serde_json::Value>::deserialize(d)?;
@@ -137,7 +137,7 @@ fn scalar_to_string<E: serde::de::Error>(what: &str, v: serde_json::Value) -> Re
 }
 
 /// A list of strings where YAML scalars (`[sleep, 5]`, `[true]`) are taken as written.
-pub fn string_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+pub(crate) fn string_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     Vec::<serde_json::Value>::deserialize(d)?
         .into_iter()
         .enumerate()
@@ -146,7 +146,7 @@ pub fn string_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Er
 }
 
 /// The host name, for lock holders and reports.
-pub fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "unknown".into())

@@ -1,5 +1,5 @@
-//! The reference drill end to end, every kind against real services: SeaweedFS (S3),
-//! PostgreSQL, the kube-apiserver test cluster and the Django-like web app reading the
+//! The reference drill end to end, every kind against real services: `SeaweedFS` (S3),
+//! `PostgreSQL`, the kube-apiserver test cluster and the Django-like web app reading the
 //! restored database. Then the same drill with a failing smoke step, and one killed with
 //! SIGKILL in the middle and resumed.
 
@@ -7,18 +7,18 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::http::WebApp;
-use crate::kube_support::{PAUSE_NEW_TAG, PAUSE_OLD, TestNamespace, cluster};
-use crate::pg_support::Cluster;
-use crate::s3_support::{S3Server, SECRET_KEY, with_credentials};
+use crate::support::kube::{PAUSE_NEW_TAG, PAUSE_OLD, TestNamespace, cluster};
+use crate::support::pg::Cluster;
+use crate::support::s3::{S3Server, SECRET_KEY, with_credentials};
 use crate::support::{Out, drrun, journal, run_cmd, wait_for};
 
-const PROD_SQL: &str = r#"
+const PROD_SQL: &str = r"
 CREATE TABLE wagtailcore_site (id serial PRIMARY KEY, hostname text, port int, site_name text, is_default_site bool);
 INSERT INTO wagtailcore_site (hostname, port, site_name, is_default_site) VALUES ('www.acme.example.com', 443, 'Acme', true);
 CREATE TABLE auth_user (id serial PRIMARY KEY, username text, last_login timestamptz);
 INSERT INTO auth_user (username, last_login)
   SELECT 'user' || g, now() - interval '3 hours' - (g || ' minutes')::interval FROM generate_series(1, 500) g;
-"#;
+";
 
 struct Services {
     pg: Cluster,
@@ -306,7 +306,7 @@ fn the_reference_drill_passes_fails_honestly_and_resumes_after_sigkill() {
     for name in ["report.json", "report.md", "junit.xml"] {
         let text = std::fs::read_to_string(reports.join(name)).unwrap();
         for secret in [
-            crate::pg_support::PASSWORD,
+            crate::support::pg::PASSWORD,
             "basic-pw",
             "admin-pw",
             SECRET_KEY,

@@ -82,7 +82,7 @@ fn retries_only_the_classes_asked_for() {
     write(
         dir.path(),
         "p.yaml",
-        r#"
+        r"
 version: 1
 name: retry
 steps:
@@ -94,7 +94,7 @@ steps:
     kind: exec
     retry: { attempts: 3, backoff: 10ms }
     with: { argv: [sh, -c, 'echo x >> other; exit 1'] }
-"#,
+",
     );
     let out = run_in(dir.path(), &["p.yaml", "--output", "json"]);
     assert_eq!(out.code, 1);
@@ -118,7 +118,7 @@ fn step_timeout_kills_the_process_group() {
     write(
         dir.path(),
         "p.yaml",
-        r#"
+        r"
 version: 1
 name: timeout
 steps:
@@ -126,7 +126,7 @@ steps:
     kind: exec
     timeout: 300ms
     with: { argv: [sh, -c, 'sleep 30 & echo $! > child.pid; wait'] }
-"#,
+",
     );
     let out = run_in(dir.path(), &["p.yaml"]);
     assert_eq!(out.code, 1);
@@ -362,7 +362,7 @@ fn ctrl_c_cancels_the_running_step_runs_finally_and_exits_130() {
     write(
         dir.path(),
         "p.yaml",
-        r#"
+        r"
 version: 1
 name: interrupt
 steps:
@@ -377,7 +377,7 @@ finally:
   cleanup:
     kind: exec
     with: { argv: [sh, -c, 'echo {{ run.status }} > cleanup.out'] }
-"#,
+",
     );
     let child = spawn_in(dir.path(), &["p.yaml"]);
     let pid_file = dir.path().join("long.pid");
@@ -416,7 +416,7 @@ fn a_second_ctrl_c_aborts_a_slow_finally_and_kills_its_processes() {
     write(
         dir.path(),
         "p.yaml",
-        r#"
+        r"
 version: 1
 name: abort
 steps:
@@ -427,7 +427,7 @@ finally:
   slow_cleanup:
     kind: exec
     with: { argv: [sh, -c, 'echo $$ > cleanup.pid; sleep 30'] }
-"#,
+",
     );
     let child = spawn_in(dir.path(), &["p.yaml"]);
     assert!(
@@ -489,14 +489,14 @@ fn a_second_run_is_refused_and_a_stale_lock_is_taken_over() {
     write(
         dir.path(),
         "p.yaml",
-        r#"
+        r"
 version: 1
 name: lock
 steps:
   hold:
     kind: exec
     with: { argv: [sh, -c, 'touch started; sleep 2'] }
-"#,
+",
     );
     let mut first = spawn_in(dir.path(), &["p.yaml"]);
     assert!(wait_for(Duration::from_secs(10), || dir

@@ -1,28 +1,28 @@
-//! `http.smoke` against the Django-like app in `tests/support/webapp.py`.
+//! `http.smoke` against the Django-like app in `tests/cli/support/webapp.py`.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use crate::support::{drrun, journal, root, run_cmd};
 
-pub struct WebApp {
+pub(crate) struct WebApp {
     child: Child,
     port: u16,
 }
 
 impl WebApp {
-    pub fn start(extra: &[&str]) -> Self {
+    pub(crate) fn start(extra: &[&str]) -> Self {
         Self::start_with(extra, &[])
     }
 
-    pub fn start_with(extra: &[&str], env: &[(&str, &str)]) -> Self {
+    pub(crate) fn start_with(extra: &[&str], env: &[(&str, &str)]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
         let child = Command::new("python3")
-            .arg(root().join("tests/support/webapp.py"))
+            .arg(root().join("tests/cli/support/webapp.py"))
             .arg(port.to_string())
             .args(extra)
             .envs(env.iter().copied())
@@ -32,7 +32,7 @@ impl WebApp {
         Self { child, port }
     }
 
-    pub fn base(&self) -> String {
+    pub(crate) fn base(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 }
@@ -180,7 +180,7 @@ fn a_failed_assertion_says_expected_and_actual_and_never_retries_a_real_answer()
     std::fs::write(
         &quick,
         format!(
-            r#"
+            r"
 version: 1
 name: quick
 steps:
@@ -192,7 +192,7 @@ steps:
         - url: /
           retry_until: {{ deadline: 30s }}
           assert: {{ status: 200 }}
-"#,
+",
             app.base()
         ),
     )

@@ -1,8 +1,8 @@
-//! `kube.*` against a real kube-apiserver and kube-controller-manager (tests/support/kube.rs).
+//! `kube.*` against a real kube-apiserver and kube-controller-manager (tests/cli/support/kube.rs).
 
 use std::path::{Path, PathBuf};
 
-use crate::kube_support::{BUSYBOX, PAUSE_NEW_TAG, PAUSE_OLD, UNPULLABLE, cluster};
+use crate::support::kube::{BUSYBOX, PAUSE_NEW_TAG, PAUSE_OLD, UNPULLABLE, cluster};
 use crate::support::{Out, drrun, journal, run_cmd};
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
@@ -39,8 +39,7 @@ fn outputs(dir: &Path, step: &str) -> serde_json::Value {
     journal(&dir.join("state"))
         .into_iter()
         .find(|r| r["type"] == "step_succeeded" && r["step"] == step)
-        .map(|r| r["outputs"].clone())
-        .unwrap_or_else(|| panic!("no outputs for {step}"))
+        .map_or_else(|| panic!("no outputs for {step}"), |r| r["outputs"].clone())
 }
 
 #[test]

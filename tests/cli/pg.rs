@@ -1,11 +1,11 @@
-//! `pg.restore` and `pg.sql` against a real PostgreSQL cluster started for the test.
+//! `pg.restore` and `pg.sql` against a real `PostgreSQL` cluster started for the test.
 
 use std::path::Path;
 
-use crate::pg_support::{Cluster, PASSWORD};
+use crate::support::pg::{Cluster, PASSWORD};
 use crate::support::{drrun, journal, run_cmd};
 
-const SOURCE_SQL: &str = r#"
+const SOURCE_SQL: &str = r"
 CREATE EXTENSION IF NOT EXISTS citext;
 CREATE TABLE users (id serial PRIMARY KEY, email citext UNIQUE NOT NULL, last_login timestamptz);
 INSERT INTO users (email, last_login)
@@ -15,7 +15,7 @@ INSERT INTO pages (title, body, owner_id)
   SELECT 'Page ' || g, repeat('lorem ipsum ', g % 50), 1 + g % 3000 FROM generate_series(1, 2000) g;
 CREATE TABLE wagtailcore_site (id serial PRIMARY KEY, hostname text, port int, is_default_site bool);
 INSERT INTO wagtailcore_site (hostname, port, is_default_site) VALUES ('www.acme.example.com', 443, true), ('old.acme.example.com', 80, false);
-"#;
+";
 
 /// Row count and content checksum of every table, to compare source and restore.
 fn fingerprint(c: &Cluster, db: &str) -> String {
@@ -371,7 +371,7 @@ fn restores_straight_from_s3_without_a_temporary_file() {
     let expected = fingerprint(&c, "src");
     let dir = tempfile::tempdir().unwrap();
     let archive = dump(&c, dir.path(), "custom");
-    let server = crate::s3_support::S3Server::start();
+    let server = crate::support::s3::S3Server::start();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let s3 = server.client();
     rt.block_on(async {
@@ -412,7 +412,7 @@ steps:
     };
     let restore_from = |pb: &Path| {
         let mut cmd = drrun();
-        crate::s3_support::with_credentials(&mut cmd, dir.path())
+        crate::support::s3::with_credentials(&mut cmd, dir.path())
             .current_dir(dir.path())
             .env("DRRUN_TEST_DB_URL", c.url("dr_stream"))
             .arg(pb)

@@ -1,11 +1,11 @@
-//! `s3.fetch` against a real SeaweedFS server.
+//! `s3.fetch` against a real `SeaweedFS` server.
 
 use std::path::Path;
 use std::time::Duration;
 
 use sha2::Digest;
 
-use crate::s3_support::{S3Server, with_credentials};
+use crate::support::s3::{S3Server, with_credentials};
 use crate::support::{drrun, journal, run_cmd, wait_for};
 
 fn rt() -> tokio::runtime::Runtime {
@@ -52,7 +52,7 @@ fn fetch_playbook(
         format!("dest: {}/", dir.join("downloads").display())
     };
     let text = format!(
-        r#"
+        r"
 version: 1
 name: fetch
 objectives: {{ rpo: 26h }}
@@ -66,7 +66,7 @@ steps:
       region: us-east-1
       {dest}
       {with}
-"#,
+",
         server.endpoint(),
     );
     let path = dir.join("fetch.yaml");
@@ -409,7 +409,7 @@ fn a_256_mib_download_survives_the_server_dying_and_detects_corruption() {
 }
 
 /// Uploads `body` as a multipart object (parts of `part` bytes), as `aws s3 cp` and s5cmd
-/// do for large dumps: its ETag is not an md5, so only drrun's own sha256 vouches for it.
+/// do for large dumps: its `ETag` is not an md5, so only drrun's own sha256 vouches for it.
 fn put_multipart(
     rt: &tokio::runtime::Runtime,
     s3: &aws_sdk_s3::Client,

@@ -6,7 +6,11 @@ fn fixture_names(dir: &str) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(root().join("tests/fixtures").join(dir))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n.ends_with(".yaml"))
+        .filter(|n| {
+            std::path::Path::new(n)
+                .extension()
+                .is_some_and(|e| e == "yaml")
+        })
         .collect();
     names.sort();
     names
@@ -43,7 +47,11 @@ fn valid_fixtures_and_every_example_playbook_validate() {
                 e.unwrap().file_name().into_string().unwrap()
             )
         })
-        .filter(|p| p.ends_with(".yaml") || p.ends_with(".yml"))
+        .filter(|p| {
+            std::path::Path::new(p)
+                .extension()
+                .is_some_and(|e| e == "yaml" || e == "yml")
+        })
         .collect();
     examples.sort();
     assert!(examples.len() >= 2, "playbooks/ holds the examples");

@@ -2,7 +2,7 @@
 
 /// An image reference split the way registries read it: `[registry/]path[:tag][@digest]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImageRef {
+pub(crate) struct ImageRef {
     /// Registry host with port, or empty (Docker Hub).
     pub registry: String,
     /// Registry plus path, without tag or digest.
@@ -12,7 +12,7 @@ pub struct ImageRef {
 }
 
 impl ImageRef {
-    pub fn parse(image: &str) -> Self {
+    pub(crate) fn parse(image: &str) -> Self {
         let (name, digest) = match image.split_once('@') {
             Some((n, d)) => (n, d.to_string()),
             None => (image, String::new()),
@@ -44,7 +44,7 @@ impl ImageRef {
     }
 
     /// The same repository with another tag (any digest dropped: it named the old image).
-    pub fn with_tag(&self, tag: &str) -> String {
+    pub(crate) fn with_tag(&self, tag: &str) -> String {
         format!("{}:{tag}", self.repository)
     }
 }

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::{Kube, is_placeholder, pause, pick_container};
+use super::{Kube, pause, pick_container};
 use crate::duration::{HumanDuration, format_duration};
 use crate::outcome::{Failure, FailureClass, Outputs};
 
@@ -27,7 +27,7 @@ const LOG_LINES: i64 = 20;
 /// Deployment's Services never route to it.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct JobSpec {
+pub(crate) struct JobSpec {
     /// Deployment whose pod template is copied.
     pub from_deployment: String,
     /// Container to run the command in (default: the only container, or the first).
@@ -51,7 +51,7 @@ pub struct JobSpec {
 
 impl JobSpec {
     /// The settings problem, if any, as (field, message).
-    pub fn problem(&self) -> Option<(&'static str, &'static str)> {
+    pub(crate) fn problem(&self) -> Option<(&'static str, &'static str)> {
         self.command
             .is_empty()
             .then_some(("command", "`command` must name a program"))
@@ -63,7 +63,7 @@ impl JobSpec {
 
     /// The Job object: the Deployment's pod template with the command replaced and, for a
     /// Job that runs before an image change, the new image (`image`).
-    pub fn build(
+    pub(crate) fn build(
         &self,
         deployment: &Deployment,
         image: Option<&str>,
@@ -121,7 +121,7 @@ impl JobSpec {
 }
 
 /// How a Job ended.
-pub struct JobOutcome {
+pub(crate) struct JobOutcome {
     pub name: String,
     pub succeeded: bool,
     pub logs_tail: String,
@@ -131,7 +131,7 @@ pub struct JobOutcome {
 }
 
 impl JobOutcome {
-    pub fn outputs(&self) -> Outputs {
+    pub(crate) fn outputs(&self) -> Outputs {
         let mut out = Outputs::new();
         out.insert("job_name".into(), json!(self.name));
         out.insert("succeeded".into(), json!(self.succeeded));
@@ -144,7 +144,7 @@ impl JobOutcome {
     }
 
     /// The step error for a failed Job, with the end of its log.
-    pub fn error(&self) -> Failure {
+    pub(crate) fn error(&self) -> Failure {
         let mut msg = format!(
             "job `{}` failed: {}",
             self.name,
@@ -163,7 +163,7 @@ impl JobOutcome {
 }
 
 /// Labels on every Job drrun creates, so they can be found (and cleaned up) later.
-pub fn job_labels(run_id: &str, step_id: &str) -> BTreeMap<String, String> {
+pub(crate) fn job_labels(run_id: &str, step_id: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         (
             "app.kubernetes.io/managed-by".to_string(),
@@ -175,7 +175,7 @@ pub fn job_labels(run_id: &str, step_id: &str) -> BTreeMap<String, String> {
 }
 
 /// What a Job run needs from its caller: labels, cancellation, where notes go.
-pub struct JobRun<'a> {
+pub(crate) struct JobRun<'a> {
     pub labels: BTreeMap<String, String>,
     pub cancel: &'a CancellationToken,
     pub note: Box<dyn Fn(String) + Send + Sync + 'a>,
@@ -198,7 +198,7 @@ fn label_value(text: &str) -> String {
 }
 
 /// Creates the Job, waits for it, reads the end of its log, and deletes it (unless `keep`).
-pub async fn run_job(
+pub(crate) async fn run_job(
     kube: &Kube,
     namespace: &str,
     spec: &JobSpec,
@@ -331,12 +331,14 @@ async fn logs_tail(kube: &Kube, namespace: &str, job: &str) -> String {
     }
 }
 
-/// What a Job would run, checked by the API server with a dry-run create.
-pub async fn preview_job(
+/// What a Job would run, checked by the API server with a dry-run create unless
+/// `server_dry_run` is false (its image or command is known only at run time).
+pub(crate) async fn preview_job(
     kube: &Kube,
     namespace: &str,
     spec: &JobSpec,
     image: Option<&str>,
+    server_dry_run: bool,
 ) -> Result<Vec<String>, Failure> {
     let deployment = kube.deployment(namespace, &spec.from_deployment).await?;
     let labels = BTreeMap::from([(
@@ -356,7 +358,7 @@ pub async fn preview_job(
         spec.from_deployment,
         spec.command.join(" ")
     )];
-    if is_placeholder(&shown_image) || spec.command.iter().any(|c| is_placeholder(c)) {
+    if !server_dry_run {
         lines.push("server-side dry run skipped: the image is only known at run time".into());
         return Ok(lines);
     }

@@ -3,8 +3,8 @@
 //! diagnosis of pods that do not become ready; image references ([`image`]) and one-off
 //! Jobs ([`jobs`]). Knows nothing of step kinds.
 
-pub mod image;
-pub mod jobs;
+pub(crate) mod image;
+pub(crate) mod jobs;
 
 use std::path::Path;
 use std::time::Duration;
@@ -21,13 +21,13 @@ use crate::outcome::{Failure, FailureClass};
 use crate::util::error_chain;
 
 /// The field manager drrun's writes are recorded under (`kubectl get -o yaml --show-managed-fields`).
-pub const FIELD_MANAGER: &str = "drrun";
+pub(crate) const FIELD_MANAGER: &str = "drrun";
 
 /// Which cluster and credentials: the standard kubeconfig inference (`$KUBECONFIG`,
 /// `~/.kube/config`, then the in-cluster service account) unless narrowed here.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct KubeAccess {
+pub(crate) struct KubeAccess {
     /// kubeconfig context to use (default: the current context).
     #[serde(default)]
     pub context: Option<String>,
@@ -38,14 +38,14 @@ pub struct KubeAccess {
 
 /// A connected client plus what error messages need to say where it points.
 #[derive(Clone)]
-pub struct Kube {
+pub(crate) struct Kube {
     pub client: Client,
     /// `context `x` (https://host:port)`, for messages.
     pub target: String,
 }
 
 impl Kube {
-    pub async fn connect(access: &KubeAccess, base_dir: &Path) -> Result<Self, Failure> {
+    pub(crate) async fn connect(access: &KubeAccess, base_dir: &Path) -> Result<Self, Failure> {
         let options = KubeConfigOptions {
             context: access.context.clone(),
             ..Default::default()
@@ -98,7 +98,7 @@ impl Kube {
         Ok(Self { client, target })
     }
 
-    pub fn api<K>(&self, namespace: &str) -> Api<K>
+    pub(crate) fn api<K>(&self, namespace: &str) -> Api<K>
     where
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
         <K as kube::Resource>::DynamicType: Default,
@@ -109,7 +109,7 @@ impl Kube {
     /// Turns an API error into a step error: `doing` says what was attempted
     /// ("get deployment `web` in namespace `dr`"); `write` marks requests whose outcome is
     /// unknown when the connection breaks.
-    pub fn error(&self, doing: &str, write: bool, e: kube::Error) -> Failure {
+    pub(crate) fn error(&self, doing: &str, write: bool, e: kube::Error) -> Failure {
         match e {
             kube::Error::Api(status) => {
                 let msg = status.message.trim();
@@ -165,7 +165,11 @@ impl Kube {
 
     /// Reads a Deployment; when it is missing, the error lists what the namespace holds (or,
     /// when the namespace itself is missing, the namespaces).
-    pub async fn deployment(&self, namespace: &str, name: &str) -> Result<Deployment, Failure> {
+    pub(crate) async fn deployment(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Deployment, Failure> {
         let api: Api<Deployment> = self.api(namespace);
         let doing = format!("get deployment `{name}` in namespace `{namespace}`");
         match api.get_opt(name).await {
@@ -189,7 +193,7 @@ impl Kube {
     }
 
     /// `Some(error)` when `namespace` does not exist.
-    pub async fn missing_namespace(&self, namespace: &str) -> Option<Failure> {
+    pub(crate) async fn missing_namespace(&self, namespace: &str) -> Option<Failure> {
         let api: Api<Namespace> = Api::all(self.client.clone());
         match api.get_opt(namespace).await {
             Ok(Some(_)) | Err(_) => None,
@@ -231,7 +235,7 @@ impl Kube {
 
     /// One line per pod of `selector` that is not ready, with its reason and its recent
     /// Warning events (what `kubectl describe` would make you look for).
-    pub async fn diagnose_pods(&self, namespace: &str, selector: &str) -> Vec<String> {
+    pub(crate) async fn diagnose_pods(&self, namespace: &str, selector: &str) -> Vec<String> {
         let pods: Api<Pod> = self.api(namespace);
         let Ok(list) = pods.list(&ListParams::default().labels(selector)).await else {
             return Vec::new();
@@ -265,7 +269,7 @@ impl Kube {
 }
 
 /// Why a pod is not ready, from its status, or `None` when it is ready or finished.
-pub fn pod_problem(pod: &Pod) -> Option<String> {
+pub(crate) fn pod_problem(pod: &Pod) -> Option<String> {
     let status = pod.status.as_ref()?;
     let phase = status.phase.as_deref().unwrap_or("Pending");
     if phase == "Succeeded" {
@@ -312,7 +316,7 @@ pub fn pod_problem(pod: &Pod) -> Option<String> {
 }
 
 /// Picks a container: the named one, else the only or first one.
-pub fn pick_container<'a>(
+pub(crate) fn pick_container<'a>(
     containers: &'a [Container],
     wanted: Option<&str>,
     owner: &str,
@@ -332,7 +336,7 @@ pub fn pick_container<'a>(
 }
 
 /// `label=value,...` from a Deployment's `matchLabels` (the form list calls accept).
-pub fn selector_string(d: &Deployment) -> String {
+pub(crate) fn selector_string(d: &Deployment) -> String {
     d.spec
         .as_ref()
         .and_then(|s| s.selector.match_labels.as_ref())
@@ -346,7 +350,7 @@ pub fn selector_string(d: &Deployment) -> String {
 }
 
 /// "what there: a, b, c (did you mean `b`?)", or "there are none".
-pub fn listing(what: &str, wanted: &str, names: &[String]) -> String {
+pub(crate) fn listing(what: &str, wanted: &str, names: &[String]) -> String {
     if names.is_empty() {
         return format!("there are no {}", what.trim_end_matches(" there"));
     }
@@ -360,12 +364,6 @@ pub fn listing(what: &str, wanted: &str, names: &[String]) -> String {
         .map(|h| format!(" ({h})"))
         .unwrap_or_default();
     format!("{what}: {}{more}{hint}", shown.join(", "))
-}
-
-/// Whether a setting still holds a preview placeholder (`<steps.x.outputs.y>`), so a
-/// server-side dry run would only measure the placeholder.
-pub fn is_placeholder(value: &str) -> bool {
-    value.contains("<steps.")
 }
 
 fn check_context(kc: &Kubeconfig, name: &str, source: &str) -> Result<(), Failure> {
@@ -388,10 +386,10 @@ fn current_context() -> Option<String> {
 }
 
 /// Waits `period` unless the step is cancelled first.
-pub async fn pause(cancel: &tokio_util::sync::CancellationToken, period: Duration) -> bool {
+pub(crate) async fn pause(cancel: &tokio_util::sync::CancellationToken, period: Duration) -> bool {
     tokio::select! {
-        _ = cancel.cancelled() => false,
-        _ = tokio::time::sleep(period) => true,
+        () = cancel.cancelled() => false,
+        () = tokio::time::sleep(period) => true,
     }
 }
 

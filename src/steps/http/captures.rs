@@ -11,7 +11,7 @@ use crate::services::http::{self, Response};
 /// Where a captured value comes from. Give exactly one source.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Capture {
+pub(crate) struct Capture {
     /// Regular expression on the body; the first group (or the whole match).
     #[serde(default)]
     pub regex: Option<String>,
@@ -39,7 +39,7 @@ pub struct Capture {
 }
 
 impl Capture {
-    pub fn source_count(&self) -> usize {
+    pub(crate) fn source_count(&self) -> usize {
         [
             self.regex.is_some(),
             self.css.is_some(),

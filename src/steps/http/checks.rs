@@ -12,7 +12,7 @@ use crate::services::http::Response;
 /// Assertions on a response.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Asserts {
+pub(crate) struct Asserts {
     /// Status code (`200`) or class (`2xx`, `3xx`).
     #[serde(default)]
     pub status: Option<serde_json::Value>,
@@ -43,7 +43,7 @@ pub struct Asserts {
 /// A JSONPath assertion.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct JsonPathAssert {
+pub(crate) struct JsonPathAssert {
     pub path: String,
     /// The value must equal this.
     #[serde(default)]
@@ -56,7 +56,7 @@ pub struct JsonPathAssert {
 /// A CSS selector assertion.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct CssAssert {
+pub(crate) struct CssAssert {
     pub selector: String,
     /// At least one element must (true) or no element may (false) match.
     #[serde(default)]
@@ -72,7 +72,7 @@ pub(super) fn check(asserts: Option<&Asserts>, resp: &Response) -> Vec<String> {
     let mut failures = Vec::new();
     if let Some(want) = &a.status {
         let ok = match want {
-            Value::Number(n) => n.as_u64() == Some(resp.status as u64),
+            Value::Number(n) => n.as_u64() == Some(u64::from(resp.status)),
             Value::String(s) if s.len() == 3 && s.ends_with("xx") => {
                 s[..1] == resp.status.to_string()[..1]
             }

@@ -44,7 +44,7 @@ pub(super) async fn send_until(
         attempts += 1;
         let sent = tokio::select! {
             r = send(ctx, client, req, url, auth, referer) => r,
-            _ = ctx.cancel.cancelled() => return (Err("cancelled".into()), attempts),
+            () = ctx.cancel.cancelled() => return (Err("cancelled".into()), attempts),
         };
         let (outcome, transient) = match sent {
             Err(SendError::Transient(m)) => (Err(m), true),
@@ -63,8 +63,8 @@ pub(super) async fn send_until(
         match deadline {
             Some(d) if transient && Instant::now() + interval < d => {
                 tokio::select! {
-                    _ = tokio::time::sleep(interval) => {}
-                    _ = ctx.cancel.cancelled() => return (Err("cancelled".into()), attempts),
+                    () = tokio::time::sleep(interval) => {}
+                    () = ctx.cancel.cancelled() => return (Err("cancelled".into()), attempts),
                 }
             }
             Some(_) if transient => {

@@ -23,7 +23,7 @@ use crate::steps::{
 /// An ordered list of HTTP requests sharing one cookie jar, with captures and asserts.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct HttpSmoke {
+pub(crate) struct HttpSmoke {
     /// Base URL; request URLs are relative to it.
     pub base_url: String,
     /// Basic auth for every request (DR sites usually sit behind it).
@@ -51,7 +51,7 @@ pub struct HttpSmoke {
 /// A user name and password.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct BasicAuth {
+pub(crate) struct BasicAuth {
     pub username: String,
     /// Use a secret: `{{ secrets.basic_auth_password }}`.
     pub password: String,
@@ -60,7 +60,7 @@ pub struct BasicAuth {
 /// One request.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Request {
+pub(crate) struct Request {
     /// A name for reports (default: `METHOD url`).
     #[serde(default)]
     pub name: Option<String>,
@@ -114,7 +114,7 @@ fn default_method() -> String {
 /// Multipart form content.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Multipart {
+pub(crate) struct Multipart {
     /// Text fields.
     #[serde(default, deserialize_with = "crate::util::string_map")]
     #[schemars(with = "IndexMap<String, String>")]
@@ -127,7 +127,7 @@ pub struct Multipart {
 /// A file in a multipart form: read from disk or generated.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct FilePart {
+pub(crate) struct FilePart {
     /// Form field name.
     pub field: String,
     /// File to send, relative to the playbook's directory.
@@ -147,7 +147,7 @@ pub struct FilePart {
 /// Generated upload content.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
-pub enum Generate {
+pub(crate) enum Generate {
     Png,
     Text,
 }
@@ -156,7 +156,7 @@ pub enum Generate {
 /// (and failed assertions only with `on_assert_failure`).
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RetryUntil {
+pub(crate) struct RetryUntil {
     /// Give up after this long.
     pub deadline: HumanDuration,
     /// Pause between tries (default `1s`).
@@ -203,6 +203,8 @@ impl StepKind for HttpSmoke {
         output("captures", "Captured values by name (secrets redacted)."),
         output("duration", "Total seconds."),
     ];
+
+    const DEFERRED: &'static [&'static str] = &["captures"];
 
     fn check(&self) -> Vec<ConfigIssue> {
         let mut issues = Vec::new();

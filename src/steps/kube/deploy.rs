@@ -14,7 +14,7 @@ use crate::outcome::{Failure, FailureClass, Outputs};
 use crate::services::kube::image::ImageRef;
 use crate::services::kube::jobs::{JobSpec, preview_job, run_job};
 use crate::services::kube::{
-    FIELD_MANAGER, Kube, KubeAccess, is_placeholder, pause, pick_container, selector_string,
+    FIELD_MANAGER, Kube, KubeAccess, pause, pick_container, selector_string,
 };
 use crate::steps::{
     ConfigIssue, Effect, Evidence, OutputDoc, Preview, PreviewCtx, StepCtx, StepKind, output,
@@ -26,7 +26,7 @@ const DEFAULT_WAIT: Duration = Duration::from_secs(600);
 /// the rollout as `kubectl rollout status` does.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct KubeDeploy {
+pub(crate) struct KubeDeploy {
     /// Namespace of the Deployments (checked against `guards.kube_namespaces`).
     pub namespace: String,
     /// Deployment names.
@@ -306,14 +306,16 @@ impl KubeDeploy {
         let kube = Kube::connect(&self.access, &ctx.base_dir).await?;
         let changes = self.changes(&kube).await?;
         let mut lines = Vec::new();
-        for job in &self.pre_jobs {
+        // A server-side dry run of a placeholder would only test the placeholder.
+        let image_pending = ctx.is_pending("image") || ctx.is_pending("tag");
+        for (i, job) in self.pre_jobs.iter().enumerate() {
             let image = self.job_image(&changes, job);
-            for line in preview_job(&kube, &self.namespace, job, image).await? {
+            let known = !image_pending && !ctx.is_pending(&format!("pre_jobs[{i}]"));
+            for line in preview_job(&kube, &self.namespace, job, image, known).await? {
                 lines.push(format!("pre-job: {line}"));
             }
         }
         let api: Api<Deployment> = kube.api(&self.namespace);
-        let mut placeholder = false;
         for change in &changes {
             for (container, (before, after)) in &change.images {
                 let verb = if before == after { "stays" } else { "->" };
@@ -321,7 +323,6 @@ impl KubeDeploy {
                     "deployment {}/{} container {container}: {before} {verb} {after}",
                     self.namespace, change.name
                 ));
-                placeholder |= is_placeholder(after);
             }
             if let Some(r) = self.replicas {
                 lines.push(format!(
@@ -330,7 +331,7 @@ impl KubeDeploy {
                 ));
             }
         }
-        if placeholder {
+        if image_pending {
             lines.push("server-side dry run skipped: the image is only known at run time".into());
             return Ok(lines);
         }
@@ -369,7 +370,7 @@ fn deployed_image(outputs: &Outputs) -> Option<(String, serde_json::Value)> {
 
 /// What `kubectl rollout status` says about a Deployment: `Ok(None)` when the rollout is
 /// complete, `Ok(Some(waiting for ...))` while it goes on, `Err` when it failed.
-pub fn rollout_status(d: &Deployment) -> Result<Option<String>, String> {
+pub(super) fn rollout_status(d: &Deployment) -> Result<Option<String>, String> {
     let generation = d.metadata.generation.unwrap_or(0);
     let status = d.status.clone().unwrap_or_default();
     if generation > status.observed_generation.unwrap_or(0) {

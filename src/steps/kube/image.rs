@@ -14,7 +14,7 @@ use crate::steps::{Effect, OutputDoc, Preview, PreviewCtx, StepCtx, StepKind, ou
 /// what this kind is for.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct KubeImage {
+pub(crate) struct KubeImage {
     /// Namespace of the Deployment.
     pub namespace: String,
     /// Deployment name.

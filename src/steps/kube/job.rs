@@ -13,7 +13,7 @@ use crate::steps::{
 /// Runs a one-off Job in `namespace` and waits for it to finish.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct KubeJob {
+pub(crate) struct KubeJob {
     /// Namespace to run the Job in (checked against `guards.kube_namespaces`).
     pub namespace: String,
     /// The Job.
@@ -63,7 +63,7 @@ impl StepKind for KubeJob {
             Ok(k) => k,
             Err(e) => return Preview::cannot(e.message),
         };
-        let lines = preview_job(&kube, &self.namespace, &self.job, None).await;
+        let lines = preview_job(&kube, &self.namespace, &self.job, None, !ctx.any_pending()).await;
         match lines {
             Ok(lines) => Preview::lines(lines),
             Err(e) => Preview::cannot(e.message),

@@ -18,7 +18,7 @@ use crate::steps::{
 /// Workload kinds `kube.scale` can scale.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
-pub enum ScaleKind {
+pub(crate) enum ScaleKind {
     Deployments,
     Statefulsets,
 }
@@ -36,7 +36,7 @@ impl ScaleKind {
 /// label selector. Records the previous replica counts.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct KubeScale {
+pub(crate) struct KubeScale {
     /// Namespace (checked against `guards.kube_namespaces`).
     pub namespace: String,
     /// Scale every workload of the selected kinds in the namespace.

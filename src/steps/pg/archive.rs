@@ -7,7 +7,7 @@ use crate::outcome::{Failure, FailureClass};
 
 /// Archive formats, detected from the file's first bytes (never its name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
+pub(super) enum Format {
     Custom,
     Directory,
     Tar,
@@ -16,7 +16,7 @@ pub enum Format {
 }
 
 impl Format {
-    pub fn as_str(self) -> &'static str {
+    pub(super) fn as_str(self) -> &'static str {
         match self {
             Self::Custom => "custom",
             Self::Directory => "directory",

@@ -23,7 +23,7 @@ use crate::util::process::{Finished, Stdin};
 /// detected from the file's header) into a database, optionally recreating it first.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct PgRestore {
+pub(crate) struct PgRestore {
     /// The archive: a local path (usually `{{ steps.backup.outputs.path }}`) or an
     /// `s3://bucket/key` object streamed straight into `pg_restore`.
     pub archive: String,
@@ -279,18 +279,15 @@ async fn restore(cfg: &PgRestore, ctx: &StepCtx) -> Result<Outputs, Failure> {
 /// Read-only preview: the target (exists? how big?), what would happen to it, and the
 /// archive's table of contents when the file is already there.
 async fn preview(cfg: &PgRestore, ctx: &PreviewCtx) -> Preview {
-    // Offline, the URL is still a `<secret:...>` marker: describe what is known.
+    // Offline, the URL is still a secret's marker: describe what is known.
     let conn = match Conn::from_settings(&cfg.connection) {
-        Ok(c) => Some(c),
-        Err(_)
-            if cfg
-                .connection
-                .url
-                .as_deref()
-                .is_some_and(|u| u.starts_with('<')) =>
+        _ if ["url", "host", "port", "user", "database"]
+            .iter()
+            .any(|f| ctx.is_pending(f)) =>
         {
             None
         }
+        Ok(c) => Some(c),
         Err(e) => return Preview::cannot(e.message),
     };
     if let Some(conn) = &conn
@@ -309,7 +306,7 @@ async fn preview(cfg: &PgRestore, ctx: &PreviewCtx) -> Preview {
         lines.push("would terminate other sessions, drop and recreate it".into());
     }
     let cancel = tokio_util::sync::CancellationToken::new();
-    if cfg.archive.starts_with('<') {
+    if ctx.is_pending("archive") {
         lines.push(format!("archive: {} (known only at run time)", cfg.archive));
     } else {
         let path = {
@@ -376,7 +373,12 @@ fn pg_restore_command(cfg: &PgRestore, conn: &Conn, jobs: Option<u32>) -> tokio:
     if cfg.no_privileges {
         cmd.arg("--no-privileges");
     }
-    for schema in cfg.schema.as_ref().map(|s| s.to_vec()).unwrap_or_default() {
+    for schema in cfg
+        .schema
+        .as_ref()
+        .map(OneOrMany::to_vec)
+        .unwrap_or_default()
+    {
         cmd.args(["--schema", &schema]);
     }
     if cfg.clean {

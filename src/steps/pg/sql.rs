@@ -15,7 +15,7 @@ use crate::steps::{
 /// Runs SQL (`sql` or `file`) through `psql` and checks the result with `expect`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct PgSql {
+pub(crate) struct PgSql {
     /// Database connection.
     #[serde(flatten)]
     pub connection: PgConnection,
@@ -36,7 +36,7 @@ pub struct PgSql {
 /// Assertions on a query result.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Expect {
+pub(crate) struct Expect {
     /// Exact number of rows returned (or affected, for UPDATE/DELETE).
     #[serde(default)]
     pub rows: Option<u64>,
@@ -51,7 +51,7 @@ pub struct Expect {
 /// Checks on a single value.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct ScalarExpect {
+pub(crate) struct ScalarExpect {
     /// Equal to this value (compared as text).
     #[serde(default)]
     pub equals: Option<serde_json::Value>,

@@ -295,7 +295,7 @@ pub(super) async fn download(
                     break;
                 }
             }
-            _ = ctx.cancel.cancelled() => {
+            () = ctx.cancel.cancelled() => {
                 cancelled = true;
                 break;
             }

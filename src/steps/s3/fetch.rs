@@ -23,7 +23,7 @@ use crate::util::fs::{sidecar, write_atomic};
 /// newest object under `prefix`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct S3Fetch {
+pub(crate) struct S3Fetch {
     /// Bucket name.
     pub bucket: String,
     /// Exact key to download. Give either `key` or `prefix`.
@@ -74,7 +74,7 @@ pub struct S3Fetch {
 /// How `s3.fetch` picks an object under `prefix`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
-pub enum Select {
+pub(crate) enum Select {
     /// The newest timestamp parsed from the key (keys without one are ignored).
     #[default]
     NewestKeyTimestamp,

@@ -11,8 +11,8 @@ use crate::outcome::{Failure, FailureClass};
 use crate::services::s3::{self, Client};
 
 /// The default key timestamp: `daily-<project>-YYYYMMDDHHMM.pgdump`, read as UTC.
-pub const DEFAULT_TIMESTAMP_PATTERN: &str = r"(?P<ts>\d{12})(?:\.[A-Za-z0-9]+)*$";
-pub const DEFAULT_TIMESTAMP_FORMAT: &str = "%Y%m%d%H%M";
+pub(super) const DEFAULT_TIMESTAMP_PATTERN: &str = r"(?P<ts>\d{12})(?:\.[A-Za-z0-9]+)*$";
+pub(super) const DEFAULT_TIMESTAMP_FORMAT: &str = "%Y%m%d%H%M";
 
 /// The object chosen, with why.
 #[derive(Debug, Clone)]

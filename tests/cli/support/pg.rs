@@ -1,4 +1,4 @@
-//! A throwaway PostgreSQL cluster for one test process: `initdb` + `pg_ctl` from the
+//! A throwaway `PostgreSQL` cluster for one test process: `initdb` + `pg_ctl` from the
 //! machine's server binaries, on a unix socket in a temp dir, password auth, stopped
 //! and removed on drop. initdb refuses to run as root, so as root the server runs as
 //! the `postgres` system user (created by Debian's postgresql packages).
@@ -7,9 +7,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-pub const PASSWORD: &str = "drrun-test-pw";
+pub(crate) const PASSWORD: &str = "drrun-test-pw";
 
-pub struct Cluster {
+pub(crate) struct Cluster {
     pub dir: tempfile::TempDir,
     pub socket_dir: PathBuf,
     pub port: u16,
@@ -17,10 +17,10 @@ pub struct Cluster {
 }
 
 /// The directory holding `initdb` and friends; fails loudly when there is none.
-pub fn server_bin() -> PathBuf {
+pub(crate) fn server_bin() -> PathBuf {
     let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
         .expect("PostgreSQL server binaries are required: /usr/lib/postgresql is missing (scripts/test installs them)")
-        .filter_map(|e| e.ok())
+        .filter_map(std::result::Result::ok)
         .map(|e| e.path().join("bin"))
         .filter(|p| p.join("initdb").exists())
         .collect();
@@ -52,7 +52,7 @@ fn free_port() -> u16 {
 }
 
 impl Cluster {
-    pub fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let bin = server_bin();
         let dir = tempfile::Builder::new()
             .prefix("drrun-pg-")
@@ -108,7 +108,7 @@ impl Cluster {
     }
 
     /// `postgresql://postgres:PASSWORD@/DB?host=SOCKET&port=PORT`
-    pub fn url(&self, db: &str) -> String {
+    pub(crate) fn url(&self, db: &str) -> String {
         format!(
             "postgresql://postgres:{PASSWORD}@/{db}?host={}&port={}",
             self.socket_dir.display(),
@@ -117,7 +117,7 @@ impl Cluster {
     }
 
     /// Runs SQL with psql against `db`; panics on error; returns unaligned tuples.
-    pub fn sql(&self, db: &str, sql: &str) -> String {
+    pub(crate) fn sql(&self, db: &str, sql: &str) -> String {
         let out = self
             .client("psql")
             .args([
@@ -143,7 +143,7 @@ impl Cluster {
     }
 
     /// A client program with the connection in its environment.
-    pub fn client(&self, program: &str) -> Command {
+    pub(crate) fn client(&self, program: &str) -> Command {
         let mut cmd = Command::new(self.bin.join(program));
         cmd.env("PGHOST", &self.socket_dir)
             .env("PGPORT", self.port.to_string())

