@@ -297,7 +297,10 @@ impl Engine {
             .iter()
             .chain(&step.uses)
             .any(|d| self.executed[*d]);
-        if let Some((cfp, outputs)) = self.checkpoints.get(&step.id)
+        // `finally` cleans up after *this* session (scales DR down after the deploy a
+        // resume just made): it always runs, it is never reused from a checkpoint.
+        if step.phase == Phase::Main
+            && let Some((cfp, outputs)) = self.checkpoints.get(&step.id)
             && *cfp == fp
             && !deps_reran
         {

@@ -9,7 +9,7 @@ use indexmap::IndexMap;
 use super::{EngineError, Resume, RunOptions};
 use crate::events::{Event, Reporter};
 use crate::outcome::{Outputs, RunStatus};
-use crate::plan::Plan;
+use crate::plan::{Phase, Plan};
 use crate::secrets::Redactor;
 use crate::state::journal::{Journal, PlannedStep, Record, now};
 use crate::state::lock::{Holder, StateLock};
@@ -119,10 +119,16 @@ pub(super) fn open(
                 objectives: plan.objectives.clone(),
                 steps: planned_steps(plan),
             })?;
+            let finally: Vec<&str> = plan
+                .steps
+                .iter()
+                .filter(|s| s.phase == Phase::Finally)
+                .map(|s| s.id.as_str())
+                .collect();
             let checkpoints = summary
                 .steps
                 .iter()
-                .filter(|(_, s)| s.state.is_success())
+                .filter(|(id, s)| s.state.is_success() && !finally.contains(&id.as_str()))
                 .filter_map(|(id, s)| s.checkpoint.clone().map(|c| (id.clone(), c)))
                 .collect();
             (

@@ -210,7 +210,18 @@ impl DrillReport {
             })
             .collect();
         let rto = measure_rto(&h, start);
-        let (rpo, backup) = measure_rpo(&h, start);
+        let (mut rpo, backup) = measure_rpo(&h, start);
+        // The data's age is the RPO only of data that was brought back: a drill that
+        // never completed its recovery measured nothing, whatever its backup's age.
+        if rto.measured_ms.is_none() && rpo.measured_ms.is_some() {
+            rpo.note = Some(format!(
+                "the recovery did not complete ({})",
+                rto.note.as_deref().unwrap_or("no RTO")
+            ));
+            rpo.measured_ms = None;
+            rpo.met = None;
+            rpo.margin_ms = None;
+        }
         let failed_step = h
             .steps
             .iter()

@@ -531,3 +531,94 @@ steps:
         out.stderr
     );
 }
+
+/// Ctrl-C during the restore stops cleanly (`finally` runs, exit 130) and the report
+/// measures nothing it did not see; the resume then restores, deploys and smoke-tests,
+/// and its own `finally` runs again (never reused from the interrupted session), so the
+/// DR environment ends scaled to zero and the report's PASSED is true.
+#[test]
+fn sigint_then_resume_runs_finally_again_and_leaves_dr_scaled_down() {
+    let s = services();
+    let dir = tempfile::tempdir().unwrap();
+    let pb = playbook(dir.path(), &s, "dr.acme.example.com");
+    // A restore slow enough to be interrupted in the middle.
+    let text = std::fs::read_to_string(&pb).unwrap().replace(
+        "      recreate: true\n",
+        "      recreate: true\n      pre_sql: [\"SELECT pg_sleep(3)\"]\n",
+    );
+    std::fs::write(&pb, text).unwrap();
+    let state = dir.path().join("state");
+    let mut child = drrun_drill(dir.path(), &s)
+        .arg("run")
+        .arg(&pb)
+        .arg("--state-dir")
+        .arg(&state)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let restoring = wait_for(Duration::from_secs(60), || {
+        journal(&state)
+            .iter()
+            .any(|r| r["type"] == "step_started" && r["step"] == "restore")
+    });
+    assert!(restoring, "restore never started");
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    let r = report_json(&state);
+    assert_eq!(r["status"], "interrupted", "{r:#}");
+    assert_eq!(
+        r["rpo"]["measured_ms"],
+        serde_json::Value::Null,
+        "nothing was restored, so no RPO was measured: {:#}",
+        r["rpo"]
+    );
+    assert!(
+        r["rpo"]["note"]
+            .as_str()
+            .unwrap()
+            .contains("recovery did not complete"),
+        "{:#}",
+        r["rpo"]
+    );
+    let finally_runs = |records: &[serde_json::Value]| {
+        records
+            .iter()
+            .filter(|r| r["type"] == "step_succeeded" && r["step"] == "scale_down")
+            .count()
+    };
+    assert_eq!(finally_runs(&journal(&state)), 1, "finally ran on Ctrl-C");
+
+    let out = run_cmd(
+        drrun_drill(dir.path(), &s)
+            .arg("resume")
+            .arg("--state-dir")
+            .arg(&state),
+    );
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let records = journal(&state);
+    assert_eq!(
+        finally_runs(&records),
+        2,
+        "the resumed session ran its own finally"
+    );
+    assert!(
+        !records
+            .iter()
+            .any(|r| r["type"] == "step_reused" && r["step"] == "scale_down"),
+        "finally is never reused from a checkpoint"
+    );
+    assert_eq!(
+        s.dr.deployment_state("app").1,
+        0,
+        "DR is scaled down after the resumed drill deployed it"
+    );
+    let r = report_json(&state);
+    assert_eq!(r["status"], "passed");
+    assert_eq!(r["rpo"]["met"], true, "{:#}", r["rpo"]);
+}

@@ -555,3 +555,66 @@ fn status_lists_runs_and_steps() {
     let v: serde_json::Value = serde_json::from_str(&one.stdout).unwrap();
     assert_eq!(v["steps"]["one"]["state"], "succeeded");
 }
+
+/// A kind that panics fails its own step (class `internal`, with the panic's message);
+/// its dependents are skipped, the other steps and `finally` run, and the run finishes.
+#[test]
+fn a_panicking_step_fails_alone_and_finally_still_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "panic.yaml",
+        "
+version: 1
+name: panic
+steps:
+  first:
+    kind: exec
+    with: { argv: [echo, one] }
+  boom:
+    kind: exec
+    needs: [first]
+    with: { argv: [echo, never] }
+  after_boom:
+    kind: exec
+    needs: [boom]
+    with: { argv: [touch, never] }
+  beside:
+    kind: exec
+    with: { argv: [touch, beside.out] }
+finally:
+  cleanup:
+    kind: exec
+    with: { argv: [sh, -c, 'echo {{ run.status }} > cleanup.out'] }
+",
+    );
+    let out = crate::support::run_cmd(
+        crate::support::drrun()
+            .current_dir(dir.path())
+            .env("DRRUN_TEST_PANIC_IN_STEP", "boom")
+            .arg("panic.yaml"),
+    );
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert_eq!(lines(&dir.path().join("cleanup.out")), ["failed"]);
+    assert!(dir.path().join("beside.out").exists());
+    assert!(!dir.path().join("never").exists());
+    let records = journal(&state(dir.path(), "panic"));
+    let failed = records
+        .iter()
+        .find(|r| r["type"] == "step_failed" && r["step"] == "boom")
+        .expect("boom failed");
+    assert_eq!(failed["class"], "internal");
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap()
+            .contains("panicked: test-induced panic in step boom"),
+        "{failed}"
+    );
+    assert!(
+        records
+            .iter()
+            .any(|r| r["type"] == "step_skipped" && r["step"] == "after_boom")
+    );
+    assert_eq!(records.last().unwrap()["type"], "run_finished");
+}

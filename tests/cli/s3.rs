@@ -621,3 +621,83 @@ fn a_download_killed_mid_way_is_resumed_from_the_bytes_on_disk() {
     assert_eq!(o["etag"], etag.as_str());
     assert_eq!(std::fs::read(o["path"].as_str().unwrap()).unwrap(), body);
 }
+
+/// A real bucket holds more than dumps: an upload still being written, checksum files.
+/// Under a plain prefix (no `match`), only whole backups are candidates, and the plan,
+/// the notes and the outputs say what was ignored.
+#[test]
+fn an_upload_in_progress_is_never_chosen_as_the_newest_backup() {
+    let server = S3Server::start();
+    let s3 = server.client();
+    let rt = rt();
+    bucket(&rt, &s3, "proj-hosting-services");
+    let complete = format!("proj/daily-proj-{}.pgdump", stamp(2));
+    let partial = format!("proj/daily-proj-{}.pgdump.partial", stamp(1));
+    let checksum = format!("proj/daily-proj-{}.pgdump.sha256", stamp(2));
+    put(
+        &rt,
+        &s3,
+        "proj-hosting-services",
+        &complete,
+        vec![b'c'; 20_000],
+    );
+    put(
+        &rt,
+        &s3,
+        "proj-hosting-services",
+        &partial,
+        vec![b'p'; 1000],
+    );
+    put(
+        &rt,
+        &s3,
+        "proj-hosting-services",
+        &checksum,
+        b"abc".to_vec(),
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let pb = fetch_playbook(
+        dir.path(),
+        &server,
+        "bucket: proj-hosting-services\n      prefix: proj/daily-\n      select: newest-key-timestamp",
+        "",
+    );
+    let plan = run_cmd(&mut drrun_s3(
+        dir.path(),
+        &["plan".as_ref(), pb.as_os_str()],
+    ));
+    assert_eq!(plan.code, 0, "{}", plan.stderr);
+    assert!(
+        plan.stdout.contains(&format!(
+            "would download s3://proj-hosting-services/{complete}"
+        )),
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        plan.stdout.contains("among 3 listed (1 backup; ignored: ")
+            && plan.stdout.contains(&partial),
+        "{}",
+        plan.stdout
+    );
+
+    let out = fetch(dir.path(), &pb);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let o = outputs(dir.path());
+    assert_eq!(o["key"], complete.as_str());
+    assert_eq!(o["size"], 20_000);
+    assert_eq!(o["listed"], 3);
+    assert_eq!(o["matched"], 1);
+    let ignored: Vec<&str> = o["ignored"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(
+        ignored.contains(&partial.as_str()) && ignored.contains(&checksum.as_str()),
+        "{ignored:?}"
+    );
+    assert!(out.stderr.contains("ignored: "), "{}", out.stderr);
+}

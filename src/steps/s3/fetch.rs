@@ -39,7 +39,9 @@ pub(crate) struct S3Fetch {
     #[serde(default, rename = "match")]
     pub key_match: Option<String>,
     /// Regular expression with a named group `ts` that extracts the timestamp from a key
-    /// (default: the 12 digits before the extension, as in `daily-acme-202611240300.pgdump`).
+    /// (default: 12 digits followed by a dump extension at the end of the key, as in
+    /// `daily-acme-202611240300.pgdump`; `.dump`, `.backup`, `.sql`, `.tar`, optionally
+    /// compressed, also count, and `….pgdump.partial` does not).
     #[serde(default)]
     pub timestamp_pattern: Option<String>,
     /// strftime format of the `ts` group, read as UTC (default `%Y%m%d%H%M`).
@@ -123,6 +125,18 @@ impl StepKind for S3Fetch {
             "age",
             "Age of the backup at selection time (e.g. `5h 12m`).",
         ),
+        output(
+            "listed",
+            "How many keys the listing under `prefix` returned.",
+        ),
+        output(
+            "matched",
+            "How many of them were whole backups to choose among.",
+        ),
+        output(
+            "ignored",
+            "Keys that looked like backups but were not candidates (an upload still being written, `….partial`), at most all of them.",
+        ),
     ];
 
     const EVIDENCE: Evidence = Evidence {
@@ -192,8 +206,11 @@ async fn run(cfg: &S3Fetch, ctx: &StepCtx) -> Result<Outputs, Failure> {
     let chosen = choose(cfg, &client).await?;
     let age = check_limits(cfg, &chosen)?;
     ctx.note(format!(
-        "chose s3://{}/{} ({} bytes) among {} listed",
-        cfg.bucket, chosen.key, chosen.size, chosen.considered
+        "chose s3://{}/{} ({} bytes) {}",
+        cfg.bucket,
+        chosen.key,
+        chosen.size,
+        chosen.among()
     ));
 
     let head = s3::head(&client, &cfg.bucket, &chosen.key, cfg.version_id.as_deref()).await?;
@@ -244,6 +261,9 @@ async fn run(cfg: &S3Fetch, ctx: &StepCtx) -> Result<Outputs, Failure> {
         "backup_time".into(),
         json!(chosen.backup_time.map(|t| t.to_rfc3339())),
     );
+    out.insert("listed".into(), json!(chosen.considered));
+    out.insert("matched".into(), json!(chosen.matched));
+    out.insert("ignored".into(), json!(chosen.ignored));
     out.insert(
         "age".into(),
         json!(age.map(|a| HumanDuration(Duration::from_secs(a.as_secs())).to_string())),
@@ -260,8 +280,11 @@ async fn preview(cfg: &S3Fetch) -> Preview {
         Err(e) => Preview::cannot(e.message),
         Ok(chosen) => {
             let mut lines = vec![format!(
-                "would download s3://{}/{} ({} bytes; chosen among {} listed)",
-                cfg.bucket, chosen.key, chosen.size, chosen.considered
+                "would download s3://{}/{} ({} bytes; chosen {})",
+                cfg.bucket,
+                chosen.key,
+                chosen.size,
+                chosen.among()
             )];
             match check_limits(cfg, &chosen) {
                 Ok(age) => lines.push(format!(

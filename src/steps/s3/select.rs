@@ -10,8 +10,24 @@ use crate::duration::format_duration;
 use crate::outcome::{Failure, FailureClass};
 use crate::services::s3::{self, Client};
 
-/// The default key timestamp: `daily-<project>-YYYYMMDDHHMM.pgdump`, read as UTC.
-pub(super) const DEFAULT_TIMESTAMP_PATTERN: &str = r"(?P<ts>\d{12})(?:\.[A-Za-z0-9]+)*$";
+/// The default key timestamp: `daily-<project>-YYYYMMDDHHMM.pgdump`, read as UTC; the
+/// timestamp must be followed by a dump extension and nothing else.
+pub(super) const DEFAULT_TIMESTAMP_PATTERN: &str =
+    r"(?P<ts>\d{12})\.(?:pgdump|dump|backup|custom|sql|tar)(?:\.(?:gz|zst|bz2|xz|lz4))?$";
+
+/// The end of a key that is a whole dump (for `newest-last-modified` without `match`).
+static DUMP_EXTENSION: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+    regex::Regex::new(r"\.(?:pgdump|dump|backup|custom|sql|tar)(?:\.(?:gz|zst|bz2|xz|lz4))?$")
+        .unwrap()
+});
+
+/// A key that is not a candidate but looks like one (a timestamped name): reported as
+/// ignored, so a near-miss is visible instead of silently skipped.
+fn looks_like_a_backup(key: &str) -> bool {
+    static STAMPED: std::sync::LazyLock<regex::Regex> =
+        std::sync::LazyLock::new(|| regex::Regex::new(r"\d{8}").unwrap());
+    STAMPED.is_match(key.rsplit('/').next().unwrap_or(key))
+}
 pub(super) const DEFAULT_TIMESTAMP_FORMAT: &str = "%Y%m%d%H%M";
 
 /// The object chosen, with why.
@@ -22,6 +38,32 @@ pub(super) struct Chosen {
     pub(super) last_modified: Option<DateTime<Utc>>,
     pub(super) backup_time: Option<DateTime<Utc>>,
     pub(super) considered: usize,
+    /// How many keys were whole backups to choose among.
+    pub(super) matched: usize,
+    /// Keys that looked like backups but were not candidates (`….partial`).
+    pub(super) ignored: Vec<String>,
+}
+
+impl Chosen {
+    /// `among 3 listed (2 backups; ignored: a.partial)`, for notes and previews.
+    pub(super) fn among(&self) -> String {
+        let mut text = format!(
+            "among {} listed ({} backup{}",
+            self.considered,
+            self.matched,
+            if self.matched == 1 { "" } else { "s" }
+        );
+        if !self.ignored.is_empty() {
+            let shown: Vec<&str> = self.ignored.iter().take(5).map(String::as_str).collect();
+            let more = self.ignored.len().saturating_sub(shown.len());
+            text.push_str(&format!("; ignored: {}", shown.join(", ")));
+            if more > 0 {
+                text.push_str(&format!(" and {more} more"));
+            }
+        }
+        text.push(')');
+        text
+    }
 }
 
 /// The timestamp in a key, by the configured pattern and format (UTC).
@@ -55,6 +97,8 @@ pub(super) async fn choose(cfg: &S3Fetch, client: &Client) -> Result<Chosen, Fai
             last_modified: h.last_modified,
             backup_time: key_timestamp(cfg, key),
             considered: 1,
+            matched: 1,
+            ignored: Vec::new(),
         });
     }
     let prefix = cfg.prefix.clone().unwrap_or_default();
@@ -70,34 +114,41 @@ pub(super) async fn choose(cfg: &S3Fetch, client: &Client) -> Result<Chosen, Fai
         .map(|o| (o.key, o.size, o.last_modified))
         .collect();
     let total = all.len();
-    let matching: Vec<_> = all
-        .iter()
-        .filter(|(k, ..)| key_match.as_ref().is_none_or(|re| re.is_match(k)))
-        .collect();
+    // Candidates: keys that are whole backups. By default that is a timestamp followed by a
+    // known dump extension at the very end, so an upload still being written
+    // (`….pgdump.partial`), a checksum file or a manifest beside the dumps is never chosen.
+    let mut ignored = Vec::new();
+    let mut candidates = Vec::new();
+    for (k, size, lm) in &all {
+        if key_match.as_ref().is_some_and(|re| !re.is_match(k)) {
+            continue;
+        }
+        let ts = key_timestamp(cfg, k);
+        let whole = match cfg.select {
+            Select::NewestKeyTimestamp => ts.is_some(),
+            Select::NewestLastModified => {
+                lm.is_some() && (cfg.key_match.is_some() || DUMP_EXTENSION.is_match(k))
+            }
+        };
+        if whole {
+            candidates.push((k, *size, *lm, ts));
+        } else if looks_like_a_backup(k) {
+            ignored.push(k.clone());
+        }
+    }
     let best = match cfg.select {
-        Select::NewestKeyTimestamp => matching
-            .iter()
-            .filter_map(|(k, size, lm)| key_timestamp(cfg, k).map(|ts| (ts, k, *size, *lm)))
-            .max_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)))
-            .map(|(ts, k, size, lm)| Chosen {
-                key: k.clone(),
-                size,
-                last_modified: lm,
-                backup_time: Some(ts),
-                considered: total,
-            }),
-        Select::NewestLastModified => matching
-            .iter()
-            .filter(|(_, _, lm)| lm.is_some())
-            .max_by(|a, b| (a.2, &a.0).cmp(&(b.2, &b.0)))
-            .map(|(k, size, lm)| Chosen {
-                key: k.clone(),
-                size: *size,
-                last_modified: *lm,
-                backup_time: None,
-                considered: total,
-            }),
-    };
+        Select::NewestKeyTimestamp => candidates.iter().max_by(|a, b| (a.3, a.0).cmp(&(b.3, b.0))),
+        Select::NewestLastModified => candidates.iter().max_by(|a, b| (a.2, a.0).cmp(&(b.2, b.0))),
+    }
+    .map(|(k, size, lm, ts)| Chosen {
+        key: (*k).clone(),
+        size: *size,
+        last_modified: *lm,
+        backup_time: ts.filter(|_| cfg.select == Select::NewestKeyTimestamp),
+        considered: total,
+        matched: candidates.len(),
+        ignored: ignored.clone(),
+    });
     best.ok_or_else(|| {
         let shown: Vec<&str> = all
             .iter()
@@ -187,5 +238,10 @@ mod tests {
             key_timestamp(&c, "acme/daily-acme-20261124030.pgdump").is_none(),
             "11 digits"
         );
+        assert!(
+            key_timestamp(&c, "acme/daily-acme-202611240300.pgdump.partial").is_none(),
+            "an upload still being written"
+        );
+        assert!(key_timestamp(&c, "acme/daily-acme-202611240300.sql.gz").is_some());
     }
 }
