@@ -72,9 +72,11 @@ impl Attempt {
             // Test-only, and only in debug builds: make this step panic, to prove that a
             // panic fails its step alone and `finally` still runs.
             #[cfg(debug_assertions)]
-            if std::env::var("DRRUN_TEST_PANIC_IN_STEP").is_ok_and(|s| s == self.step_id) {
-                panic!("test-induced panic in step {}", self.step_id);
-            }
+            assert!(
+                !std::env::var("DRRUN_TEST_PANIC_IN_STEP").is_ok_and(|s| s == self.step_id),
+                "test-induced panic in step {}",
+                self.step_id
+            );
             let fut = self.config.run(&ctx);
             tokio::pin!(fut);
             let result = tokio::select! {

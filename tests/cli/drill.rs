@@ -548,7 +548,7 @@ fn sigint_then_resume_runs_finally_again_and_leaves_dr_scaled_down() {
     );
     std::fs::write(&pb, text).unwrap();
     let state = dir.path().join("state");
-    let mut child = drrun_drill(dir.path(), &s)
+    let child = drrun_drill(dir.path(), &s)
         .arg("run")
         .arg(&pb)
         .arg("--state-dir")
