@@ -31,7 +31,7 @@ impl Error {
     pub(crate) fn exit_code(&self) -> u8 {
         match self {
             Self::Playbook(_) | Self::Read { .. } | Self::Usage(_) => EXIT_USAGE,
-            Self::Engine(EngineError::Secrets(_)) => EXIT_USAGE,
+            Self::Engine(EngineError::Secrets(_) | EngineError::Refused(_)) => EXIT_USAGE,
             Self::Engine(EngineError::State(e)) | Self::State(e) => match e {
                 StateError::Locked { .. }
                 | StateError::NoSuchRun(_)

@@ -10,11 +10,12 @@ use serde_json::{Value, json};
 
 use super::{compile_options, load_plan};
 use crate::cli::{Output, PlanArgs};
+use crate::error::{EXIT_FAILED, EXIT_USAGE};
 use crate::outcome::Outputs;
 use crate::plan::context::SecretValues;
 use crate::plan::{Phase, Plan, Unknown};
 use crate::playbook::template::Templates;
-use crate::report::printer::out;
+use crate::report::printer::{err, out};
 use crate::secrets::{Redactor, SecretError};
 use crate::steps::{Effect, Preview, PreviewCtx, StepConfig};
 
@@ -37,7 +38,44 @@ pub(super) fn plan(args: PlanArgs) -> Result<ExitCode> {
         Output::Json => out(&serde_json::to_string_pretty(&rendered)?),
         Output::Human => out(&human(&plan, &rendered)),
     }
-    Ok(ExitCode::SUCCESS)
+    // A plan that found what the run would meet says so in its exit code: 2 when a guard
+    // refuses (the playbook points at production), 1 when a preview failed.
+    let problems = problems(&rendered);
+    if problems.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut text = String::new();
+    for (step, class, message) in &problems {
+        text.push_str(&format!("error: step `{step}` ({class}): {message}\n"));
+    }
+    err(&text);
+    let guard = problems.iter().any(|(_, class, _)| class == "guard");
+    Ok(ExitCode::from(if guard { EXIT_USAGE } else { EXIT_FAILED }))
+}
+
+/// (step, failure class, message) of every preview that failed.
+fn problems(rendered: &Value) -> Vec<(String, String, String)> {
+    let mut found = Vec::new();
+    for phase in ["steps", "finally"] {
+        for step in rendered["phases"][phase]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|level| level.as_array().into_iter().flatten())
+        {
+            if let Some(class) = step["preview"]["failed"].as_str() {
+                found.push((
+                    step["id"].as_str().unwrap_or("").to_string(),
+                    class.to_string(),
+                    step["preview"]["cannot_preview"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string(),
+                ));
+            }
+        }
+    }
+    found
 }
 
 /// The plan as JSON: phases -> levels -> steps with rendered settings and previews.
@@ -173,6 +211,7 @@ fn redact_preview(p: Preview, redactor: &Redactor) -> Preview {
     Preview {
         lines: p.lines.iter().map(|l| redactor.redact(l)).collect(),
         cannot_preview: p.cannot_preview.map(|c| redactor.redact(&c)),
+        failed: p.failed,
         outputs: None,
     }
 }

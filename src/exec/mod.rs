@@ -54,6 +54,9 @@ pub(crate) enum EngineError {
     /// Every secret that could not be read; nothing was started.
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
     Secrets(Vec<SecretError>),
+    /// What the guards refused, found before the first step; nothing was started.
+    #[error("{}", .0.join("\n"))]
+    Refused(Vec<String>),
 }
 
 /// Runs `plan` to the end (or to interruption). `stop` is cancelled by the first Ctrl-C.

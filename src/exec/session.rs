@@ -9,7 +9,9 @@ use indexmap::IndexMap;
 use super::{EngineError, Resume, RunOptions};
 use crate::events::{Event, Reporter};
 use crate::outcome::{Outputs, RunStatus};
-use crate::plan::{Phase, Plan};
+use crate::plan::context::SecretValues;
+use crate::plan::{Phase, Plan, Unknown};
+use crate::playbook::template::Templates;
 use crate::secrets::Redactor;
 use crate::state::journal::{Journal, PlannedStep, Record, now};
 use crate::state::lock::{Holder, StateLock};
@@ -43,6 +45,44 @@ fn planned_steps(plan: &Plan) -> Vec<PlannedStep> {
         .collect()
 }
 
+/// Checks the guards, with the secrets read, for every step whose touched settings are
+/// known before the run (they depend on vars and secrets only, not on step outputs):
+/// a database URL that points at production is refused here, before step 1, not half-way
+/// through the drill. Returns every refusal.
+fn preflight(plan: &Plan, secrets: &IndexMap<String, String>, redactor: &Redactor) -> Vec<String> {
+    let templates = Templates::new();
+    let ctx = plan.preview_context_with(SecretValues::Real(secrets), &IndexMap::new());
+    let mut refused = Vec::new();
+    for step in &plan.steps {
+        let later: Vec<&str> = step
+            .unknown
+            .iter()
+            .filter(|(_, u)| !matches!(u, Unknown::Secret))
+            .map(|(path, _)| path.as_str())
+            .collect();
+        let Ok(rendered) = templates.render_json(&step.with, &ctx) else {
+            continue;
+        };
+        for touch in (step.kind.touches)(&rendered).unwrap_or_default() {
+            let known = touch.fields().iter().all(|f| {
+                !later.iter().any(|p| {
+                    *p == *f || p.starts_with(&format!("{f}.")) || p.starts_with(&format!("{f}["))
+                })
+            });
+            if known && let Err(e) = plan.guards.check(&touch) {
+                refused.push(format!(
+                    "{}:{}: step `{}`: {}",
+                    plan.file.display(),
+                    step.line,
+                    step.id,
+                    redactor.redact(&e.message)
+                ));
+            }
+        }
+    }
+    refused
+}
+
 pub(super) fn open(
     plan: &Plan,
     opts: &RunOptions,
@@ -67,6 +107,10 @@ pub(super) fn open(
     let redactor = Arc::new(Redactor::new(
         secrets.iter().map(|(k, v)| (k.clone(), v.clone())),
     ));
+    let refused = preflight(plan, &secrets, &redactor);
+    if !refused.is_empty() {
+        return Err(EngineError::Refused(refused));
+    }
 
     let (run_id, journal, checkpoints, started_at, resumed) = match &opts.resume {
         Resume::No => {

@@ -17,6 +17,7 @@ use crate::playbook::load::{Sink, Source, parse, path_string};
 use crate::playbook::model::{Objectives, RawPlaybook, RawStep};
 use crate::playbook::spans::{SpanIndex, join};
 use crate::playbook::template::Templates;
+use crate::steps::guard::Guards;
 use crate::steps::{KINDS, KindInfo, find_kind};
 
 /// What the command line adds to a playbook.
@@ -119,6 +120,7 @@ pub(crate) fn compile(
             &templates,
             &checker,
             &preview_ctx,
+            &guards,
             &mut sink,
         );
         if let Some((step, deps)) = compiled {
@@ -228,6 +230,7 @@ fn compile_step(
     templates: &Templates,
     checker: &RefChecker,
     preview_ctx: &minijinja::Value,
+    guards: &Guards,
     sink: &mut Sink,
 ) -> Option<(PlanStep, StepDeps)> {
     let base = join(phase.section(), id);
@@ -334,6 +337,26 @@ fn compile_step(
                             issue.message,
                         ));
                     }
+                    // Refuse what guards protect now, before anything runs, wherever the
+                    // settings are already known (a guarded namespace reached through
+                    // `-e`); the rest is checked once secrets are read.
+                    for touch in (kind.touches)(&rendered).unwrap_or_default() {
+                        let known = touch
+                            .fields()
+                            .iter()
+                            .all(|f| !dynamic.iter().any(|(d, _)| pending(d, f)));
+                        if known && let Err(e) = guards.check(&touch) {
+                            let field = touch
+                                .fields()
+                                .iter()
+                                .find(|f| raw_step.with.get(**f).is_some())
+                                .unwrap_or(&touch.fields()[0]);
+                            sink.at_value(
+                                Diagnostic::new(join_rel(&with_path, field), e.message)
+                                    .with_help("guards protect production: point this step at the DR target, or change `guards` if this target is not production"),
+                            );
+                        }
+                    }
                 }
                 Err(err) => {
                     let rel = path_string("", err.path());
@@ -391,6 +414,7 @@ fn compile_step(
         uses: Vec::new(),
         timeout,
         retry,
+        line: sink.spans.key(&base).line,
         unknown: dynamic,
     };
     Some((
@@ -400,6 +424,14 @@ fn compile_step(
             uses: all_refs,
         },
     ))
+}
+
+/// Whether the setting at `path` waits for a value (`url` for `url`, `requests[0]` ...).
+fn pending(path: &str, field: &str) -> bool {
+    path == field
+        || path
+            .strip_prefix(field)
+            .is_some_and(|rest| rest.starts_with(['.', '[']))
 }
 
 /// A step's dependencies by id, until every step has an index.

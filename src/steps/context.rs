@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::guard::Guards;
 use crate::events::{Event, Reporter};
-use crate::outcome::Outputs;
+use crate::outcome::{Failure, FailureClass, Outputs};
 use crate::secrets::Redactor;
 
 /// Everything a running step may use. Kinds never print: they report through `events`.
@@ -88,6 +88,10 @@ pub(crate) struct Preview {
     pub lines: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cannot_preview: Option<String>,
+    /// Set when the preview found a problem the run would meet (a guard refuses, a
+    /// service answers with an error), not merely something it cannot know yet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed: Option<FailureClass>,
     /// The step's real outputs, when a read-only kind could read them all: later steps'
     /// previews then render with them instead of placeholders.
     #[serde(skip)]
@@ -99,6 +103,7 @@ impl Preview {
         Self {
             lines: lines.into_iter().collect(),
             cannot_preview: None,
+            failed: None,
             outputs: None,
         }
     }
@@ -107,6 +112,7 @@ impl Preview {
         Self {
             lines: Vec::new(),
             cannot_preview: Some(reason.into()),
+            failed: None,
             outputs: None,
         }
     }
@@ -116,6 +122,22 @@ impl Preview {
         Self {
             lines,
             cannot_preview: Some(reason.into()),
+            failed: None,
+            outputs: None,
+        }
+    }
+
+    /// The run would fail here: a guard refuses, or a service answered with an error.
+    pub(crate) fn failure(e: Failure) -> Self {
+        Self::partial_failure(Vec::new(), e)
+    }
+
+    /// What is known so far, and the problem the run would meet.
+    pub(crate) fn partial_failure(lines: Vec<String>, e: Failure) -> Self {
+        Self {
+            lines,
+            cannot_preview: Some(e.message),
+            failed: Some(e.class),
             outputs: None,
         }
     }

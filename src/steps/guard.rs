@@ -13,7 +13,42 @@ pub(crate) struct Guards {
     pub pg_databases: Vec<String>,
 }
 
+/// Something a step would touch that guards may protect, with the settings it comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Touch {
+    /// Writes in this namespace (reading a guarded one is allowed).
+    KubeNamespace {
+        namespace: String,
+        field: &'static str,
+    },
+    /// Connects to this database on this host.
+    Pg {
+        host: String,
+        database: String,
+        /// The settings the connection is built from (`url`, `host`, `database`, ...).
+        fields: &'static [&'static str],
+    },
+}
+
+impl Touch {
+    /// The settings this touch is decided by.
+    pub(crate) fn fields(&self) -> &[&'static str] {
+        match self {
+            Self::KubeNamespace { field, .. } => std::slice::from_ref(field),
+            Self::Pg { fields, .. } => fields,
+        }
+    }
+}
+
 impl Guards {
+    /// Whether the guards allow `touch`.
+    pub(crate) fn check(&self, touch: &Touch) -> Result<(), Failure> {
+        match touch {
+            Touch::KubeNamespace { namespace, .. } => self.check_kube_namespace(namespace),
+            Touch::Pg { host, database, .. } => self.check_pg(host, database),
+        }
+    }
+
     pub(crate) fn check_kube_namespace(&self, namespace: &str) -> Result<(), Failure> {
         match self.kube_namespaces.iter().find(|p| matches(p, namespace)) {
             Some(p) => Err(refusal(

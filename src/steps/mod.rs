@@ -136,6 +136,13 @@ pub(crate) trait StepKind:
     /// `http.smoke`): the engine leaves them in place for the kind.
     const DEFERRED: &'static [&'static str] = &[];
 
+    /// What the step would touch that guards protect: checked before the run starts for
+    /// every touch whose settings are known by then (and again by the kind before its
+    /// first request).
+    fn touches(&self) -> Vec<guard::Touch> {
+        Vec::new()
+    }
+
     /// Cross-field checks that serde cannot express; run at compile time.
     fn check(&self) -> Vec<ConfigIssue> {
         Vec::new()
@@ -158,6 +165,8 @@ pub(crate) struct KindInfo {
     pub evidence: Evidence,
     pub deferred: &'static [&'static str],
     pub schema: fn(&mut schemars::SchemaGenerator) -> schemars::Schema,
+    /// Types `with` and lists what the step would touch.
+    pub touches: fn(&serde_json::Value) -> Option<Vec<guard::Touch>>,
     /// Types `with` and runs the kind's checks.
     pub check: fn(
         &serde_json::Value,
@@ -175,6 +184,12 @@ fn check_kind<K: StepKind>(
 ) -> Result<Vec<ConfigIssue>, serde_path_to_error::Error<serde_json::Error>> {
     let config: K = serde_path_to_error::deserialize(with.clone())?;
     Ok(config.check())
+}
+
+fn touches_of<K: StepKind>(with: &serde_json::Value) -> Option<Vec<guard::Touch>> {
+    serde_json::from_value::<K>(with.clone())
+        .ok()
+        .map(|config| config.touches())
 }
 
 fn schema_of<K: StepKind>(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
@@ -202,6 +217,7 @@ macro_rules! registry {
                 evidence: <$ty as StepKind>::EVIDENCE,
                 deferred: <$ty as StepKind>::DEFERRED,
                 schema: schema_of::<$ty>,
+                touches: touches_of::<$ty>,
                 check: check_kind::<$ty>,
             },)*
         ];

@@ -268,16 +268,20 @@ steps:
 "#
             ),
         );
+        // Known before the run, so refused before step 1 with the setting's position
+        // (exit 2), by `plan` and `run` alike.
         let p = plan(dir.path(), &kubeconfig, &pb);
         assert!(
-            p.stdout
-                .contains("refusing to touch Kubernetes namespace `prod-site`"),
+            p.stderr
+                .contains("refusing to touch Kubernetes namespace `prod-site`")
+                && p.stderr
+                    .contains("guarded.yaml:8:24 (steps.touch.with.namespace)"),
             "{kind}: {}{}",
             p.stdout,
             p.stderr
         );
         let out = drrun_kube(dir.path(), &kubeconfig, &["run"], &pb);
-        assert_eq!(out.code, 1, "{kind}: {}{}", out.stdout, out.stderr);
+        assert_eq!(out.code, 2, "{kind}: {}{}", out.stdout, out.stderr);
         let all = format!("{}{}", out.stdout, out.stderr);
         assert!(
             all.contains("refusing to touch Kubernetes namespace `prod-site`: it matches `prod-*` in guards.kube_namespaces; nothing was sent"),

@@ -352,8 +352,9 @@ steps:
         &c,
         &format!("guards: {{ pg_databases: [busy] }}\n{}", restore("", true)),
     );
+    // The URL is a secret: refused when the run starts, before step 1 (exit 2).
     let out = run_playbook(dir.path(), &c.url("busy"), &guarded);
-    assert_eq!(out.code, 1);
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
     assert!(
         out.stderr
             .contains("refusing to touch PostgreSQL database `busy`"),

@@ -261,3 +261,125 @@ fn every_kind_example_validates_as_part_of_one_drill() {
         out.stdout
     );
 }
+
+/// A guarded namespace reached through `-e` is refused by `validate`, `plan` and `run`
+/// alike, at the line of the setting, before anything runs.
+#[test]
+fn a_guarded_namespace_through_a_var_override_is_refused_before_step_one() {
+    for cmd in ["validate", "plan", "run"] {
+        let out = run(&[
+            cmd,
+            "playbooks/caktus-wagtail.yaml",
+            "-e",
+            "project=acme",
+            "-e",
+            "dr_ns=acme-production",
+        ]);
+        assert_eq!(out.code, 2, "{cmd}: {}{}", out.stdout, out.stderr);
+        assert!(
+            out.stderr.contains(
+                "refusing to touch Kubernetes namespace `acme-production`: it matches `acme-production` in guards.kube_namespaces"
+            ),
+            "{cmd}: {}",
+            out.stderr
+        );
+        // Every step that writes to the namespace is named, each at its own line.
+        for line in ["caktus-wagtail.yaml:88:", "(steps.deploy.with.namespace)"] {
+            assert!(out.stderr.contains(line), "{cmd}: {line}: {}", out.stderr);
+        }
+        assert!(
+            out.stderr.contains("(finally.scale_down.with.namespace)"),
+            "{cmd}: {}",
+            out.stderr
+        );
+    }
+    assert!(
+        !root().join("playbooks/.drrun/caktus-wagtail").exists(),
+        "no run was started"
+    );
+}
+
+/// A guarded database reached through a secret (the DR URL pointing at production) is
+/// known once secrets are read: `plan` reports it with exit 2, and `run` refuses before
+/// its first step, naming the file and line, with every refusal at once.
+#[test]
+fn a_guarded_database_behind_a_secret_is_refused_before_step_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let pb = dir.path().join("guarded.yaml");
+    std::fs::write(
+        &pb,
+        r#"version: 1
+name: guarded
+secrets:
+  db_url: { env: GUARDED_DB_URL }
+guards:
+  pg_hosts: ["prod-db.*"]
+  pg_databases: [acme_production]
+steps:
+  first:
+    kind: exec
+    with: { argv: [touch, first.out] }
+  site:
+    kind: pg.sql
+    needs: [first]
+    with: { url: "{{ secrets.db_url }}", sql: "UPDATE wagtailcore_site SET hostname = 'dr'" }
+  check:
+    kind: pg.sql
+    needs: [first]
+    with: { url: "{{ secrets.db_url }}", sql: "SELECT 1" }
+"#,
+    )
+    .unwrap();
+    let url = "postgresql://app:s3cret@prod-db.internal:5432/acme_production";
+    let validate = crate::support::run_cmd(
+        crate::support::drrun()
+            .current_dir(dir.path())
+            .args(["validate", "guarded.yaml"]),
+    );
+    assert_eq!(
+        validate.code, 0,
+        "validate cannot know a secret: {}",
+        validate.stderr
+    );
+
+    let plan = crate::support::run_cmd(
+        crate::support::drrun()
+            .current_dir(dir.path())
+            .env("GUARDED_DB_URL", url)
+            .args(["plan", "guarded.yaml"]),
+    );
+    assert_eq!(plan.code, 2, "{}{}", plan.stdout, plan.stderr);
+    assert!(
+        plan.stderr
+            .contains("step `site` (guard): refusing to touch PostgreSQL host `prod-db.internal`"),
+        "{}",
+        plan.stderr
+    );
+
+    let run = crate::support::run_cmd(
+        crate::support::drrun()
+            .current_dir(dir.path())
+            .env("GUARDED_DB_URL", url)
+            .arg("guarded.yaml"),
+    );
+    assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
+    for step in [
+        "guarded.yaml:12: step `site`",
+        "guarded.yaml:16: step `check`",
+    ] {
+        assert!(run.stderr.contains(step), "{step}: {}", run.stderr);
+    }
+    assert!(!run.stderr.contains("s3cret"), "{}", run.stderr);
+    assert!(
+        !dir.path().join("first.out").exists(),
+        "nothing ran before the refusal"
+    );
+    assert!(
+        !dir.path().join(".drrun/guarded/runs").exists()
+            || std::fs::read_dir(dir.path().join(".drrun/guarded/runs"))
+                .unwrap()
+                .next()
+                .is_none(),
+        "no run was created"
+    );
+}

@@ -16,6 +16,7 @@ use crate::services::kube::jobs::{JobSpec, preview_job, run_job};
 use crate::services::kube::{
     FIELD_MANAGER, Kube, KubeAccess, pause, pick_container, selector_string,
 };
+use crate::steps::guard::Touch;
 use crate::steps::{
     ConfigIssue, Effect, Evidence, OutputDoc, Preview, PreviewCtx, StepCtx, StepKind, output,
 };
@@ -183,6 +184,13 @@ impl StepKind for KubeDeploy {
         ..Evidence::NONE
     };
 
+    fn touches(&self) -> Vec<Touch> {
+        vec![Touch::KubeNamespace {
+            namespace: self.namespace.clone(),
+            field: "namespace",
+        }]
+    }
+
     fn check(&self) -> Vec<ConfigIssue> {
         let mut issues = Vec::new();
         match (&self.image, &self.tag) {
@@ -212,14 +220,14 @@ impl StepKind for KubeDeploy {
 
     async fn preview(&self, ctx: &PreviewCtx) -> Preview {
         if let Err(e) = ctx.guards.check_kube_namespace(&self.namespace) {
-            return Preview::cannot(e.message);
+            return Preview::failure(e);
         }
         if ctx.offline {
             return Preview::offline();
         }
         match self.preview_lines(ctx).await {
             Ok(lines) => Preview::lines(lines),
-            Err(e) => Preview::cannot(e.message),
+            Err(e) => Preview::failure(e),
         }
     }
 

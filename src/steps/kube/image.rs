@@ -61,7 +61,7 @@ impl StepKind for KubeImage {
         }
         let kube = match Kube::connect(&self.access, &ctx.base_dir).await {
             Ok(k) => k,
-            Err(e) => return Preview::cannot(e.message),
+            Err(e) => return Preview::failure(e),
         };
         match self.read(&kube).await {
             Ok(out) => {
@@ -78,7 +78,7 @@ impl StepKind for KubeImage {
                 preview.outputs = Some(out);
                 preview
             }
-            Err(e) => Preview::cannot(e.message),
+            Err(e) => Preview::failure(e),
         }
     }
 

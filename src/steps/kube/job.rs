@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::outcome::{Failure, Outputs};
 use crate::services::kube::jobs::{JobSpec, preview_job, run_job};
 use crate::services::kube::{Kube, KubeAccess};
+use crate::steps::guard::Touch;
 use crate::steps::{
     ConfigIssue, Effect, OutputDoc, Preview, PreviewCtx, StepCtx, StepKind, output,
 };
@@ -44,6 +45,13 @@ impl StepKind for KubeJob {
         output("duration", "Seconds from creation to completion."),
     ];
 
+    fn touches(&self) -> Vec<Touch> {
+        vec![Touch::KubeNamespace {
+            namespace: self.namespace.clone(),
+            field: "namespace",
+        }]
+    }
+
     fn check(&self) -> Vec<ConfigIssue> {
         self.job
             .problem()
@@ -54,19 +62,19 @@ impl StepKind for KubeJob {
 
     async fn preview(&self, ctx: &PreviewCtx) -> Preview {
         if let Err(e) = ctx.guards.check_kube_namespace(&self.namespace) {
-            return Preview::cannot(e.message);
+            return Preview::failure(e);
         }
         if ctx.offline {
             return Preview::offline();
         }
         let kube = match Kube::connect(&self.access, &ctx.base_dir).await {
             Ok(k) => k,
-            Err(e) => return Preview::cannot(e.message),
+            Err(e) => return Preview::failure(e),
         };
         let lines = preview_job(&kube, &self.namespace, &self.job, None, !ctx.any_pending()).await;
         match lines {
             Ok(lines) => Preview::lines(lines),
-            Err(e) => Preview::cannot(e.message),
+            Err(e) => Preview::failure(e),
         }
     }
 

@@ -11,6 +11,7 @@ use serde_json::json;
 use crate::duration::{HumanDuration, format_duration};
 use crate::outcome::{Failure, FailureClass, Outputs};
 use crate::services::kube::{FIELD_MANAGER, Kube, KubeAccess, listing, pause};
+use crate::steps::guard::Touch;
 use crate::steps::{
     ConfigIssue, Effect, OutputDoc, Preview, PreviewCtx, StepCtx, StepKind, output,
 };
@@ -221,6 +222,13 @@ impl StepKind for KubeScale {
         output("scaled", "List of `kind/name` that were changed."),
     ];
 
+    fn touches(&self) -> Vec<Touch> {
+        vec![Touch::KubeNamespace {
+            namespace: self.namespace.clone(),
+            field: "namespace",
+        }]
+    }
+
     fn check(&self) -> Vec<ConfigIssue> {
         let chosen = [self.all, !self.names.is_empty(), self.selector.is_some()]
             .iter()
@@ -244,7 +252,7 @@ impl StepKind for KubeScale {
 
     async fn preview(&self, ctx: &PreviewCtx) -> Preview {
         if let Err(e) = ctx.guards.check_kube_namespace(&self.namespace) {
-            return Preview::cannot(e.message);
+            return Preview::failure(e);
         }
         if ctx.offline {
             return Preview::offline();
@@ -274,7 +282,7 @@ impl StepKind for KubeScale {
         };
         match result.await {
             Ok(lines) => Preview::lines(lines),
-            Err(e) => Preview::cannot(e.message),
+            Err(e) => Preview::failure(e),
         }
     }
 

@@ -13,6 +13,7 @@ use crate::services::pg::{
     major_version, parse_url, psql, run_client,
 };
 use crate::services::s3::{S3Access, open_object};
+use crate::steps::guard::Touch;
 use crate::steps::{
     ConfigIssue, Effect, OutputDoc, Preview, PreviewCtx, StepCtx, StepKind, output,
 };
@@ -134,6 +135,24 @@ impl StepKind for PgRestore {
             "The largest tables with their estimated row counts.",
         ),
     ];
+
+    fn touches(&self) -> Vec<Touch> {
+        let Ok(conn) = Conn::from_settings(&self.connection) else {
+            return Vec::new();
+        };
+        let mut touches = vec![super::touch(&conn)];
+        // The maintenance connection drops and creates the target database.
+        if let Some(url) = &self.maintenance_url
+            && let Ok(m) = parse_url(url)
+        {
+            touches.push(Touch::Pg {
+                host: m.host_for_guard(),
+                database: conn.database.clone(),
+                fields: &["maintenance_url", "url", "database"],
+            });
+        }
+        touches
+    }
 
     fn check(&self) -> Vec<ConfigIssue> {
         let mut issues: Vec<ConfigIssue> = self
@@ -288,12 +307,12 @@ async fn preview(cfg: &PgRestore, ctx: &PreviewCtx) -> Preview {
             None
         }
         Ok(c) => Some(c),
-        Err(e) => return Preview::cannot(e.message),
+        Err(e) => return Preview::failure(e),
     };
     if let Some(conn) = &conn
         && let Err(e) = ctx.guards.check_pg(&conn.host_for_guard(), &conn.database)
     {
-        return Preview::cannot(e.message);
+        return Preview::failure(e);
     }
     let mut lines = vec![match &conn {
         Some(c) => format!("target database: {}", c.describe()),
@@ -344,7 +363,7 @@ async fn preview(cfg: &PgRestore, ctx: &PreviewCtx) -> Preview {
     let maintenance = match &cfg.maintenance_url {
         Some(url) => match parse_url(url) {
             Ok(c) => c,
-            Err(e) => return Preview::cannot(e.message),
+            Err(e) => return Preview::failure(e),
         },
         None => conn.with_database("postgres"),
     };
@@ -356,7 +375,7 @@ async fn preview(cfg: &PgRestore, ctx: &PreviewCtx) -> Preview {
         Ok(size) if size.trim() == "absent" => lines.push("target does not exist yet".into()),
         Ok(size) => lines.push(format!("target exists ({})", size.trim())),
         Err(e) => {
-            return Preview::partial(lines, format!("cannot inspect the target: {}", e.message));
+            return Preview::partial_failure(lines, e);
         }
     }
     Preview::lines(lines)

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use crate::duration::HumanDuration;
 use crate::outcome::{Failure, FailureClass, Outputs};
 use crate::services::pg::{Conn, PgConnection, clean, connection_error, psql, run_client};
+use crate::steps::guard::Touch;
 use crate::steps::{
     ConfigIssue, Effect, Evidence, OutputDoc, Preview, PreviewCtx, StepCtx, StepKind, output,
 };
@@ -96,6 +97,12 @@ impl StepKind for PgSql {
         ..Evidence::NONE
     };
 
+    fn touches(&self) -> Vec<Touch> {
+        Conn::from_settings(&self.connection)
+            .map(|c| vec![super::touch(&c)])
+            .unwrap_or_default()
+    }
+
     fn check(&self) -> Vec<ConfigIssue> {
         let mut issues: Vec<ConfigIssue> = self
             .connection
@@ -130,10 +137,10 @@ impl StepKind for PgSql {
         let conn = match Conn::from_settings(&self.connection) {
             Ok(c) => c,
             Err(_) if ctx.offline => return Preview::offline(),
-            Err(e) => return Preview::cannot(e.message),
+            Err(e) => return Preview::failure(e),
         };
         if let Err(e) = ctx.guards.check_pg(&conn.host_for_guard(), &conn.database) {
-            return Preview::cannot(e.message);
+            return Preview::failure(e);
         }
         let what = match (&self.sql, &self.file) {
             (Some(sql), _) => sql.lines().next().unwrap_or("").to_string(),
@@ -148,7 +155,7 @@ impl StepKind for PgSql {
         let cancel = tokio_util::sync::CancellationToken::new();
         match psql(&conn, self.pg_bin.as_deref(), "SELECT 1", &cancel, true).await {
             Ok(_) => Preview::lines(lines),
-            Err(e) => Preview::partial(lines, format!("cannot connect: {}", e.message)),
+            Err(e) => Preview::partial_failure(lines, e),
         }
     }
 

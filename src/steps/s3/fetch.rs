@@ -274,10 +274,10 @@ async fn run(cfg: &S3Fetch, ctx: &StepCtx) -> Result<Outputs, Failure> {
 async fn preview(cfg: &S3Fetch) -> Preview {
     let client = match s3::client(&cfg.access).await {
         Ok(c) => c,
-        Err(e) => return Preview::cannot(e.message),
+        Err(e) => return Preview::failure(e),
     };
     match choose(cfg, &client).await {
-        Err(e) => Preview::cannot(e.message),
+        Err(e) => Preview::failure(e),
         Ok(chosen) => {
             let mut lines = vec![format!(
                 "would download s3://{}/{} ({} bytes; chosen {})",
