@@ -463,3 +463,101 @@ steps:
         "the target was not touched"
     );
 }
+
+/// Managed PostgreSQL: the DR database is recreated by an admin that is not a superuser
+/// (CREATEDB, member of the application's role) and restored into by the application's
+/// role, which owns nothing else. The database keeps its owner, `pre_sql` (an extension)
+/// runs as the admin in the target, and the restored tables belong to the app.
+#[test]
+fn role_split_restore_with_a_non_superuser_admin_and_an_app_role() {
+    let c = Cluster::start();
+    c.sql("postgres", "CREATE DATABASE src");
+    c.sql("src", SOURCE_SQL);
+    let expected = fingerprint(&c, "src");
+    c.sql(
+        "postgres",
+        &format!(
+            "CREATE ROLE dradmin LOGIN CREATEDB NOSUPERUSER PASSWORD '{PASSWORD}';\
+             CREATE ROLE drapp LOGIN NOSUPERUSER PASSWORD '{PASSWORD}';\
+             GRANT drapp TO dradmin;"
+        ),
+    );
+    c.sql("postgres", "CREATE DATABASE acme_dr OWNER drapp");
+    assert_eq!(
+        c.sql(
+            "postgres",
+            "SELECT rolsuper FROM pg_roles WHERE rolname = 'dradmin'"
+        ),
+        "f"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dump(&c, dir.path(), "custom");
+    let as_role = |role: &str, db: &str| {
+        c.url(db).replacen(
+            "postgresql://postgres:",
+            &format!("postgresql://{role}:"),
+            1,
+        )
+    };
+    let pb = dir.path().join("split.yaml");
+    std::fs::write(
+        &pb,
+        format!(
+            r#"version: 1
+name: split
+secrets:
+  db_url: {{ env: APP_URL }}
+  admin_url: {{ env: ADMIN_URL }}
+steps:
+  restore:
+    kind: pg.restore
+    with:
+      archive: {archive}
+      url: "{{{{ secrets.db_url }}}}"
+      maintenance_url: "{{{{ secrets.admin_url }}}}"
+      recreate: true
+      pre_sql: ["CREATE EXTENSION IF NOT EXISTS citext"]
+      no_owner: true
+      no_privileges: true
+      schema: public
+      pg_bin: {bin}
+"#,
+            archive = archive.display(),
+            bin = c.bin.display()
+        ),
+    )
+    .unwrap();
+    let out = run_cmd(
+        drrun()
+            .current_dir(dir.path())
+            .env("APP_URL", as_role("drapp", "acme_dr"))
+            .env("ADMIN_URL", as_role("dradmin", "postgres"))
+            .arg(&pb)
+            .arg("--state-dir")
+            .arg(dir.path().join("state")),
+    );
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("(owner drapp)"), "{}", out.stderr);
+    assert_eq!(fingerprint(&c, "acme_dr"), expected);
+    assert_eq!(
+        c.sql(
+            "postgres",
+            "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'acme_dr'"
+        ),
+        "drapp"
+    );
+    assert_eq!(
+        c.sql(
+            "acme_dr",
+            "SELECT string_agg(DISTINCT tableowner, ',') FROM pg_tables WHERE schemaname = 'public'"
+        ),
+        "drapp"
+    );
+    assert_eq!(
+        c.sql(
+            "acme_dr",
+            "SELECT count(*) FROM pg_extension WHERE extname = 'citext'"
+        ),
+        "1"
+    );
+}

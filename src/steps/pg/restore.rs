@@ -38,12 +38,17 @@ pub(crate) struct PgRestore {
     /// Terminate other sessions, drop and create the target database before restoring.
     #[serde(default)]
     pub recreate: bool,
-    /// Owner of the recreated database.
+    /// Owner of the recreated database (default: its owner before, else the user of
+    /// `url` when that is not the maintenance user).
     #[serde(default)]
     pub owner: Option<String>,
     /// SQL run in the new database before the restore, e.g. `CREATE EXTENSION IF NOT EXISTS citext`.
     #[serde(default)]
     pub pre_sql: Vec<String>,
+    /// Who runs `pre_sql`: `maintenance` (default: the `maintenance_url` user, connected to
+    /// the target database, as extensions need) or `target` (the restore's own user).
+    #[serde(default)]
+    pub pre_sql_as: PreSqlAs,
     /// Do not restore ownership (`--no-owner`).
     #[serde(default)]
     pub no_owner: bool,
@@ -89,6 +94,17 @@ pub(crate) struct PgRestore {
     /// (default true; costs one extra read of the archive).
     #[serde(default = "yes")]
     pub verify_archive: bool,
+}
+
+/// Who runs `pre_sql`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum PreSqlAs {
+    /// The maintenance user (`maintenance_url`), connected to the target database.
+    #[default]
+    Maintenance,
+    /// The user the restore connects as (`url`).
+    Target,
 }
 
 fn yes() -> bool {
@@ -423,25 +439,74 @@ async fn prepare_target(
     conn: &Conn,
     maintenance: &Conn,
 ) -> Result<(), Failure> {
+    let bin = cfg.pg_bin.as_deref();
+    let db = &conn.database;
     if cfg.recreate {
-        let db = &conn.database;
+        // Managed PostgreSQL splits the roles: an admin that is not a superuser recreates
+        // the database, the application's role restores into it. The database keeps its
+        // owner (the setting, else its owner now, else the restore's user), so the
+        // application's role can create its tables in it again.
+        let current = psql(
+            maintenance,
+            bin,
+            &format!(
+                "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = {}",
+                literal(db)
+            ),
+            &ctx.cancel,
+            true,
+        )
+        .await?;
         let owner = cfg
             .owner
+            .clone()
+            .or_else(|| Some(current.trim().to_string()).filter(|o| !o.is_empty()))
+            .or_else(|| {
+                conn.user
+                    .clone()
+                    .filter(|u| Some(u) != maintenance.user.as_ref())
+            });
+        let version: u32 = psql(
+            maintenance,
+            bin,
+            "SHOW server_version_num",
+            &ctx.cancel,
+            true,
+        )
+        .await?
+        .trim()
+        .parse()
+        .unwrap_or(0);
+        // `WITH (FORCE)` (13+) ends the other sessions itself, with no need for the
+        // right to signal them; older servers get pg_terminate_backend first.
+        let drop = if version >= 130_000 {
+            format!("DROP DATABASE IF EXISTS {} WITH (FORCE);", ident(db))
+        } else {
+            format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = {} AND pid <> pg_backend_pid();\nDROP DATABASE IF EXISTS {};",
+                literal(db),
+                ident(db)
+            )
+        };
+        let owner_clause = owner
             .as_ref()
             .map(|o| format!(" OWNER {}", ident(o)))
             .unwrap_or_default();
-        let sql = format!(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = {} AND pid <> pg_backend_pid();\n\
-             DROP DATABASE IF EXISTS {};\nCREATE DATABASE {}{owner};\n",
-            literal(db),
-            ident(db),
-            ident(db)
-        );
-        psql(maintenance, cfg.pg_bin.as_deref(), &sql, &ctx.cancel, false).await?;
-        ctx.note(format!("recreated database {db}"));
+        let sql = format!("{drop}\nCREATE DATABASE {}{owner_clause};\n", ident(db));
+        psql(maintenance, bin, &sql, &ctx.cancel, false).await?;
+        ctx.note(match &owner {
+            Some(o) => format!("recreated database {db} (owner {o})"),
+            None => format!("recreated database {db}"),
+        });
     }
+    // Extensions need the admin: by default `pre_sql` runs as the maintenance user,
+    // connected to the target database.
+    let pre_sql_conn = match cfg.pre_sql_as {
+        PreSqlAs::Maintenance => maintenance.with_database(db),
+        PreSqlAs::Target => conn.clone(),
+    };
     for sql in &cfg.pre_sql {
-        psql(conn, cfg.pg_bin.as_deref(), sql, &ctx.cancel, false).await?;
+        psql(&pre_sql_conn, bin, sql, &ctx.cancel, false).await?;
     }
 
     Ok(())
