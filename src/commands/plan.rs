@@ -158,7 +158,7 @@ pub(super) fn render_plan(
                 let preview = match live_with.map(|w| StepConfig::from_with(step.kind.name, w)) {
                     Ok(Ok(config)) => {
                         let preview = runtime.block_on(config.preview(&step_ctx));
-                        if step.kind.effect == Effect::Read
+                        if step.effect == Effect::Read
                             && let Some(outputs) = &preview.outputs
                         {
                             found.push((step.id.clone(), outputs.clone()));
@@ -171,7 +171,7 @@ pub(super) fn render_plan(
                 rendered_level.push(json!({
                     "id": step.id,
                     "kind": step.kind.name,
-                    "effect": step.kind.effect.as_str(),
+                    "effect": step.effect.as_str(),
                     "description": step.description,
                     "needs": step.deps.iter().map(|d| plan.steps[*d].id.clone()).collect::<Vec<_>>(),
                     "when": step.when,

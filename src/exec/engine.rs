@@ -360,7 +360,7 @@ impl Engine {
         let attempt = Attempt {
             step_id: step.id.clone(),
             fingerprint: fp,
-            effect: step.kind.effect,
+            effect: step.effect,
             timeout: step.timeout,
             retry: step.retry.clone(),
             config,

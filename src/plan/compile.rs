@@ -321,6 +321,7 @@ fn compile_step(
     }
 
     // Type the settings as far as they are known before the run.
+    let mut effect = kind.map(|k| k.effect);
     if let Some(kind) = kind
         && templates_ok
     {
@@ -337,6 +338,9 @@ fn compile_step(
                             issue.message,
                         ));
                     }
+                    // A value known only later renders as a placeholder, which no kind
+                    // takes for a read: the effect can only come out as strong or stronger.
+                    effect = (kind.effect_of)(&rendered).or(effect);
                     // Refuse what guards protect now, before anything runs, wherever the
                     // settings are already known (a guarded namespace reached through
                     // `-e`); the rest is checked once secrets are read.
@@ -414,6 +418,7 @@ fn compile_step(
         uses: Vec::new(),
         timeout,
         retry,
+        effect: effect?,
         line: sink.spans.key(&base).line,
         unknown: dynamic,
     };

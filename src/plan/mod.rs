@@ -105,6 +105,8 @@ pub(crate) struct PlanStep {
     pub uses: Vec<usize>,
     pub timeout: Duration,
     pub retry: RetryPolicy,
+    /// What running the step does (the kind's effect, or less as configured).
+    pub effect: Effect,
     /// Line of the step's id in the playbook, for messages about the step.
     pub line: usize,
     /// Settings (paths under `with`) whose values are not known before the run, and what

@@ -66,20 +66,22 @@ pub(crate) async fn client(cfg: &S3Access) -> Result<Client, Failure> {
     if cfg.path_style {
         b = b.force_path_style(true);
     }
-    let principal = principal(&shared, cfg).await;
+    let principal = principal(&shared, cfg).await?;
     Ok(Client {
         s3: aws_sdk_s3::Client::from_conf(b.build()),
         principal,
     })
 }
 
-async fn principal(shared: &aws_config::SdkConfig, cfg: &S3Access) -> String {
+/// Who the client acts as, resolved before the first request: missing or mistyped
+/// credentials and profiles are a credential problem to fix, not an unreachable endpoint.
+async fn principal(shared: &aws_config::SdkConfig, cfg: &S3Access) -> Result<String, Failure> {
     use aws_credential_types::provider::ProvideCredentials;
     let source = match &cfg.profile {
         Some(p) => format!("profile `{p}`"),
         None => "the default credential chain".into(),
     };
-    match shared.credentials_provider() {
+    let problem = match shared.credentials_provider() {
         Some(p) => match p.provide_credentials().await {
             Ok(c) => {
                 let id = c.access_key_id();
@@ -88,15 +90,64 @@ async fn principal(shared: &aws_config::SdkConfig, cfg: &S3Access) -> String {
                 } else {
                     "…".into()
                 };
-                format!("access key {shown} from {source}")
+                return Ok(format!("access key {shown} from {source}"));
             }
-            Err(e) => format!("no credentials from {source} ({e})"),
+            Err(e) => error_chain(&e),
         },
-        None => format!("no credentials from {source}"),
-    }
+        None => "no credentials provider".into(),
+    };
+    let profiles = profiles();
+    let known = if profiles.is_empty() {
+        "no profiles are defined in the shared config and credentials files".to_string()
+    } else {
+        let hint = cfg
+            .profile
+            .as_deref()
+            .and_then(|p| crate::diag::did_you_mean(p, profiles.iter().map(String::as_str)))
+            .map(|h| format!("; {h}"))
+            .unwrap_or_default();
+        format!("profiles that exist: {}{hint}", profiles.join(", "))
+    };
+    Err(Failure::config(format!(
+        "no AWS credentials from {source}: {problem} ({known}; or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
+    )))
 }
 
-/// Turns an SDK error into a message and the right retry class.
+/// The profiles of the shared config and credentials files (`AWS_CONFIG_FILE`,
+/// `AWS_SHARED_CREDENTIALS_FILE`, else `~/.aws/config` and `~/.aws/credentials`).
+fn profiles() -> Vec<String> {
+    let home = |name: &str| crate::util::expand_home(&format!("~/.aws/{name}"));
+    let files = [
+        std::env::var_os("AWS_CONFIG_FILE").map_or_else(|| home("config"), Into::into),
+        std::env::var_os("AWS_SHARED_CREDENTIALS_FILE")
+            .map_or_else(|| home("credentials"), Into::into),
+    ];
+    let mut names: Vec<String> = Vec::new();
+    for file in files {
+        let Ok(text) = std::fs::read_to_string(file) else {
+            continue;
+        };
+        for line in text.lines() {
+            let Some(section) = line
+                .trim()
+                .strip_prefix('[')
+                .and_then(|l| l.strip_suffix(']'))
+            else {
+                continue;
+            };
+            let name = section
+                .trim()
+                .strip_prefix("profile ")
+                .unwrap_or(section)
+                .trim();
+            if !name.starts_with("sso-session") && !names.iter().any(|n| n == name) {
+                names.push(name.to_string());
+            }
+        }
+    }
+    names
+}
+
 /// Turns an SDK error into a message and the right retry class.
 pub(crate) fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
     err: &SdkError<E>,

@@ -143,6 +143,12 @@ pub(crate) trait StepKind:
         Vec::new()
     }
 
+    /// The effect of this step as configured (a `pg.sql` that only reads is `read`);
+    /// decides retries and what `plan` may use. Default: the kind's [`StepKind::EFFECT`].
+    fn effect(&self) -> Effect {
+        Self::EFFECT
+    }
+
     /// Cross-field checks that serde cannot express; run at compile time.
     fn check(&self) -> Vec<ConfigIssue> {
         Vec::new()
@@ -165,6 +171,8 @@ pub(crate) struct KindInfo {
     pub evidence: Evidence,
     pub deferred: &'static [&'static str],
     pub schema: fn(&mut schemars::SchemaGenerator) -> schemars::Schema,
+    /// Types `with` and gives the step's effect as configured.
+    pub effect_of: fn(&serde_json::Value) -> Option<Effect>,
     /// Types `with` and lists what the step would touch.
     pub touches: fn(&serde_json::Value) -> Option<Vec<guard::Touch>>,
     /// Types `with` and runs the kind's checks.
@@ -184,6 +192,12 @@ fn check_kind<K: StepKind>(
 ) -> Result<Vec<ConfigIssue>, serde_path_to_error::Error<serde_json::Error>> {
     let config: K = serde_path_to_error::deserialize(with.clone())?;
     Ok(config.check())
+}
+
+fn effect_of<K: StepKind>(with: &serde_json::Value) -> Option<Effect> {
+    serde_json::from_value::<K>(with.clone())
+        .ok()
+        .map(|config| config.effect())
 }
 
 fn touches_of<K: StepKind>(with: &serde_json::Value) -> Option<Vec<guard::Touch>> {
@@ -217,6 +231,7 @@ macro_rules! registry {
                 evidence: <$ty as StepKind>::EVIDENCE,
                 deferred: <$ty as StepKind>::DEFERRED,
                 schema: schema_of::<$ty>,
+                effect_of: effect_of::<$ty>,
                 touches: touches_of::<$ty>,
                 check: check_kind::<$ty>,
             },)*

@@ -701,3 +701,63 @@ fn an_upload_in_progress_is_never_chosen_as_the_newest_backup() {
     );
     assert!(out.stderr.contains("ignored: "), "{}", out.stderr);
 }
+
+/// A mistyped profile is a credential problem, named as one with the profiles that
+/// exist, before any request; not "cannot reach the S3 endpoint".
+#[test]
+fn a_mistyped_profile_is_reported_as_a_credential_problem() {
+    let server = S3Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let aws = dir.path().join("aws");
+    std::fs::create_dir_all(&aws).unwrap();
+    std::fs::write(
+        aws.join("config"),
+        "[profile production]\nregion = us-east-1\n[profile staging]\nregion = us-east-1\n",
+    )
+    .unwrap();
+    std::fs::write(
+        aws.join("credentials"),
+        "[production]\naws_access_key_id = AKIAEXAMPLEEXAMPLE\naws_secret_access_key = not-used\n",
+    )
+    .unwrap();
+    let pb = fetch_playbook(
+        dir.path(),
+        &server,
+        "bucket: b\n      key: k.pgdump\n      profile: prodution",
+        "",
+    );
+    let mut cmd = drrun();
+    for var in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+    ] {
+        cmd.env_remove(var);
+    }
+    let out = run_cmd(
+        cmd.current_dir(dir.path())
+            .env("HOME", dir.path())
+            .env("AWS_CONFIG_FILE", aws.join("config"))
+            .env("AWS_SHARED_CREDENTIALS_FILE", aws.join("credentials"))
+            // Never ask an instance metadata service: nothing leaves this machine.
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .arg(&pb)
+            .arg("--state-dir")
+            .arg(dir.path().join("state")),
+    );
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    for text in [
+        "no AWS credentials from profile `prodution`",
+        "profiles that exist: production, staging",
+        "did you mean `production`?",
+    ] {
+        assert!(out.stderr.contains(text), "{text}: {}", out.stderr);
+    }
+    assert!(!out.stderr.contains("cannot reach"), "{}", out.stderr);
+    let failed = journal(&dir.path().join("state"))
+        .into_iter()
+        .find(|r| r["type"] == "step_failed")
+        .unwrap();
+    assert_eq!(failed["class"], "config");
+}

@@ -97,6 +97,14 @@ impl StepKind for PgSql {
         ..Evidence::NONE
     };
 
+    fn effect(&self) -> Effect {
+        if self.sql.as_deref().is_some_and(is_read_only) {
+            Effect::Read
+        } else {
+            Effect::Destructive
+        }
+    }
+
     fn touches(&self) -> Vec<Touch> {
         Conn::from_settings(&self.connection)
             .map(|c| vec![super::touch(&c)])
@@ -174,6 +182,9 @@ impl StepKind for PgSql {
         };
         // The SQL goes through stdin: it may carry rendered secrets, and argv is public.
         let mut cmd = conn.command(self.pg_bin.as_deref(), "psql");
+        if self.effect() == Effect::Read {
+            cmd.env("PGOPTIONS", "-c default_transaction_read_only=on");
+        }
         cmd.args([
             "-X",
             "--no-password",
@@ -231,6 +242,21 @@ impl StepKind for PgSql {
         outputs.insert("scalar".into(), scalar.map_or(Value::Null, Value::String));
         Ok(outputs)
     }
+}
+
+/// Whether `sql` is one statement that only reads (`SELECT ...`, `SHOW ...`): such a step
+/// is `read`, and runs in a read-only transaction, so the label cannot lie.
+fn is_read_only(sql: &str) -> bool {
+    let body = sql.trim().trim_end_matches(';').trim();
+    let first = body
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let upper = body.to_ascii_uppercase();
+    matches!(first.as_str(), "select" | "show" | "values" | "table")
+        && !body.contains(';')
+        && !upper.contains(" INTO ")
 }
 
 /// A query whose `scalar` is a timestamp dates the data (`max(last_login)`).
@@ -431,6 +457,19 @@ mod tests {
         assert_eq!(u.tag_count, Some(2));
         let s = last_result("CREATE TABLE\ncount\n42\n");
         assert_eq!(s.rows, vec![vec![Some("42".to_string())]]);
+    }
+
+    #[test]
+    fn only_single_reading_statements_are_read_only() {
+        assert!(is_read_only("SELECT max(last_login) FROM auth_user"));
+        assert!(is_read_only("  select 1;  "));
+        assert!(is_read_only("SHOW server_version"));
+        assert!(!is_read_only("UPDATE wagtailcore_site SET hostname = 'dr'"));
+        assert!(!is_read_only("SELECT 1; DELETE FROM t"));
+        assert!(!is_read_only("SELECT * INTO copy FROM t"));
+        assert!(!is_read_only(
+            "WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d"
+        ));
     }
 
     #[test]
