@@ -55,6 +55,9 @@ pub(crate) struct Conn {
     pub database: String,
     /// Extra libpq parameters from the URL query (`sslmode`, ...), passed as PG* variables.
     pub params: Vec<(String, String)>,
+    /// Where values that are not the playbook's came from (`host from PGHOST`), never
+    /// the password itself.
+    pub origins: Vec<String>,
 }
 
 impl std::fmt::Debug for Conn {
@@ -84,12 +87,99 @@ impl Conn {
         if let Some(db) = &c.database {
             conn.database.clone_from(db);
         }
+        conn.fill_from_environment()?;
         if conn.database.is_empty() {
             return Err(Failure::config(
-                "the connection names no database (add it to `url` or set `database`)",
+                "the connection names no database (add it to `url`, set `database`, PGDATABASE or a service's `dbname`)",
             ));
         }
         Ok(conn)
+    }
+
+    /// libpq's conventions for what the playbook leaves unset: a service (`?service=`,
+    /// else PGSERVICE) from pg_service.conf first, then PGHOST, PGPORT, PGUSER, PGDATABASE.
+    /// The playbook's settings always win. What is resolved here is what the client is
+    /// given, so the guards judge the connection that is really made.
+    fn fill_from_environment(&mut self) -> Result<(), Failure> {
+        let service = self
+            .params
+            .iter()
+            .position(|(k, _)| k == "service")
+            .map(|i| self.params.remove(i).1)
+            .or_else(|| std::env::var("PGSERVICE").ok().filter(|s| !s.is_empty()));
+        if let Some(name) = service {
+            let (file, entries) = service_entries(&name)?;
+            let origin = format!("service `{name}` in {}", file.display());
+            for (key, value) in entries {
+                let set = match key.as_str() {
+                    "host" | "hostaddr" if self.host.is_none() => {
+                        self.host = Some(value);
+                        true
+                    }
+                    "port" if self.port.is_none() => {
+                        self.port = value.parse().ok();
+                        true
+                    }
+                    "user" if self.user.is_none() => {
+                        self.user = Some(value);
+                        true
+                    }
+                    "dbname" if self.database.is_empty() => {
+                        self.database = value;
+                        true
+                    }
+                    "password" if self.password.is_none() => {
+                        self.password = Some(value);
+                        false
+                    }
+                    _ if libpq_env(&key).is_some()
+                        && !self.params.iter().any(|(k, _)| *k == key) =>
+                    {
+                        self.params.push((key.clone(), value));
+                        true
+                    }
+                    _ => false,
+                };
+                if set {
+                    self.origins.push(format!("{key} from {origin}"));
+                }
+            }
+        }
+        let env = |var: &str| std::env::var(var).ok().filter(|v| !v.is_empty());
+        if self.host.is_none()
+            && let Some(h) = env("PGHOST")
+        {
+            self.host = Some(h);
+            self.origins.push("host from PGHOST".into());
+        }
+        if self.port.is_none()
+            && let Some(p) = env("PGPORT")
+        {
+            self.port = p.parse().ok();
+            self.origins.push("port from PGPORT".into());
+        }
+        if self.user.is_none()
+            && let Some(u) = env("PGUSER")
+        {
+            self.user = Some(u);
+            self.origins.push("user from PGUSER".into());
+        }
+        if self.database.is_empty()
+            && let Some(d) = env("PGDATABASE")
+        {
+            self.database = d;
+            self.origins.push("dbname from PGDATABASE".into());
+        }
+        Ok(())
+    }
+
+    /// `(host from PGHOST, user from service `dr` in ~/.pg_service.conf)`, or nothing.
+    pub(crate) fn origins(&self) -> String {
+        if self.origins.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", self.origins.join(", "))
+        }
     }
 
     /// The same server and credentials, another database.
@@ -122,18 +212,10 @@ impl Conn {
             None => PathBuf::from(program),
         };
         let mut cmd = tokio::process::Command::new(path);
-        // Start from a clean libpq environment so nothing inherited redirects us.
-        for var in [
-            "PGHOST",
-            "PGPORT",
-            "PGUSER",
-            "PGPASSWORD",
-            "PGDATABASE",
-            "PGSERVICE",
-            "PGPASSFILE",
-        ] {
-            cmd.env_remove(var);
-        }
+        // The service was resolved into the values below (its file would otherwise win
+        // over them); everything else of the user's libpq environment (PGPASSFILE and
+        // .pgpass, PGSSLMODE, PGSSLROOTCERT, ...) works as it does for psql.
+        cmd.env_remove("PGSERVICE");
         if let Some(h) = &self.host {
             cmd.env("PGHOST", h);
         }
@@ -167,8 +249,63 @@ fn libpq_env(param: &str) -> Option<&'static str> {
         "connect_timeout" => "PGCONNECT_TIMEOUT",
         "options" => "PGOPTIONS",
         "target_session_attrs" => "PGTARGETSESSIONATTRS",
+        "passfile" => "PGPASSFILE",
+        "sslcrl" => "PGSSLCRL",
+        "sslnegotiation" => "PGSSLNEGOTIATION",
+        "gssencmode" => "PGGSSENCMODE",
+        "krbsrvname" => "PGKRBSRVNAME",
+        "channel_binding" => "PGCHANNELBINDING",
         _ => return None,
     })
+}
+
+/// The entries of service `name` in the first pg_service.conf that defines it
+/// (`PGSERVICEFILE`, `~/.pg_service.conf`, `PGSYSCONFDIR/pg_service.conf`, Debian's
+/// `/etc/postgresql-common/pg_service.conf`).
+fn service_entries(name: &str) -> Result<(PathBuf, Vec<(String, String)>), Failure> {
+    let mut files: Vec<PathBuf> = Vec::new();
+    if let Some(f) = std::env::var_os("PGSERVICEFILE") {
+        files.push(f.into());
+    }
+    files.push(crate::util::expand_home("~/.pg_service.conf"));
+    if let Some(dir) = std::env::var_os("PGSYSCONFDIR") {
+        files.push(PathBuf::from(dir).join("pg_service.conf"));
+    }
+    files.push("/etc/postgresql-common/pg_service.conf".into());
+    for file in &files {
+        let Ok(text) = std::fs::read_to_string(file) else {
+            continue;
+        };
+        let mut current = None::<String>;
+        let mut entries = Vec::new();
+        let mut found = false;
+        for line in text.lines().map(str::trim) {
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            if let Some(section) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                current = Some(section.trim().to_string());
+                found |= section.trim() == name;
+                continue;
+            }
+            if current.as_deref() == Some(name)
+                && let Some((k, v)) = line.split_once('=')
+            {
+                entries.push((k.trim().to_string(), v.trim().to_string()));
+            }
+        }
+        if found {
+            return Ok((file.clone(), entries));
+        }
+    }
+    Err(Failure::config(format!(
+        "definition of service `{name}` not found (looked in {})",
+        files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )))
 }
 
 /// Parses `postgresql://user:password@host:port/db?host=/socket/dir&sslmode=require`.
@@ -212,6 +349,7 @@ pub(crate) fn parse_url(text: &str) -> Result<Conn, Failure> {
         password: url.password().map(decode),
         database: decode(url.path().trim_start_matches('/')),
         params: Vec::new(),
+        origins: Vec::new(),
     };
     for (k, v) in url.query_pairs() {
         match k.as_ref() {

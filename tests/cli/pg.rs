@@ -561,3 +561,77 @@ steps:
         "1"
     );
 }
+
+/// libpq's conventions work as they do for psql: the host, port, user and database from
+/// a `PGSERVICE` entry of pg_service.conf, the password from a `.pgpass` named by
+/// `PGPASSFILE`, `PGSSLMODE` from the environment; the playbook's settings win; and the
+/// guards judge the database the service really names.
+#[test]
+fn pgservice_pgpass_and_pgsslmode_are_honoured() {
+    let c = Cluster::start();
+    c.sql("postgres", "CREATE DATABASE acme_dr");
+    c.sql("postgres", "CREATE DATABASE acme_prod");
+    let dir = tempfile::tempdir().unwrap();
+    let services = dir.path().join("pg_service.conf");
+    std::fs::write(
+        &services,
+        format!(
+            "[dr]\nhost={}\nport={}\nuser=postgres\ndbname=acme_dr\n\n[prod]\nhost={}\nport={}\nuser=postgres\ndbname=acme_prod\n",
+            c.socket_dir.display(),
+            c.port,
+            c.socket_dir.display(),
+            c.port
+        ),
+    )
+    .unwrap();
+    let pgpass = dir.path().join("pgpass");
+    std::fs::write(&pgpass, format!("*:*:*:postgres:{PASSWORD}\n")).unwrap();
+    std::fs::set_permissions(&pgpass, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let pb = dir.path().join("svc.yaml");
+    std::fs::write(
+        &pb,
+        format!(
+            "version: 1\nname: svc\nguards: {{ pg_databases: [acme_prod] }}\nsteps:\n  who:\n    kind: pg.sql\n    with: {{ url: \"postgresql://\", pg_bin: {}, sql: \"SELECT current_database() || ' ' || current_user\" }}\n",
+            c.bin.display()
+        ),
+    )
+    .unwrap();
+    let drill = |service: &str, sslmode: Option<&str>| {
+        let mut cmd = drrun();
+        cmd.current_dir(dir.path())
+            .env("PGSERVICEFILE", &services)
+            .env("PGSERVICE", service)
+            .env("PGPASSFILE", &pgpass)
+            .env_remove("PGPASSWORD")
+            .arg(&pb)
+            .arg("--state-dir")
+            .arg(dir.path().join(format!("state-{service}")));
+        if let Some(mode) = sslmode {
+            cmd.env("PGSSLMODE", mode);
+        }
+        run_cmd(&mut cmd)
+    };
+    let out = drill("dr", None);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let scalar = journal(&dir.path().join("state-dr"))
+        .into_iter()
+        .find(|r| r["type"] == "step_succeeded")
+        .unwrap()["outputs"]["scalar"]
+        .clone();
+    assert_eq!(scalar, "acme_dr postgres");
+
+    // PGSSLMODE reaches the client (an invalid value is libpq's own error).
+    let out = drill("dr", Some("not-a-mode"));
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("sslmode"), "{}", out.stderr);
+
+    // The guard sees the database the service names, and refuses before step 1.
+    let out = drill("prod", None);
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr
+            .contains("refusing to touch PostgreSQL database `acme_prod`"),
+        "{}",
+        out.stderr
+    );
+}

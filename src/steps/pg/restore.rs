@@ -331,7 +331,7 @@ async fn preview(cfg: &PgRestore, ctx: &PreviewCtx) -> Preview {
         return Preview::failure(e);
     }
     let mut lines = vec![match &conn {
-        Some(c) => format!("target database: {}", c.describe()),
+        Some(c) => format!("target database: {}{}", c.describe(), c.origins()),
         None => format!(
             "target database: {}",
             cfg.connection.url.as_deref().unwrap_or_default()

@@ -155,7 +155,11 @@ impl StepKind for PgSql {
             (_, Some(file)) => format!("SQL from {file}"),
             _ => String::new(),
         };
-        let lines = vec![format!("would run on {}: {what}", conn.describe())];
+        let lines = vec![format!(
+            "would run on {}{}: {what}",
+            conn.describe(),
+            conn.origins()
+        )];
         if ctx.offline {
             return Preview::partial(lines, "database not inspected (--offline)");
         }
