@@ -383,3 +383,37 @@ steps:
         "no run was created"
     );
 }
+
+/// Every missing secret is reported at once, before anything runs (exit 2).
+#[test]
+fn missing_secrets_are_reported_together_before_step_one() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("secrets.yaml"),
+        r#"version: 1
+name: secrets
+secrets:
+  db_url: { env: DRRUN_TEST_UNSET_DB_URL }
+  admin_password: { file: no-such-password-file }
+steps:
+  first:
+    kind: exec
+    with: { argv: [touch, first.out], env: { A: "{{ secrets.db_url }}", B: "{{ secrets.admin_password }}" } }
+"#,
+    )
+    .unwrap();
+    let out = crate::support::run_cmd(
+        crate::support::drrun()
+            .current_dir(dir.path())
+            .env_remove("DRRUN_TEST_UNSET_DB_URL")
+            .arg("secrets.yaml"),
+    );
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+    for text in [
+        "secret `db_url`: environment variable `DRRUN_TEST_UNSET_DB_URL` is not set",
+        "secret `admin_password`: cannot read",
+    ] {
+        assert!(out.stderr.contains(text), "{text}: {}", out.stderr);
+    }
+    assert!(!dir.path().join("first.out").exists());
+}
