@@ -3,6 +3,7 @@
 mod archive;
 mod restore;
 mod sql;
+mod target;
 
 pub(crate) use restore::PgRestore;
 pub(crate) use sql::PgSql;
