@@ -82,7 +82,7 @@ pub(crate) async fn run(
     let interrupted = stop.is_cancelled();
     if interrupted {
         engine.journal().append(&Record::Interrupted {
-            signal: "SIGINT/SIGTERM".into(),
+            signal: signals::received().unwrap_or("a signal").into(),
             at: now(),
         })?;
     }
@@ -104,6 +104,7 @@ pub(crate) async fn run(
         reporter.event(&Event::PhaseStarted {
             phase: "finally".into(),
         });
+        signals::entering_finally();
         // `finally` must run even after Ctrl-C, so it gets a token the first signal does not cancel.
         engine
             .run_phase(
@@ -113,7 +114,16 @@ pub(crate) async fn run(
             )
             .await?
     };
+    // A signal during `finally` lets it finish, but the run was interrupted all the same.
+    let late_signal = !interrupted && stop.is_cancelled();
+    if late_signal {
+        engine.journal().append(&Record::Interrupted {
+            signal: signals::received().unwrap_or("a signal").into(),
+            at: now(),
+        })?;
+    }
     let status = match main_status {
+        _ if late_signal => RunStatus::Interrupted,
         RunStatus::Passed if !finally_ok => RunStatus::Failed,
         s => s,
     };

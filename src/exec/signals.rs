@@ -1,12 +1,28 @@
 //! Ctrl-C: the first SIGINT/SIGTERM asks the run to stop (start nothing new, cancel
 //! running steps, run `finally`); the second aborts at once.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 use crate::events::{Event, Reporter};
+
+/// The first signal received, for the journal's `interrupted` record.
+static RECEIVED: OnceLock<&'static str> = OnceLock::new();
+/// Whether the run is in `finally`, where no step is cancelled by the first signal.
+static IN_FINALLY: AtomicBool = AtomicBool::new(false);
+
+/// Which signal stopped the run, if one did (`SIGINT`, `SIGTERM`).
+pub(crate) fn received() -> Option<&'static str> {
+    RECEIVED.get().copied()
+}
+
+/// The run has reached `finally`: a first signal now only marks it interrupted.
+pub(crate) fn entering_finally() {
+    IN_FINALLY.store(true, Ordering::SeqCst);
+}
 
 /// Installs the handlers; `stop` is cancelled on the first signal.
 pub(crate) fn install(stop: CancellationToken, reporter: Arc<dyn Reporter>) -> std::io::Result<()> {
@@ -21,9 +37,17 @@ pub(crate) fn install(stop: CancellationToken, reporter: Arc<dyn Reporter>) -> s
             };
             count += 1;
             if count == 1 {
-                reporter.event(&Event::Notice {
-                    text: format!("{name} received: stopping; running steps are cancelled, then `finally` runs (again to abort at once)"),
-                });
+                let _ = RECEIVED.set(name);
+                let text = if IN_FINALLY.load(Ordering::SeqCst) {
+                    format!(
+                        "{name} received during `finally`: it runs to its end, and the run is interrupted (again to abort at once)"
+                    )
+                } else {
+                    format!(
+                        "{name} received: stopping; running steps are cancelled, then `finally` runs (again to abort at once)"
+                    )
+                };
+                reporter.event(&Event::Notice { text });
                 stop.cancel();
             } else {
                 reporter.event(&Event::Notice {

@@ -618,3 +618,52 @@ finally:
     );
     assert_eq!(records.last().unwrap()["type"], "run_finished");
 }
+
+/// A signal during `finally` lets it run to its end, but the run is interrupted (exit
+/// 130, never PASSED), and the journal records which signal arrived.
+#[test]
+fn a_signal_during_finally_is_reported_as_an_interruption() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "late.yaml",
+        "
+version: 1
+name: late
+steps:
+  quick:
+    kind: exec
+    with: { argv: [echo, done] }
+finally:
+  cleanup:
+    kind: exec
+    with: { argv: [sh, -c, 'touch cleanup.started; sleep 1; echo finished > cleanup.out'] }
+",
+    );
+    let child = spawn_in(dir.path(), &["late.yaml"]);
+    let started = wait_for(Duration::from_secs(30), || {
+        dir.path().join("cleanup.started").exists()
+    });
+    assert!(started, "finally never started");
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("SIGTERM received during `finally`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("drill INTERRUPTED"), "{stderr}");
+    assert_eq!(lines(&dir.path().join("cleanup.out")), ["finished"]);
+    let records = journal(&state(dir.path(), "late"));
+    assert!(
+        records
+            .iter()
+            .any(|r| r["type"] == "interrupted" && r["signal"] == "SIGTERM"),
+        "{records:?}"
+    );
+    assert_eq!(records.last().unwrap()["status"], "interrupted");
+}
