@@ -10,7 +10,7 @@ use super::{EngineError, Resume, RunOptions};
 use crate::events::{Event, Reporter};
 use crate::outcome::{Outputs, RunStatus};
 use crate::plan::context::SecretValues;
-use crate::plan::{Phase, Plan, Unknown};
+use crate::plan::{Plan, Unknown};
 use crate::playbook::template::Templates;
 use crate::secrets::Redactor;
 use crate::state::journal::{Journal, PlannedStep, Record, now};
@@ -63,12 +63,12 @@ fn preflight(plan: &Plan, secrets: &IndexMap<String, String>, redactor: &Redacto
         let Ok(rendered) = templates.render_json(&step.with, &ctx) else {
             continue;
         };
-        for touch in (step.kind.touches)(&rendered).unwrap_or_default() {
-            let known = touch.fields().iter().all(|f| {
-                !later.iter().any(|p| {
-                    *p == *f || p.starts_with(&format!("{f}.")) || p.starts_with(&format!("{f}["))
-                })
-            });
+        let touches = (step.kind.check)(&rendered).map_or_else(|_| Vec::new(), |i| i.touches);
+        for touch in touches {
+            let known = touch
+                .fields()
+                .iter()
+                .all(|f| !later.iter().any(|p| crate::util::paths_overlap(p, f)));
             if known && let Err(e) = plan.guards.check(&touch) {
                 refused.push(format!(
                     "{}:{}: step `{}`: {}",
@@ -163,16 +163,11 @@ pub(super) fn open(
                 objectives: plan.objectives.clone(),
                 steps: planned_steps(plan),
             })?;
-            let finally: Vec<&str> = plan
-                .steps
-                .iter()
-                .filter(|s| s.phase == Phase::Finally)
-                .map(|s| s.id.as_str())
-                .collect();
+            // (`finally` steps are never reused: the engine decides that, per phase.)
             let checkpoints = summary
                 .steps
                 .iter()
-                .filter(|(id, s)| s.state.is_success() && !finally.contains(&id.as_str()))
+                .filter(|(_, s)| s.state.is_success())
                 .filter_map(|(id, s)| s.checkpoint.clone().map(|c| (id.clone(), c)))
                 .collect();
             (

@@ -19,6 +19,7 @@ use crate::playbook::spans::{SpanIndex, join};
 use crate::playbook::template::Templates;
 use crate::steps::guard::Guards;
 use crate::steps::{KINDS, KindInfo, find_kind};
+use crate::util::{path_within, paths_overlap};
 
 /// What the command line adds to a playbook.
 #[derive(Debug, Clone, Default)]
@@ -331,8 +332,8 @@ fn compile_step(
                 format!("template error: {}", e.message),
             )),
             Ok(rendered) => match (kind.check)(&rendered) {
-                Ok(issues) => {
-                    for issue in issues {
+                Ok(inspection) => {
+                    for issue in inspection.issues {
                         sink.at_key(Diagnostic::new(
                             join_rel(&with_path, &issue.field),
                             issue.message,
@@ -340,15 +341,15 @@ fn compile_step(
                     }
                     // A value known only later renders as a placeholder, which no kind
                     // takes for a read: the effect can only come out as strong or stronger.
-                    effect = (kind.effect_of)(&rendered).or(effect);
+                    effect = Some(inspection.effect);
                     // Refuse what guards protect now, before anything runs, wherever the
                     // settings are already known (a guarded namespace reached through
                     // `-e`); the rest is checked once secrets are read.
-                    for touch in (kind.touches)(&rendered).unwrap_or_default() {
+                    for touch in inspection.touches {
                         let known = touch
                             .fields()
                             .iter()
-                            .all(|f| !dynamic.iter().any(|(d, _)| pending(d, f)));
+                            .all(|f| !dynamic.iter().any(|(d, _)| paths_overlap(d, f)));
                         if known && let Err(e) = guards.check(&touch) {
                             let field = touch
                                 .fields()
@@ -364,11 +365,7 @@ fn compile_step(
                 }
                 Err(err) => {
                     let rel = path_string("", err.path());
-                    let known_later = dynamic.iter().any(|(d, _)| {
-                        rel == *d
-                            || rel.starts_with(&format!("{d}."))
-                            || rel.starts_with(&format!("{d}["))
-                    });
+                    let known_later = dynamic.iter().any(|(d, _)| path_within(&rel, d));
                     if !known_later {
                         let fields = setting_names(kind);
                         sink.serde_error_with_fields(
@@ -429,14 +426,6 @@ fn compile_step(
             uses: all_refs,
         },
     ))
-}
-
-/// Whether the setting at `path` waits for a value (`url` for `url`, `requests[0]` ...).
-fn pending(path: &str, field: &str) -> bool {
-    path == field
-        || path
-            .strip_prefix(field)
-            .is_some_and(|rest| rest.starts_with(['.', '[']))
 }
 
 /// A step's dependencies by id, until every step has an index.

@@ -205,6 +205,20 @@ impl Conn {
         self.host.clone().unwrap_or_else(|| "localhost".into())
     }
 
+    /// Makes the session of `cmd` refuse writes, keeping the options it already has (the
+    /// URL's `options`, else the user's `PGOPTIONS`).
+    pub(crate) fn make_read_only(&self, cmd: &mut tokio::process::Command) {
+        let existing = self
+            .params
+            .iter()
+            .find(|(k, _)| k == "options")
+            .map(|(_, v)| v.clone())
+            .or_else(|| std::env::var("PGOPTIONS").ok())
+            .unwrap_or_default();
+        let options = format!("{existing} -c default_transaction_read_only=on");
+        cmd.env("PGOPTIONS", options.trim_start());
+    }
+
     /// A command for `program` with this connection in its environment.
     pub(crate) fn command(&self, bin: Option<&str>, program: &str) -> tokio::process::Command {
         let path = match bin {
@@ -410,7 +424,7 @@ pub(crate) async fn psql(
     let mut cmd = conn.command(bin, "psql");
     cmd.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-f", "-"]);
     if read_only {
-        cmd.env("PGOPTIONS", "-c default_transaction_read_only=on");
+        conn.make_read_only(&mut cmd);
     }
     let out = run_client(cmd, "psql", Some(sql.as_bytes().to_vec()), cancel).await?;
     if out.code() != Some(0) {

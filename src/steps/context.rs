@@ -66,14 +66,9 @@ pub(crate) struct PreviewCtx {
 impl PreviewCtx {
     /// Whether the setting `field` (or anything inside it) is not known yet.
     pub(crate) fn is_pending(&self, field: &str) -> bool {
-        self.pending.iter().any(|p| {
-            p == field
-                || p.strip_prefix(field)
-                    .is_some_and(|rest| rest.starts_with(['.', '[']))
-                || field
-                    .strip_prefix(p.as_str())
-                    .is_some_and(|rest| rest.starts_with(['.', '[']))
-        })
+        self.pending
+            .iter()
+            .any(|p| crate::util::paths_overlap(p, field))
     }
 
     /// Whether any setting is not known yet.

@@ -171,14 +171,17 @@ pub(crate) struct KindInfo {
     pub evidence: Evidence,
     pub deferred: &'static [&'static str],
     pub schema: fn(&mut schemars::SchemaGenerator) -> schemars::Schema,
-    /// Types `with` and gives the step's effect as configured.
-    pub effect_of: fn(&serde_json::Value) -> Option<Effect>,
-    /// Types `with` and lists what the step would touch.
-    pub touches: fn(&serde_json::Value) -> Option<Vec<guard::Touch>>,
-    /// Types `with` and runs the kind's checks.
-    pub check: fn(
-        &serde_json::Value,
-    ) -> Result<Vec<ConfigIssue>, serde_path_to_error::Error<serde_json::Error>>,
+    /// Types `with` once and reports what the compiler and the pre-flight need of it.
+    pub check:
+        fn(&serde_json::Value) -> Result<Inspection, serde_path_to_error::Error<serde_json::Error>>,
+}
+
+/// What typing a step's settings tells: its problems, what it would touch, its effect.
+#[derive(Debug, Clone)]
+pub(crate) struct Inspection {
+    pub issues: Vec<ConfigIssue>,
+    pub touches: Vec<guard::Touch>,
+    pub effect: Effect,
 }
 
 impl KindInfo {
@@ -189,21 +192,13 @@ impl KindInfo {
 
 fn check_kind<K: StepKind>(
     with: &serde_json::Value,
-) -> Result<Vec<ConfigIssue>, serde_path_to_error::Error<serde_json::Error>> {
+) -> Result<Inspection, serde_path_to_error::Error<serde_json::Error>> {
     let config: K = serde_path_to_error::deserialize(with.clone())?;
-    Ok(config.check())
-}
-
-fn effect_of<K: StepKind>(with: &serde_json::Value) -> Option<Effect> {
-    serde_json::from_value::<K>(with.clone())
-        .ok()
-        .map(|config| config.effect())
-}
-
-fn touches_of<K: StepKind>(with: &serde_json::Value) -> Option<Vec<guard::Touch>> {
-    serde_json::from_value::<K>(with.clone())
-        .ok()
-        .map(|config| config.touches())
+    Ok(Inspection {
+        issues: config.check(),
+        touches: config.touches(),
+        effect: config.effect(),
+    })
 }
 
 fn schema_of<K: StepKind>(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
@@ -231,8 +226,6 @@ macro_rules! registry {
                 evidence: <$ty as StepKind>::EVIDENCE,
                 deferred: <$ty as StepKind>::DEFERRED,
                 schema: schema_of::<$ty>,
-                effect_of: effect_of::<$ty>,
-                touches: touches_of::<$ty>,
                 check: check_kind::<$ty>,
             },)*
         ];

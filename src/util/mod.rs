@@ -24,6 +24,19 @@ pub(crate) fn resolve_path(base_dir: &Path, path: &str) -> PathBuf {
     if p.is_absolute() { p } else { base_dir.join(p) }
 }
 
+/// Whether the setting path `inner` is `outer` or inside it (`requests[0].url` is
+/// inside `requests`).
+pub(crate) fn path_within(inner: &str, outer: &str) -> bool {
+    inner
+        .strip_prefix(outer)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+}
+
+/// Whether two setting paths name overlapping values: the same, or one inside the other.
+pub(crate) fn paths_overlap(a: &str, b: &str) -> bool {
+    path_within(a, b) || path_within(b, a)
+}
+
 /// An error and its sources as one line, each cause once (`a: b: c`).
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
@@ -155,6 +168,15 @@ pub(crate) fn hostname() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn setting_paths_overlap_only_at_boundaries() {
+        assert!(path_within("requests[0].url", "requests"));
+        assert!(path_within("url", "url"));
+        assert!(!path_within("url_extra", "url"));
+        assert!(!path_within("requests", "requests[0]"));
+        assert!(paths_overlap("requests", "requests[0]"));
+    }
 
     #[test]
     fn byte_sizes() {

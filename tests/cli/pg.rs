@@ -625,6 +625,36 @@ fn pgservice_pgpass_and_pgsslmode_are_honoured() {
     assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
     assert!(out.stderr.contains("sslmode"), "{}", out.stderr);
 
+    // A read-only step (one SELECT) keeps the user's PGOPTIONS beside its own.
+    let options = dir.path().join("options.yaml");
+    std::fs::write(
+        &options,
+        format!(
+            "version: 1\nname: options\nsteps:\n  path:\n    kind: pg.sql\n    with: {{ url: \"postgresql://\", pg_bin: {}, sql: \"SELECT current_setting('search_path') || ' ' || current_setting('transaction_read_only')\" }}\n",
+            c.bin.display()
+        ),
+    )
+    .unwrap();
+    let out = run_cmd(
+        drrun()
+            .current_dir(dir.path())
+            .env("PGSERVICEFILE", &services)
+            .env("PGSERVICE", "dr")
+            .env("PGPASSFILE", &pgpass)
+            .env("PGOPTIONS", "-c search_path=acme_custom")
+            .env_remove("PGPASSWORD")
+            .arg(&options)
+            .arg("--state-dir")
+            .arg(dir.path().join("state-options")),
+    );
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let scalar = journal(&dir.path().join("state-options"))
+        .into_iter()
+        .find(|r| r["type"] == "step_succeeded")
+        .unwrap()["outputs"]["scalar"]
+        .clone();
+    assert_eq!(scalar, "acme_custom on");
+
     // The guard sees the database the service names, and refuses before step 1.
     let out = drill("prod", None);
     assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);

@@ -187,7 +187,7 @@ impl StepKind for PgSql {
         // The SQL goes through stdin: it may carry rendered secrets, and argv is public.
         let mut cmd = conn.command(self.pg_bin.as_deref(), "psql");
         if self.effect() == Effect::Read {
-            cmd.env("PGOPTIONS", "-c default_transaction_read_only=on");
+            conn.make_read_only(&mut cmd);
         }
         cmd.args([
             "-X",
