@@ -65,13 +65,18 @@ fn kind_json(kind: &KindInfo) -> Value {
         "example": kind.example,
         "outputs": kind.outputs,
         "settings": settings(kind),
+        "types": nested_types(kind),
     })
 }
 
 /// (name, type, required, description) for every field of the kind's `with`.
 fn settings(kind: &KindInfo) -> Vec<Value> {
     let doc = crate::schema::kind_schema(kind);
-    let schema = &doc["schema"];
+    fields(&doc["schema"], &doc["definitions"])
+}
+
+/// (name, type, required, description) for every property of an object schema.
+fn fields(schema: &Value, defs: &Value) -> Vec<Value> {
     let required: Vec<&str> = schema["required"]
         .as_array()
         .map(|a| a.iter().filter_map(Value::as_str).collect())
@@ -84,7 +89,7 @@ fn settings(kind: &KindInfo) -> Vec<Value> {
                 .map(|(name, p)| {
                     json!({
                         "name": name,
-                        "type": type_name(p),
+                        "type": type_name(p, defs),
                         "required": required.contains(&name.as_str()),
                         "description": p["description"].as_str().unwrap_or("").replace('\n', " "),
                     })
@@ -94,19 +99,98 @@ fn settings(kind: &KindInfo) -> Vec<Value> {
         .unwrap_or_default()
 }
 
-fn type_name(p: &Value) -> String {
+/// The object types the kind's settings use (`Request`, `Capture`, …), in the order a
+/// reader meets them, each with its description and fields.
+fn nested_types(kind: &KindInfo) -> Vec<Value> {
+    let doc = crate::schema::kind_schema(kind);
+    let defs = &doc["definitions"];
+    let mut order: Vec<String> = Vec::new();
+    visit(&doc["schema"], defs, &mut order);
+    order
+        .iter()
+        .map(|name| {
+            json!({
+                "name": name,
+                "description": defs[name]["description"].as_str().unwrap_or("").replace('\n', " "),
+                "fields": fields(&defs[name], defs),
+            })
+        })
+        .collect()
+}
+
+/// Depth-first, in property order: each object type once, where it is first used.
+fn visit(schema: &Value, defs: &Value, order: &mut Vec<String>) {
+    let mut found = Vec::new();
+    refs(schema, &mut found);
+    for name in found {
+        let def = &defs[&name];
+        if order.contains(&name) {
+            continue;
+        }
+        if def["properties"].is_object() {
+            order.push(name.clone());
+        }
+        visit(def, defs, order);
+    }
+}
+
+fn refs(schema: &Value, out: &mut Vec<String>) {
+    match schema {
+        Value::Object(map) => {
+            if let Some(r) = map.get("$ref").and_then(Value::as_str) {
+                out.push(r.rsplit('/').next().unwrap_or(r).to_string());
+            }
+            for v in map.values() {
+                refs(v, out);
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+        _ => {}
+    }
+}
+
+/// A reader's name for a setting's type: `string`, `list of Request`, `map of Capture`,
+/// `CssAssert or list of CssAssert`, `` `png` or `text` ``.
+fn type_name(p: &Value, defs: &Value) -> String {
     // schemars wraps a documented `$ref` in `allOf: [{$ref}]`.
     if let Some(inner) = p["allOf"].as_array().and_then(|a| a.first()) {
-        return type_name(inner);
+        return type_name(inner, defs);
     }
     if let Some(r) = p["$ref"].as_str() {
-        return r.rsplit('/').next().unwrap_or(r).to_string();
-    }
-    if let Some(t) = p["type"].as_str() {
-        if t == "array" {
-            return format!("list of {}", type_name(&p["items"]));
+        let name = r.rsplit('/').next().unwrap_or(r);
+        let def = &defs[name];
+        // Object types are documented under their own name; anything else (one-or-many,
+        // enums, durations) reads better spelled out, unless it is a named scalar.
+        let scalar = def["type"].is_string() && def["type"] != "object" && def["type"] != "array"
+            || def["type"].is_array();
+        if def["enum"].is_array() {
+            return type_name(def, defs);
         }
-        return t.to_string();
+        if def["properties"].is_object() || def.is_null() || scalar {
+            return name.to_string();
+        }
+        return type_name(def, defs);
+    }
+    if let Some(values) = p["enum"].as_array() {
+        let names: Vec<String> = values
+            .iter()
+            .filter_map(Value::as_str)
+            .map(|v| format!("`{v}`"))
+            .collect();
+        return names.join(" or ");
+    }
+    let list_or_map = |t: &str| -> Option<String> {
+        match t {
+            "array" => Some(format!("list of {}", type_name(&p["items"], defs))),
+            "object" if p["additionalProperties"].is_object() => Some(format!(
+                "map of {}",
+                type_name(&p["additionalProperties"], defs)
+            )),
+            _ => None,
+        }
+    };
+    if let Some(t) = p["type"].as_str() {
+        return list_or_map(t).unwrap_or_else(|| t.to_string());
     }
     if let Some(types) = p["type"].as_array() {
         let names: Vec<&str> = types
@@ -114,8 +198,10 @@ fn type_name(p: &Value) -> String {
             .filter_map(Value::as_str)
             .filter(|t| *t != "null")
             .collect();
-        if names == ["array"] {
-            return format!("list of {}", type_name(&p["items"]));
+        if let [one] = names.as_slice()
+            && let Some(t) = list_or_map(one)
+        {
+            return t;
         }
         return names.join(" or ");
     }
@@ -124,13 +210,10 @@ fn type_name(p: &Value) -> String {
             let names: Vec<String> = options
                 .iter()
                 .filter(|o| o["type"] != "null")
-                .map(type_name)
+                .map(|o| type_name(o, defs))
                 .collect();
             return names.join(" or ");
         }
-    }
-    if p.get("enum").is_some() {
-        return "enum".into();
     }
     "any".into()
 }
@@ -143,8 +226,32 @@ pub(super) fn markdown(kind: &KindInfo) -> String {
         kind.summary,
         kind.effect.as_str()
     );
-    text.push_str("| setting | type | required | description |\n|---|---|---|---|\n");
-    for s in settings(kind) {
+    text.push_str(&table("setting", &settings(kind)));
+    for t in nested_types(kind) {
+        text.push_str(&format!(
+            "\n#### `{}`\n\n",
+            t["name"].as_str().unwrap_or("")
+        ));
+        if let Some(d) = t["description"].as_str().filter(|d| !d.is_empty()) {
+            text.push_str(d);
+            text.push_str("\n\n");
+        }
+        text.push_str(&table(
+            "field",
+            t["fields"].as_array().map_or(&[][..], Vec::as_slice),
+        ));
+    }
+    text.push_str("\n| output | description |\n|---|---|\n");
+    for o in kind.outputs {
+        text.push_str(&format!("| `{}` | {} |\n", o.name, o.doc));
+    }
+    text.push_str(&format!("\nExample:\n\n```yaml\n{}```\n", kind.example));
+    text
+}
+
+fn table(what: &str, rows: &[Value]) -> String {
+    let mut text = format!("| {what} | type | required | description |\n|---|---|---|---|\n");
+    for s in rows {
         text.push_str(&format!(
             "| `{}` | {} | {} | {} |\n",
             s["name"].as_str().unwrap_or(""),
@@ -157,11 +264,6 @@ pub(super) fn markdown(kind: &KindInfo) -> String {
             s["description"].as_str().unwrap_or("").replace('|', "\\|"),
         ));
     }
-    text.push_str("\n| output | description |\n|---|---|\n");
-    for o in kind.outputs {
-        text.push_str(&format!("| `{}` | {} |\n", o.name, o.doc));
-    }
-    text.push_str(&format!("\nExample:\n\n```yaml\n{}```\n", kind.example));
     text
 }
 

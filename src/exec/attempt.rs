@@ -14,7 +14,7 @@ use crate::outcome::{Failure, FailureClass, Outputs};
 use crate::secrets::Redactor;
 use crate::state::journal::{Journal, Record, now};
 use crate::steps::guard::Guards;
-use crate::steps::{Effect, StepConfig, StepCtx};
+use crate::steps::{Deferrals, Effect, StepConfig, StepCtx};
 
 /// How long a cancelled step gets to clean up (kill its processes) before it is dropped.
 const CLEANUP_GRACE: Duration = Duration::from_secs(10);
@@ -51,6 +51,7 @@ pub(super) struct Attempt {
     pub work_dir: PathBuf,
     pub base_dir: PathBuf,
     pub guards: Arc<Guards>,
+    pub deferred: Arc<Deferrals>,
 }
 
 impl Attempt {
@@ -68,6 +69,7 @@ impl Attempt {
                 base_dir: self.base_dir.clone(),
                 guards: self.guards.clone(),
                 redactor: self.redactor.clone(),
+                deferred: self.deferred.clone(),
             };
             // Test-only, and only in debug builds: make this step panic, to prove that a
             // panic fails its step alone and `finally` still runs.

@@ -22,8 +22,8 @@ use crate::playbook::template::Templates;
 use crate::secrets::Redactor;
 use crate::state::fingerprint::fingerprint;
 use crate::state::journal::{Journal, Record, now};
-use crate::steps::StepConfig;
 use crate::steps::guard::Guards;
+use crate::steps::{Deferrals, StepConfig};
 
 enum Status {
     Pending,
@@ -371,6 +371,10 @@ impl Engine {
             work_dir: self.work_dir.clone(),
             base_dir: plan.base_dir.clone(),
             guards: self.guards.clone(),
+            deferred: Arc::new(Deferrals::new(
+                real_ctx.clone(),
+                self.templates.deferred_paths(&step.with, &real_ctx),
+            )),
         };
         let cancel = cancel.clone();
         let handle = tasks.spawn(async move { (i, attempt.run(cancel).await) });

@@ -155,7 +155,11 @@ pub(super) fn check_templates(
 ) -> bool {
     let mut ok = true;
     let mut strings = Vec::new();
-    collect_strings(value, String::new(), &mut strings);
+    crate::playbook::template::walk_strings(value, String::new(), &mut |path, text| {
+        if is_template(text) {
+            strings.push((path, text));
+        }
+    });
     for (rel, text) in strings {
         let at = join_rel(path, &rel);
         let refs = match templates.references(text) {
@@ -185,23 +189,6 @@ pub(super) fn check_templates(
         }
     }
     ok
-}
-
-fn collect_strings<'a>(value: &'a Json, path: String, out: &mut Vec<(String, &'a str)>) {
-    match value {
-        Json::String(s) if is_template(s) => out.push((path, s)),
-        Json::Array(items) => {
-            for (i, v) in items.iter().enumerate() {
-                collect_strings(v, format!("{path}[{i}]"), out);
-            }
-        }
-        Json::Object(map) => {
-            for (k, v) in map {
-                collect_strings(v, join(&path, k), out);
-            }
-        }
-        _ => {}
-    }
 }
 
 /// `steps.x.with` + `requests[0]` -> `steps.x.with.requests[0]`; `a` + `[1]` -> `a[1]`.

@@ -80,32 +80,80 @@ impl Templates {
         Ok(refs)
     }
 
-    /// Renders every template string inside `value`.
+    /// Renders every template string inside `value`. A string that reads a root the
+    /// context defers (`captures`, which `http.smoke` fills as it runs) is kept exactly as
+    /// written: the kind renders it once, with every value in place, so nothing already
+    /// substituted (a secret with `{{` in it) is ever parsed as a template again.
     pub(crate) fn render_json(&self, value: &Json, ctx: &Value) -> Result<Json, RenderError> {
-        self.render_at(value, ctx, String::new())
+        self.render_at(value, ctx, String::new(), &|_| true)
     }
 
-    fn render_at(&self, value: &Json, ctx: &Value, path: String) -> Result<Json, RenderError> {
+    /// Paths (`requests[2].form.csrfmiddlewaretoken`) of the strings in `value` that
+    /// [`render_json`](Self::render_json) keeps for the kind to render.
+    pub(crate) fn deferred_paths(&self, value: &Json, ctx: &Value) -> Vec<String> {
+        let mut found = Vec::new();
+        walk_strings(value, String::new(), &mut |path, text| {
+            if self.reads_deferred(text, ctx) {
+                found.push(path);
+            }
+        });
+        found
+    }
+
+    /// Renders only the strings at `paths` (as [`deferred_paths`](Self::deferred_paths)
+    /// named them), in `value` found at `at`; everything else is data and stays as it is.
+    pub(crate) fn render_paths(
+        &self,
+        value: &Json,
+        ctx: &Value,
+        at: &str,
+        paths: &[String],
+    ) -> Result<Json, RenderError> {
+        self.render_at(value, ctx, at.to_string(), &|p| {
+            paths.iter().any(|k| k == p)
+        })
+    }
+
+    fn reads_deferred(&self, text: &str, ctx: &Value) -> bool {
+        is_template(text)
+            && self.references(text).is_ok_and(|refs| {
+                refs.iter().any(|r| {
+                    let root = r.split('.').next().unwrap_or(r);
+                    ctx.get_attr(root)
+                        .is_ok_and(|v| v.downcast_object_ref::<Deferred>().is_some())
+                })
+            })
+    }
+
+    fn render_at(
+        &self,
+        value: &Json,
+        ctx: &Value,
+        path: String,
+        wanted: &dyn Fn(&str) -> bool,
+    ) -> Result<Json, RenderError> {
         Ok(match value {
-            Json::String(text) if is_template(text) => self
-                .render_str(text, ctx)
-                .map_err(|message| RenderError { path, message })?,
+            Json::String(text) if is_template(text) && wanted(&path) => {
+                if self.reads_deferred(text, ctx) {
+                    return Ok(value.clone());
+                }
+                self.render_str(text, ctx)
+                    .map_err(|message| RenderError { path, message })?
+            }
             Json::Array(items) => Json::Array(
                 items
                     .iter()
                     .enumerate()
-                    .map(|(i, v)| self.render_at(v, ctx, format!("{path}[{i}]")))
+                    .map(|(i, v)| self.render_at(v, ctx, format!("{path}[{i}]"), wanted))
                     .collect::<Result<_, _>>()?,
             ),
             Json::Object(map) => Json::Object(
                 map.iter()
                     .map(|(k, v)| {
-                        let child = if path.is_empty() {
-                            k.clone()
-                        } else {
-                            format!("{path}.{k}")
-                        };
-                        Ok((k.clone(), self.render_at(v, ctx, child)?))
+                        Ok((
+                            k.clone(),
+                            self.render_at(v, ctx, crate::playbook::spans::join(&path, k), wanted)?,
+                        ))
                     })
                     .collect::<Result<_, RenderError>>()?,
             ),
@@ -144,6 +192,24 @@ impl Templates {
             return Err("depends on values known only at run time".into());
         }
         Ok(value.is_true())
+    }
+}
+
+/// Calls `f` with the path (`requests[0].url`) and text of every string in `value`.
+pub(crate) fn walk_strings<'a>(value: &'a Json, path: String, f: &mut dyn FnMut(String, &'a str)) {
+    match value {
+        Json::String(text) => f(path, text),
+        Json::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                walk_strings(v, format!("{path}[{i}]"), f);
+            }
+        }
+        Json::Object(map) => {
+            for (k, v) in map {
+                walk_strings(v, crate::playbook::spans::join(&path, k), f);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -292,5 +358,40 @@ mod tests {
             t.render_str("{{ x.a }}", &c).unwrap(),
             json!("<steps.x.outputs.json.a>")
         );
+    }
+
+    #[test]
+    fn values_are_substituted_once_whatever_they_contain() {
+        let t = Templates::new();
+        let pw = "Pw{{x}}9{#y#}{%z%}%\"q'é";
+        let engine = Value::from_pairs([
+            ("secrets", to_value(json!({ "pw": pw }))),
+            ("captures", Deferred::value("captures")),
+        ]);
+        let with = json!({ "form": {
+            "password": "{{ secrets.pw }}",
+            "token": "{{ captures.csrf }}",
+            "both": "{{ secrets.pw }}/{{ captures.csrf }}",
+        }});
+        // The engine fills what it knows and keeps what reads a deferred root as written.
+        let rendered = t.render_json(&with, &engine).unwrap();
+        assert_eq!(rendered["form"]["password"], pw);
+        assert_eq!(rendered["form"]["token"], "{{ captures.csrf }}");
+        assert_eq!(
+            rendered["form"]["both"],
+            "{{ secrets.pw }}/{{ captures.csrf }}"
+        );
+        let mut paths = t.deferred_paths(&with, &engine);
+        paths.sort();
+        assert_eq!(paths, ["form.both", "form.token"]);
+        // The kind renders only those, once, with a captured value that looks like a template.
+        let kind = Value::from_pairs([
+            ("secrets", to_value(json!({ "pw": pw }))),
+            ("captures", to_value(json!({ "csrf": "{{tok}}" }))),
+        ]);
+        let done = t.render_paths(&rendered, &kind, "", &paths).unwrap();
+        assert_eq!(done["form"]["password"], pw, "never parsed again");
+        assert_eq!(done["form"]["token"], "{{tok}}");
+        assert_eq!(done["form"]["both"], format!("{pw}/{{{{tok}}}}"));
     }
 }

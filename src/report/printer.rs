@@ -231,11 +231,16 @@ impl Reporter for Printer {
                     human(Duration::from_millis(*duration_ms))
                 ));
                 if let Some(failed) = summary.iter().find(|r| r.state == StepState::Failed) {
-                    text.push_str(&format!(
-                        "failed step: {} — {}\n",
-                        failed.step,
-                        failed.reason.as_deref().unwrap_or("")
-                    ));
+                    // A recap: the step's failure line above has the whole story (a page's
+                    // own error text, where its response was saved); it is not said twice.
+                    let reason = failed.reason.as_deref().unwrap_or("");
+                    let first = reason.split("; ").next().unwrap_or(reason);
+                    let more = if first.len() < reason.len() {
+                        " (more above)"
+                    } else {
+                        ""
+                    };
+                    text.push_str(&format!("failed step: {} — {first}{more}\n", failed.step));
                 }
                 for o in objectives {
                     let line = if o.verdict.missed() {

@@ -56,16 +56,6 @@ impl Response {
     pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
-
-    pub(crate) fn excerpt(&self) -> String {
-        let text: String = self.text().split_whitespace().collect::<Vec<_>>().join(" ");
-        let cut: String = text.chars().take(300).collect();
-        if cut.len() < text.len() {
-            format!("{cut}…")
-        } else {
-            cut
-        }
-    }
 }
 
 /// Why a request got no response.

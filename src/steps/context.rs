@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use super::guard::Guards;
 use crate::events::{Event, Reporter};
 use crate::outcome::{Failure, FailureClass, Outputs};
+use crate::playbook::template::{RenderError, Templates};
 use crate::secrets::Redactor;
 
 /// Everything a running step may use. Kinds never print: they report through `events`.
@@ -25,6 +26,54 @@ pub(crate) struct StepCtx {
     pub base_dir: PathBuf,
     pub guards: Arc<Guards>,
     pub redactor: Arc<Redactor>,
+    /// Settings the kind renders itself (they read `captures`).
+    pub deferred: Arc<Deferrals>,
+}
+
+/// The settings a kind renders itself, because they read values only it knows (an
+/// `http.smoke` capture), and the run's template context (secrets real) to render them
+/// with: each is rendered once, from the text the playbook wrote.
+pub(crate) struct Deferrals {
+    templates: Templates,
+    context: minijinja::Value,
+    /// Paths under `with` (`requests[2].url`).
+    paths: Vec<String>,
+}
+
+impl Deferrals {
+    pub(crate) fn new(context: minijinja::Value, paths: Vec<String>) -> Self {
+        Self {
+            templates: Templates::new(),
+            context,
+            paths,
+        }
+    }
+
+    /// Renders the deferred strings inside `value`, the setting at `at` (`requests[2]`),
+    /// with the roots in `extra` (`captures`) added to the run's context. Values go in as
+    /// data: whatever they contain is never parsed as a template.
+    pub(crate) fn render(
+        &self,
+        at: &str,
+        value: &serde_json::Value,
+        extra: Vec<(&str, minijinja::Value)>,
+    ) -> Result<serde_json::Value, RenderError> {
+        let mut pairs: Vec<(String, minijinja::Value)> = Vec::new();
+        if let Ok(keys) = self.context.try_iter() {
+            for key in keys {
+                let Some(name) = key.as_str() else { continue };
+                if extra.iter().any(|(n, _)| *n == name) {
+                    continue;
+                }
+                if let Ok(v) = self.context.get_item(&key) {
+                    pairs.push((name.to_string(), v));
+                }
+            }
+        }
+        pairs.extend(extra.into_iter().map(|(n, v)| (n.to_string(), v)));
+        let ctx = minijinja::Value::from_pairs(pairs);
+        self.templates.render_paths(value, &ctx, at, &self.paths)
+    }
 }
 
 impl StepCtx {

@@ -18,7 +18,7 @@ mod kube;
 mod pg;
 mod s3;
 
-pub(crate) use context::{Preview, PreviewCtx, StepCtx};
+pub(crate) use context::{Deferrals, Preview, PreviewCtx, StepCtx};
 
 use crate::outcome::{Failure, Outputs};
 

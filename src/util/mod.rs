@@ -69,6 +69,16 @@ impl<T: Clone> OneOrMany<T> {
     }
 }
 
+/// Deserializes a list setting that also takes a single value (`body_contains: Welcome`);
+/// pair it with `#[schemars(with = "OneOrMany<T>")]`.
+pub(crate) fn one_or_many<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de> + Clone,
+{
+    Ok(<OneOrMany<T> as serde::Deserialize>::deserialize(d)?.to_vec())
+}
+
 /// A byte size: `16MiB`, `1 GiB`, `500kB`, or a plain number of bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub(crate) struct ByteSize(pub u64);

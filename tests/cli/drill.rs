@@ -1,29 +1,22 @@
 //! The reference drill end to end, every kind against real services: `SeaweedFS` (S3),
-//! `PostgreSQL`, the kube-apiserver test cluster and the Django-like web app reading the
+//! `PostgreSQL`, the kube-apiserver test cluster and a real Wagtail site serving the
 //! restored database. Then the same drill with a failing smoke step, and one killed with
 //! SIGKILL in the middle and resumed.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::http::WebApp;
 use crate::support::kube::{PAUSE_NEW_TAG, PAUSE_OLD, TestNamespace, cluster};
 use crate::support::pg::Cluster;
 use crate::support::s3::{S3Server, SECRET_KEY, with_credentials};
+use crate::support::wagtail::{ADMIN_PASSWORD, ADMIN_USER, BASIC_PASSWORD, Site, production};
 use crate::support::{Out, drrun, journal, run_cmd, wait_for};
-
-const PROD_SQL: &str = r"
-CREATE TABLE wagtailcore_site (id serial PRIMARY KEY, hostname text, port int, site_name text, is_default_site bool);
-INSERT INTO wagtailcore_site (hostname, port, site_name, is_default_site) VALUES ('www.acme.example.com', 443, 'Acme', true);
-CREATE TABLE auth_user (id serial PRIMARY KEY, username text, last_login timestamptz);
-INSERT INTO auth_user (username, last_login)
-  SELECT 'user' || g, now() - interval '3 hours' - (g || ' minutes')::interval FROM generate_series(1, 500) g;
-";
 
 struct Services {
     pg: Cluster,
     s3: S3Server,
-    web: WebApp,
+    web: Site,
+    _media: tempfile::TempDir,
     prod: TestNamespace,
     dr: TestNamespace,
     /// The backup's timestamp, three hours ago.
@@ -31,22 +24,10 @@ struct Services {
 }
 
 fn services() -> Services {
+    // Production: a seeded Wagtail site, dumped with pg_dump -Fc.
+    let production = production();
     let pg = Cluster::start();
-    pg.sql("postgres", "CREATE DATABASE prod");
-    pg.sql("prod", PROD_SQL);
-    let dir = tempfile::tempdir().unwrap();
-    let dump = dir.path().join("prod.pgdump");
-    let out = pg
-        .client("pg_dump")
-        .args(["-Fc", "-d", "prod", "-f"])
-        .arg(&dump)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let dump = production.dump.clone();
 
     let s3 = S3Server::start();
     let client = s3.client();
@@ -88,14 +69,16 @@ fn services() -> Services {
     );
     dr.create_deployment("app", PAUSE_OLD, 0, &[]);
 
-    let web = WebApp::start_with(
-        &["--database-url-env", "ACME_DR_DATABASE_URL"],
-        &[("ACME_DR_DATABASE_URL", &pg.url("acme_dr"))],
-    );
+    // The DR site: the same code on the DR database (restored by the drill) with a copy
+    // of the assets bucket.
+    let media = tempfile::tempdir().unwrap();
+    production.copy_media(media.path());
+    let web = Site::serve(&pg.url("acme_dr"), media.path());
     Services {
         pg,
         s3,
         web,
+        _media: media,
         prod,
         dr,
         stamp,
@@ -105,7 +88,7 @@ fn services() -> Services {
 /// The reference drill; `expect_site` is what the smoke test expects the home page to show.
 fn playbook(dir: &Path, s: &Services, expect_site: &str) -> PathBuf {
     let text = format!(
-        r##"
+        r#"
 version: 1
 name: acme-dr
 vars:
@@ -180,32 +163,31 @@ steps:
         - name: site is up on the restored data
           url: /
           retry_until: {{ deadline: 20s, interval: 200ms }}
-          assert: {{ status: 200, css: [{{ selector: "#site", text: "{expect_site}" }}] }}
-        - name: login form
+          assert: {{ status: 200, css: {{ selector: "link[rel=canonical]", attr: href, text: "https://{expect_site}/" }} }}
+        - name: login page
           url: /admin/login/
-          capture: {{ csrf: {{ css: "input[name=csrfmiddlewaretoken]", attr: value }} }}
         - name: log in
-          method: POST
-          url: /admin/login/
-          form: {{ csrfmiddlewaretoken: "{{{{ captures.csrf }}}}", username: admin, password: "{{{{ secrets.admin_password }}}}" }}
+          submit:
+            form: form.login-form
+            fields: {{ username: {ADMIN_USER}, password: "{{{{ secrets.admin_password }}}}" }}
           assert: {{ status: 302 }}
-        - name: upload an image
-          method: POST
+        - name: image upload page
           url: /admin/images/multiple/add/
-          multipart:
-            fields: {{ csrfmiddlewaretoken: "{{{{ captures.csrf }}}}" }}
+        - name: upload an image
+          submit:
+            form: "form[action$='/multiple/add/']"
             files: [{{ field: "files[]", generate: png }}]
-          assert: {{ status: 200, jsonpath: [{{ path: $.success, equals: true }}] }}
+          assert: {{ status: 200, jsonpath: {{ path: $.success, equals: true }} }}
 finally:
   scale_down:
     kind: kube.scale
     with: {{ namespace: "{{{{ vars.dr_ns }}}}", all: true, replicas: 0 }}
-"##,
+"#,
         prod = s.prod.name,
         dr = s.dr.name,
         pg_bin = s.pg.bin.display(),
         endpoint = s.s3.endpoint(),
-        web = s.web.base(),
+        web = s.web.base,
     );
     let path = dir.join("acme.yaml");
     std::fs::write(&path, text).unwrap();
@@ -217,8 +199,8 @@ fn drrun_drill(dir: &Path, s: &Services) -> std::process::Command {
     cmd.current_dir(dir)
         .env("KUBECONFIG", &cluster().kubeconfig)
         .env("ACME_DR_DB_URL", s.pg.url("acme_dr"))
-        .env("ACME_BASIC", "basic-pw")
-        .env("ACME_ADMIN", "admin-pw");
+        .env("ACME_BASIC", BASIC_PASSWORD)
+        .env("ACME_ADMIN", ADMIN_PASSWORD);
     with_credentials(&mut cmd, dir);
     cmd
 }
@@ -307,8 +289,8 @@ fn the_reference_drill_passes_fails_honestly_and_resumes_after_sigkill() {
         let text = std::fs::read_to_string(reports.join(name)).unwrap();
         for secret in [
             crate::support::pg::PASSWORD,
-            "basic-pw",
-            "admin-pw",
+            BASIC_PASSWORD,
+            ADMIN_PASSWORD,
             SECRET_KEY,
         ] {
             assert!(!text.contains(secret), "{name} leaks a secret");
@@ -331,6 +313,11 @@ fn the_reference_drill_passes_fails_honestly_and_resumes_after_sigkill() {
             "SELECT hostname FROM wagtailcore_site WHERE is_default_site"
         ),
         "dr.acme.example.com"
+    );
+    // The smoke test uploaded an image into the restored Wagtail (3 came with the data).
+    assert_eq!(
+        s.pg.sql("acme_dr", "SELECT count(*) FROM wagtailimages_image"),
+        "4"
     );
     let (image, replicas, _) = s.dr.deployment_state("app");
     assert_eq!(image, format!("registry.k8s.io/pause:{PAUSE_NEW_TAG}"));

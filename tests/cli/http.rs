@@ -1,4 +1,6 @@
-//! `http.smoke` against the Django-like app in `tests/cli/support/webapp.py`.
+//! `http.smoke` against the Django-like stand-in in `tests/cli/support/webapp.py`, for fast
+//! cases a real site cannot stage on demand (refusing connections, then 503s, while it comes
+//! up). The real thing, a Wagtail site, is in `wagtail.rs` and `drill.rs`.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

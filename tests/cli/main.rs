@@ -9,3 +9,4 @@ mod pg;
 mod s3;
 mod support;
 mod validate;
+mod wagtail;

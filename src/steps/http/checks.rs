@@ -20,17 +20,20 @@ pub(crate) struct Asserts {
     #[serde(default, deserialize_with = "crate::util::string_map")]
     #[schemars(with = "IndexMap<String, String>")]
     pub header: IndexMap<String, String>,
-    /// Strings the body must contain.
-    #[serde(default)]
+    /// Strings the body must contain (one or a list).
+    #[serde(default, deserialize_with = "crate::util::one_or_many")]
+    #[schemars(with = "crate::util::OneOrMany<String>")]
     pub body_contains: Vec<String>,
     /// Regular expression the body must match.
     #[serde(default)]
     pub body_matches: Option<String>,
-    /// JSONPath checks.
-    #[serde(default)]
+    /// JSONPath checks (one or a list).
+    #[serde(default, deserialize_with = "crate::util::one_or_many")]
+    #[schemars(with = "crate::util::OneOrMany<JsonPathAssert>")]
     pub jsonpath: Vec<JsonPathAssert>,
-    /// CSS selector checks.
-    #[serde(default)]
+    /// CSS selector checks (one or a list).
+    #[serde(default, deserialize_with = "crate::util::one_or_many")]
+    #[schemars(with = "crate::util::OneOrMany<CssAssert>")]
     pub css: Vec<CssAssert>,
     /// The response must arrive within this time.
     #[serde(default)]
@@ -61,9 +64,12 @@ pub(crate) struct CssAssert {
     /// At least one element must (true) or no element may (false) match.
     #[serde(default)]
     pub exists: Option<bool>,
-    /// The first element's text must contain this.
+    /// The first element's text (or, with `attr`, that attribute) must contain this.
     #[serde(default)]
     pub text: Option<String>,
+    /// With `text`: check this attribute instead of the text (`href` of a canonical link).
+    #[serde(default)]
+    pub attr: Option<String>,
 }
 
 /// Every failed assertion, as "expected X, got Y".
@@ -163,13 +169,20 @@ pub(super) fn check(asserts: Option<&Asserts>, resp: &Response) -> Vec<String> {
                         ));
                     }
                     if let Some(want) = &c.text {
-                        let got = first
-                            .map(|e| e.text().collect::<String>())
-                            .unwrap_or_default();
+                        let got = match &c.attr {
+                            Some(a) => first
+                                .and_then(|e| e.value().attr(a))
+                                .unwrap_or_default()
+                                .to_string(),
+                            None => first
+                                .map(|e| e.text().collect::<String>())
+                                .unwrap_or_default(),
+                        };
                         if !got.contains(want.as_str()) {
                             failures.push(format!(
-                                "expected `{}` text to contain `{want}`, got `{}`",
+                                "expected `{}` {} to contain `{want}`, got `{}`",
                                 c.selector,
+                                c.attr.as_deref().unwrap_or("text"),
                                 got.trim()
                             ));
                         }

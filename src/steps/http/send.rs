@@ -4,7 +4,8 @@
 use std::time::{Duration, Instant};
 
 use super::checks::check;
-use super::smoke::{BasicAuth, Generate, Request};
+use super::form::PreparedForm;
+use super::settings::{BasicAuth, FilePart, Generate, Request};
 use crate::services::http::{self, Response, SendError, guess_mime};
 use crate::steps::StepCtx;
 
@@ -20,14 +21,23 @@ pub(super) fn join_url(base: &str, url: &str) -> String {
     }
 }
 
+/// Where a request goes and with what, once its settings are rendered.
+pub(super) struct Target<'a> {
+    pub url: &'a str,
+    pub method: &'a str,
+    pub auth: Option<&'a BasicAuth>,
+    /// The page the request is made from.
+    pub referer: &'a str,
+    /// A form taken from that page (`submit`).
+    pub form: Option<&'a PreparedForm>,
+}
+
 /// Sends a request, retrying while the site comes up when `retry_until` says so.
 pub(super) async fn send_until(
     ctx: &StepCtx,
     client: &reqwest::Client,
     req: &Request,
-    url: &str,
-    auth: Option<&BasicAuth>,
-    referer: &str,
+    target: &Target<'_>,
 ) -> (Result<(Response, Vec<String>), String>, u32) {
     let deadline = req
         .retry_until
@@ -43,7 +53,7 @@ pub(super) async fn send_until(
     loop {
         attempts += 1;
         let sent = tokio::select! {
-            r = send(ctx, client, req, url, auth, referer) => r,
+            r = send(ctx, client, req, target) => r,
             () = ctx.cancel.cancelled() => return (Err("cancelled".into()), attempts),
         };
         let (outcome, transient) = match sent {
@@ -89,23 +99,22 @@ async fn send(
     ctx: &StepCtx,
     client: &reqwest::Client,
     req: &Request,
-    url: &str,
-    auth: Option<&BasicAuth>,
-    referer: &str,
+    target: &Target<'_>,
 ) -> Result<Response, SendError> {
-    let method = reqwest::Method::from_bytes(req.method.to_uppercase().as_bytes())
-        .map_err(|_| SendError::Fatal(format!("invalid method `{}`", req.method)))?;
+    let method = reqwest::Method::from_bytes(target.method.as_bytes())
+        .map_err(|_| SendError::Fatal(format!("invalid method `{}`", target.method)))?;
     let unsafe_method = !matches!(
         method,
         reqwest::Method::GET | reqwest::Method::HEAD | reqwest::Method::OPTIONS
     );
+    let url = target.url;
     let mut b = client.request(method, url);
     let has = |h: &str| req.headers.keys().any(|k| k.eq_ignore_ascii_case(h));
     // Django's CSRF check wants a same-origin Referer (and Origin) on unsafe
     // requests, as a browser would send them.
     if unsafe_method {
         if !has("referer") {
-            b = b.header("Referer", referer);
+            b = b.header("Referer", target.referer);
         }
         if !has("origin")
             && let Ok(u) = url::Url::parse(url)
@@ -119,10 +128,23 @@ async fn send(
     if !req.query.is_empty() {
         b = b.query(&req.query.iter().collect::<Vec<_>>());
     }
-    if let Some(a) = auth {
+    if let Some(a) = target.auth {
         b = b.basic_auth(&a.username, Some(&a.password));
     }
-    if !req.form.is_empty() {
+    if let Some(f) = target.form {
+        if f.multipart {
+            let mut form = reqwest::multipart::Form::new();
+            for (k, v) in &f.entries {
+                form = form.text(k.clone(), v.clone());
+            }
+            for file in &f.files {
+                form = form.part(file.field.clone(), file_part(ctx, file)?);
+            }
+            b = b.multipart(form);
+        } else if !f.entries.is_empty() {
+            b = b.form(&f.entries);
+        }
+    } else if !req.form.is_empty() {
         b = b.form(&req.form.iter().collect::<Vec<_>>());
     } else if let Some(j) = &req.json {
         b = b.json(j);
@@ -134,43 +156,46 @@ async fn send(
             form = form.text(k.clone(), v.clone());
         }
         for f in &m.files {
-            let (bytes, default_name) = match (&f.path, f.generate) {
-                (Some(p), _) => {
-                    let path = ctx.resolve_path(p);
-                    let bytes = std::fs::read(&path).map_err(|e| {
-                        SendError::Fatal(format!("cannot read {}: {e}", path.display()))
-                    })?;
-                    let name = path
-                        .file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_else(|| "file".into());
-                    (bytes, name)
-                }
-                (None, Some(Generate::Png)) => (png(), "drrun-smoke.png".to_string()),
-                (None, Some(Generate::Text)) => (
-                    format!("drrun smoke test {}\n", chrono::Utc::now().to_rfc3339()).into_bytes(),
-                    "drrun-smoke.txt".to_string(),
-                ),
-                (None, None) => {
-                    return Err(SendError::Fatal(
-                        "a file part needs `path` or `generate`".into(),
-                    ));
-                }
-            };
-            let filename = f.filename.clone().unwrap_or(default_name);
-            let mime = f
-                .content_type
-                .clone()
-                .unwrap_or_else(|| guess_mime(&filename).to_string());
-            let part = reqwest::multipart::Part::bytes(bytes)
-                .file_name(filename)
-                .mime_str(&mime)
-                .map_err(|e| SendError::Fatal(format!("content type `{mime}`: {e}")))?;
-            form = form.part(f.field.clone(), part);
+            form = form.part(f.field.clone(), file_part(ctx, f)?);
         }
         b = b.multipart(form);
     }
     http::execute(b).await
+}
+
+/// One file of a multipart body, read or generated.
+fn file_part(ctx: &StepCtx, f: &FilePart) -> Result<reqwest::multipart::Part, SendError> {
+    let (bytes, default_name) = match (&f.path, f.generate) {
+        (Some(p), _) => {
+            let path = ctx.resolve_path(p);
+            let bytes = std::fs::read(&path)
+                .map_err(|e| SendError::Fatal(format!("cannot read {}: {e}", path.display())))?;
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "file".into());
+            (bytes, name)
+        }
+        (None, Some(Generate::Png)) => (png(), "drrun-smoke.png".to_string()),
+        (None, Some(Generate::Text)) => (
+            format!("drrun smoke test {}\n", chrono::Utc::now().to_rfc3339()).into_bytes(),
+            "drrun-smoke.txt".to_string(),
+        ),
+        (None, None) => {
+            return Err(SendError::Fatal(
+                "a file part needs `path` or `generate`".into(),
+            ));
+        }
+    };
+    let filename = f.filename.clone().unwrap_or(default_name);
+    let mime = f
+        .content_type
+        .clone()
+        .unwrap_or_else(|| guess_mime(&filename).to_string());
+    reqwest::multipart::Part::bytes(bytes)
+        .file_name(filename)
+        .mime_str(&mime)
+        .map_err(|e| SendError::Fatal(format!("content type `{mime}`: {e}")))
 }
 
 /// A small valid PNG (8x8, one colour that changes per run, so uploads are not

@@ -9,12 +9,13 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::captures::{Capture, capture_value};
-use super::checks::Asserts;
+use super::captures::capture_value;
+use super::form;
+use super::page;
 use super::send::{join_url, send_until};
+use super::settings::{BasicAuth, Request};
 use crate::duration::HumanDuration;
 use crate::outcome::{Failure, FailureClass, Outputs};
-use crate::playbook::template::Templates;
 use crate::services::http;
 use crate::steps::{
     ConfigIssue, Effect, OutputDoc, Preview, PreviewCtx, StepCtx, StepKind, output,
@@ -48,125 +49,6 @@ pub(crate) struct HttpSmoke {
     pub requests: Vec<Request>,
 }
 
-/// A user name and password.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct BasicAuth {
-    pub username: String,
-    /// Use a secret: `{{ secrets.basic_auth_password }}`.
-    pub password: String,
-}
-
-/// One request.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct Request {
-    /// A name for reports (default: `METHOD url`).
-    #[serde(default)]
-    pub name: Option<String>,
-    /// HTTP method (default GET).
-    #[serde(default = "default_method")]
-    pub method: String,
-    /// URL relative to `base_url` (or absolute). Captures are available as `{{ captures.NAME }}`.
-    pub url: String,
-    /// Request headers.
-    #[serde(default, deserialize_with = "crate::util::string_map")]
-    #[schemars(with = "IndexMap<String, String>")]
-    pub headers: IndexMap<String, String>,
-    /// Query parameters.
-    #[serde(default, deserialize_with = "crate::util::string_map")]
-    #[schemars(with = "IndexMap<String, String>")]
-    pub query: IndexMap<String, String>,
-    /// URL-encoded form fields.
-    #[serde(default, deserialize_with = "crate::util::string_map")]
-    #[schemars(with = "IndexMap<String, String>")]
-    pub form: IndexMap<String, String>,
-    /// A multipart form: fields and files.
-    #[serde(default)]
-    pub multipart: Option<Multipart>,
-    /// A JSON body.
-    #[serde(default)]
-    pub json: Option<serde_json::Value>,
-    /// A raw body.
-    #[serde(default)]
-    pub body: Option<String>,
-    /// Basic auth for this request only (overrides the step's).
-    #[serde(default)]
-    pub auth: Option<BasicAuth>,
-    /// Follow redirects for this request (default: the step's setting).
-    #[serde(default)]
-    pub follow_redirects: Option<bool>,
-    /// Values to capture from the response, by name.
-    #[serde(default)]
-    pub capture: IndexMap<String, Capture>,
-    /// Assertions on the response.
-    #[serde(default, rename = "assert")]
-    pub asserts: Option<Asserts>,
-    /// Retry this request while the site is coming up.
-    #[serde(default)]
-    pub retry_until: Option<RetryUntil>,
-}
-
-fn default_method() -> String {
-    "GET".into()
-}
-
-/// Multipart form content.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct Multipart {
-    /// Text fields.
-    #[serde(default, deserialize_with = "crate::util::string_map")]
-    #[schemars(with = "IndexMap<String, String>")]
-    pub fields: IndexMap<String, String>,
-    /// Files.
-    #[serde(default)]
-    pub files: Vec<FilePart>,
-}
-
-/// A file in a multipart form: read from disk or generated.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct FilePart {
-    /// Form field name.
-    pub field: String,
-    /// File to send, relative to the playbook's directory.
-    #[serde(default)]
-    pub path: Option<String>,
-    /// Generate the content instead: `png` (a small valid image) or `text`.
-    #[serde(default)]
-    pub generate: Option<Generate>,
-    /// File name sent (default: the path's file name, or `drrun-smoke.<ext>`).
-    #[serde(default)]
-    pub filename: Option<String>,
-    /// Content type (default: from the file name).
-    #[serde(default)]
-    pub content_type: Option<String>,
-}
-
-/// Generated upload content.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum Generate {
-    Png,
-    Text,
-}
-
-/// Retry while the site comes up: only connection errors, timeouts and 502/503/504
-/// (and failed assertions only with `on_assert_failure`).
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RetryUntil {
-    /// Give up after this long.
-    pub deadline: HumanDuration,
-    /// Pause between tries (default `1s`).
-    #[serde(default)]
-    pub interval: Option<HumanDuration>,
-    /// Also retry when an assertion on a real response fails.
-    #[serde(default)]
-    pub on_assert_failure: bool,
-}
-
 impl StepKind for HttpSmoke {
     const NAME: &'static str = "http.smoke";
     const SUMMARY: &'static str = "Run ordered HTTP requests with one cookie jar: captures (CSRF tokens), asserts, uploads, wait-until-up.";
@@ -182,21 +64,20 @@ impl StepKind for HttpSmoke {
         url: /
         retry_until: { deadline: 5m, interval: 5s }
         assert: { status: 200 }
-      - name: login form
+      - name: login page
         url: /admin/login/
-        capture: { csrf: { css: "input[name=csrfmiddlewaretoken]", attr: value } }
       - name: log in
-        method: POST
-        url: /admin/login/
-        form: { csrfmiddlewaretoken: "{{ captures.csrf }}", username: admin, password: "{{ secrets.admin_password }}" }
+        submit:
+          form: form.login-form
+          fields: { username: drrun-smoke, password: "{{ secrets.admin_password }}" }
         assert: { status: 302 }
-      - name: upload an image
-        method: POST
+      - name: image upload page
         url: /admin/images/multiple/add/
-        multipart:
-          fields: { csrfmiddlewaretoken: "{{ captures.csrf }}" }
+      - name: upload an image
+        submit:
+          form: "form[action$='/multiple/add/']"
           files: [{ field: "files[]", generate: png }]
-        assert: { status: 200, jsonpath: [{ path: $.success, equals: true }] }
+        assert: { status: 200, jsonpath: { path: $.success, equals: true } }
 "#;
     const OUTPUTS: &'static [OutputDoc] = &[
         output("requests", "Per request: name, status, duration (ms)."),
@@ -211,8 +92,10 @@ impl StepKind for HttpSmoke {
         if self.requests.is_empty() {
             issues.push(ConfigIssue::new("requests", "list at least one request"));
         }
+        let mut names: Vec<&str> = Vec::new();
         for (i, r) in self.requests.iter().enumerate() {
             let bodies = [
+                r.submit.is_some(),
                 !r.form.is_empty(),
                 r.multipart.is_some(),
                 r.json.is_some(),
@@ -221,21 +104,66 @@ impl StepKind for HttpSmoke {
             if bodies.iter().filter(|b| **b).count() > 1 {
                 issues.push(ConfigIssue::new(
                     format!("requests[{i}]"),
-                    "give only one of `form`, `multipart`, `json`, `body`",
+                    "give only one of `submit`, `form`, `multipart`, `json`, `body`",
                 ));
+            }
+            if r.url.is_none() && r.submit.is_none() {
+                issues.push(ConfigIssue::new(
+                    format!("requests[{i}]"),
+                    "give `url`, or `submit` to send a form from an earlier page",
+                ));
+            }
+            if let Some(sub) = &r.submit {
+                if i == 0 && sub.from.is_none() {
+                    issues.push(ConfigIssue::new(
+                        format!("requests[{i}].submit"),
+                        "the first request has no earlier page to take a form from: fetch the page first",
+                    ));
+                }
+                if let Some(from) = &sub.from
+                    && !names.contains(&from.as_str())
+                {
+                    issues.push(ConfigIssue::new(
+                        format!("requests[{i}].submit.from"),
+                        format!(
+                            "no earlier request is named `{from}`{}",
+                            crate::diag::did_you_mean(from, names.iter().copied())
+                                .map(|d| format!(" ({d})"))
+                                .unwrap_or_default()
+                        ),
+                    ));
+                }
+            }
+            if let Some(n) = &r.name {
+                names.push(n);
             }
             for (name, c) in &r.capture {
                 if c.source_count() != 1 {
                     issues.push(ConfigIssue::new(
                         format!("requests[{i}].capture.{name}"),
-                        "a capture needs exactly one of `regex`, `css`, `jsonpath`, `header`, `cookie`, `status`, `url`",
+                        "a capture needs exactly one of `regex`, `css`, `jsonpath`, `header`, `cookie`, `status`, `url` (`regex` may refine `header`, `cookie` or `url`)",
                     ));
                 }
             }
-            for (j, f) in r.multipart.iter().flat_map(|m| m.files.iter()).enumerate() {
+            let files = r
+                .multipart
+                .iter()
+                .flat_map(|m| {
+                    m.files
+                        .iter()
+                        .enumerate()
+                        .map(|(j, f)| (format!("multipart.files[{j}]"), f))
+                })
+                .chain(r.submit.iter().flat_map(|s| {
+                    s.files
+                        .iter()
+                        .enumerate()
+                        .map(|(j, f)| (format!("submit.files[{j}]"), f))
+                }));
+            for (at, f) in files {
                 if f.path.is_some() == f.generate.is_some() {
                     issues.push(ConfigIssue::new(
-                        format!("requests[{i}].multipart.files[{j}]"),
+                        format!("requests[{i}].{at}"),
                         "give either `path` or `generate`",
                     ));
                 }
@@ -245,20 +173,48 @@ impl StepKind for HttpSmoke {
     }
 
     async fn preview(&self, _ctx: &PreviewCtx) -> Preview {
-        let base = self.base_url.trim_end_matches('/');
-        Preview::lines(self.requests.iter().map(|r| {
-            let url = if r.url.contains("://") {
-                r.url.clone()
-            } else {
-                format!("{base}/{}", r.url.trim_start_matches('/'))
-            };
-            format!("{} {url}", r.method.to_uppercase())
-        }))
+        Preview::lines(
+            self.requests
+                .iter()
+                .enumerate()
+                .map(|(i, r)| match (&r.url, &r.submit) {
+                    (Some(url), _) => format!(
+                        "{} {}",
+                        r.method
+                            .as_deref()
+                            .unwrap_or(if r.submit.is_some() { "POST" } else { "GET" })
+                            .to_uppercase(),
+                        join_url(&self.base_url, url)
+                    ),
+                    (None, Some(sub)) => {
+                        let from = sub
+                            .from
+                            .clone()
+                            .unwrap_or_else(|| request_name(&self.requests[i - 1]));
+                        format!("submit the form `{}` of `{from}`", sub.form)
+                    }
+                    (None, None) => "(no url)".into(),
+                }),
+        )
     }
 
     async fn run(&self, ctx: &StepCtx) -> Result<Outputs, Failure> {
         run(self, ctx).await
     }
+}
+
+fn request_name(r: &Request) -> String {
+    r.name.clone().unwrap_or_else(|| match (&r.url, &r.submit) {
+        (Some(url), _) => format!("{} {url}", r.method()),
+        (None, Some(sub)) => format!("submit {}", sub.form),
+        (None, None) => r.method(),
+    })
+}
+
+/// A page fetched earlier: where it came from and what it said.
+struct Page {
+    url: String,
+    body: String,
 }
 
 async fn run(cfg: &HttpSmoke, ctx: &StepCtx) -> Result<Outputs, Failure> {
@@ -269,43 +225,66 @@ async fn run(cfg: &HttpSmoke, ctx: &StepCtx) -> Result<Outputs, Failure> {
     let jar = Arc::new(Jar::default());
     let follow = client(cfg, ctx, &jar, true)?;
     let stay = client(cfg, ctx, &jar, false)?;
-    let templates = Templates::new();
-    let mut captures: IndexMap<String, String> = IndexMap::new();
+    let mut captures: IndexMap<String, Value> = IndexMap::new();
+    let mut pages: IndexMap<String, Page> = IndexMap::new();
+    let mut last: Option<Page> = None;
     let mut results = Vec::new();
     let mut failure: Option<Failure> = None;
-    let mut previous_url: Option<String> = None;
-    for raw in &cfg.requests {
-        let name = raw
-            .name
-            .clone()
-            .unwrap_or_else(|| format!("{} {}", raw.method.to_uppercase(), raw.url));
-        let req = render_request(raw, &captures, &templates)
+    for (i, raw) in cfg.requests.iter().enumerate() {
+        let name = request_name(raw);
+        let req = render_request(ctx, i, raw, &captures)
             .map_err(|m| Failure::config(format!("request `{name}`: {m}")))?;
-        let url = join_url(&cfg.base_url, &req.url);
+        let page = match req.submit.as_ref().and_then(|s| s.from.as_ref()) {
+            Some(from) => pages.get(from),
+            None => last.as_ref(),
+        };
+        let prepared = match &req.submit {
+            Some(sub) => Some(
+                page.ok_or_else(|| "there is no earlier page".to_string())
+                    .and_then(|p| form::prepare(sub, &p.body, &p.url))
+                    .map_err(|m| {
+                        Failure::new(FailureClass::Assertion, format!("request `{name}`: {m}"))
+                    })?,
+            ),
+            None => None,
+        };
+        let (url, method) = match (&req.url, &prepared) {
+            (Some(u), _) => (
+                join_url(&cfg.base_url, u),
+                req.method.clone().map(|m| m.to_uppercase()),
+            ),
+            (None, Some(f)) => (f.url.clone(), None),
+            (None, None) => unreachable!("check() requires url or submit"),
+        };
+        let method = method
+            .or_else(|| prepared.as_ref().map(|f| f.method.clone()))
+            .unwrap_or_else(|| "GET".into());
         let client = if req.follow_redirects.unwrap_or(cfg.follow_redirects) {
             &follow
         } else {
             &stay
         };
         let auth = req.auth.as_ref().or(cfg.basic_auth.as_ref());
-        let referer = previous_url.clone().unwrap_or_else(|| cfg.base_url.clone());
-        let (outcome, attempts) = send_until(ctx, client, &req, &url, auth, &referer).await;
-        let (ok, status, duration, error) = match outcome {
+        // A browser sends the page the request was made from.
+        let referer = page.map_or_else(|| cfg.base_url.clone(), |p| p.url.clone());
+        let target = super::send::Target {
+            url: &url,
+            method: &method,
+            auth,
+            referer: &referer,
+            form: prepared.as_ref(),
+        };
+        let (outcome, attempts) = send_until(ctx, client, &req, &target).await;
+        let (status, duration, error) = match outcome {
             Err(message) => (
-                false,
                 None,
                 None,
                 Some(Failure::new(
                     FailureClass::Connection,
-                    format!(
-                        "request `{name}` ({} {url}): {message}",
-                        req.method.to_uppercase()
-                    ),
+                    format!("request `{name}` ({method} {url}): {message}"),
                 )),
             ),
-            Ok((resp, failures)) => {
-                previous_url = Some(resp.url.clone());
-                let mut failures = failures;
+            Ok((resp, mut failures)) => {
                 for (cap_name, capture) in &req.capture {
                     match capture_value(capture, &resp, &jar) {
                         Ok(v) => {
@@ -314,45 +293,45 @@ async fn run(cfg: &HttpSmoke, ctx: &StepCtx) -> Result<Outputs, Failure> {
                         Err(m) => failures.push(format!("capture `{cap_name}`: {m}")),
                     }
                 }
-                let error = (!failures.is_empty()).then(|| {
-                    Failure::new(
-                        FailureClass::Assertion,
-                        format!(
-                            "request `{name}` ({} {url}): {}; got status {}, body: {}",
-                            req.method.to_uppercase(),
-                            failures.join("; "),
-                            resp.status,
-                            resp.excerpt()
-                        ),
-                    )
-                });
-                (
-                    error.is_none(),
-                    Some(resp.status),
-                    Some(resp.duration),
-                    error,
-                )
+                let error = (!failures.is_empty())
+                    .then(|| refused(ctx, i, &name, &method, &url, &resp, &failures));
+                let fetched = Page {
+                    url: resp.url.clone(),
+                    body: resp.text(),
+                };
+                if let Some(n) = &raw.name {
+                    pages.insert(
+                        n.clone(),
+                        Page {
+                            url: fetched.url.clone(),
+                            body: fetched.body.clone(),
+                        },
+                    );
+                }
+                last = Some(fetched);
+                (Some(resp.status), Some(resp.duration), error)
             }
         };
         results.push(json!({
             "name": name,
-            "method": req.method.to_uppercase(),
+            "method": method,
             "url": url,
             "status": status,
             "duration_ms": duration.map(|d| d.as_millis() as u64),
             "attempts": attempts,
-            "ok": ok,
+            "ok": error.is_none(),
         }));
-        if let Some(e) = error {
-            ctx.note(format!("✘ {name}: {}", e.message));
-            if failure.is_none() {
+        match error {
+            // The step's failure says it in full; said once.
+            Some(e) if failure.is_none() => {
+                ctx.note(format!("✘ {name}"));
                 failure = Some(e);
             }
-            if !cfg.continue_on_failure {
-                break;
-            }
-        } else {
-            ctx.note(format!("✔ {name} ({})", status.unwrap_or(0)));
+            Some(e) => ctx.note(format!("✘ {name}: {}", e.message)),
+            None => ctx.note(format!("✔ {name} ({})", status.unwrap_or(0))),
+        }
+        if failure.is_some() && !cfg.continue_on_failure {
+            break;
         }
     }
     if let Some(e) = failure {
@@ -366,6 +345,36 @@ async fn run(cfg: &HttpSmoke, ctx: &StepCtx) -> Result<Outputs, Failure> {
         json!((started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0),
     );
     Ok(outputs)
+}
+
+/// A failed request in the page's own words, its whole response saved in the run
+/// directory.
+fn refused(
+    ctx: &StepCtx,
+    i: usize,
+    name: &str,
+    method: &str,
+    url: &str,
+    resp: &http::Response,
+    failures: &[String],
+) -> Failure {
+    let dir = ctx.work_dir.join("http").join(&ctx.step_id);
+    let saved = match page::save(&dir, i, name, method, url, resp, &ctx.redactor) {
+        Ok(path) => format!("; the full response is in {}", path.display()),
+        Err(e) => format!(
+            "; the response could not be saved in {}: {e}",
+            dir.display()
+        ),
+    };
+    Failure::new(
+        FailureClass::Assertion,
+        format!(
+            "request `{name}` ({method} {url}): {}; status {}: {}{saved}",
+            failures.join("; "),
+            resp.status,
+            page::explain(resp),
+        ),
+    )
 }
 
 /// A client of the step's settings sharing `jar`.
@@ -398,24 +407,26 @@ fn client(
     })
 }
 
-/// Renders `{{ captures.NAME }}` left in the request by the engine.
+/// Renders, once, the settings of request `i` that read `{{ captures.NAME }}`: from the
+/// text the playbook wrote, with captures, secrets and every other value as data.
 fn render_request(
+    ctx: &StepCtx,
+    i: usize,
     req: &Request,
-    captures: &IndexMap<String, String>,
-    templates: &Templates,
+    captures: &IndexMap<String, Value>,
 ) -> Result<Request, String> {
     let value = serde_json::to_value(req).map_err(|e| e.to_string())?;
-    if !value.to_string().contains("{{") {
-        return Ok(req.clone());
-    }
-    let ctx = crate::playbook::template::to_value(json!({ "captures": captures }));
-    let rendered = templates.render_json(&value, &ctx).map_err(|e| {
-        format!(
-            "{} in `{}` (captured so far: {})",
-            e.message,
-            e.path,
-            captures.keys().cloned().collect::<Vec<_>>().join(", ")
-        )
-    })?;
+    let extra = vec![("captures", crate::playbook::template::to_value(captures))];
+    let rendered = ctx
+        .deferred
+        .render(&format!("requests[{i}]"), &value, extra)
+        .map_err(|e| {
+            format!(
+                "{} in `{}` (captured so far: {})",
+                e.message,
+                e.path,
+                captures.keys().cloned().collect::<Vec<_>>().join(", ")
+            )
+        })?;
     serde_json::from_value(rendered).map_err(|e| e.to_string())
 }

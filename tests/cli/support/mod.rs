@@ -4,6 +4,7 @@
 pub(crate) mod kube;
 pub(crate) mod pg;
 pub(crate) mod s3;
+pub(crate) mod wagtail;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
