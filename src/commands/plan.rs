@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::{compile_options, load_plan};
 use crate::cli::{Output, PlanArgs};
 use crate::error::{EXIT_FAILED, EXIT_USAGE};
-use crate::outcome::Outputs;
+use crate::outcome::{FailureClass, Outputs};
 use crate::plan::context::SecretValues;
 use crate::plan::{Phase, Plan, Unknown};
 use crate::playbook::template::Templates;
@@ -51,6 +51,48 @@ pub(super) fn plan(args: PlanArgs) -> Result<ExitCode> {
     err(&text);
     let guard = problems.iter().any(|(_, class, _)| class == "guard");
     Ok(ExitCode::from(if guard { EXIT_USAGE } else { EXIT_FAILED }))
+}
+
+/// A step after one that changes the world (a restore creating the database it reads)
+/// cannot be judged by what the world is now: a problem its preview found there is what
+/// it cannot know yet, not a failure, unless a guard refused it.
+fn before_changes(plan: &Plan, i: usize, mut preview: Preview) -> Preview {
+    if preview.failed.is_none() || preview.failed == Some(FailureClass::Guard) {
+        return preview;
+    }
+    let mut seen = vec![false; plan.steps.len()];
+    let mut stack: Vec<usize> = plan.steps[i]
+        .deps
+        .iter()
+        .chain(&plan.steps[i].uses)
+        .copied()
+        .collect();
+    let mut changer = None;
+    while let Some(d) = stack.pop() {
+        if std::mem::replace(&mut seen[d], true) {
+            continue;
+        }
+        if plan.steps[d].effect != Effect::Read {
+            changer = Some(d);
+            break;
+        }
+        stack.extend(
+            plan.steps[d]
+                .deps
+                .iter()
+                .chain(&plan.steps[d].uses)
+                .copied(),
+        );
+    }
+    if let Some(d) = changer {
+        preview.failed = None;
+        preview.cannot_preview = Some(format!(
+            "cannot preview before `{}` runs ({})",
+            plan.steps[d].id,
+            preview.cannot_preview.unwrap_or_default()
+        ));
+    }
+    preview
 }
 
 /// (step, failure class, message) of every preview that failed.
@@ -155,7 +197,16 @@ pub(super) fn render_plan(
                         .unwrap_or_else(|_| with.clone())),
                     _ => Ok(with.clone()),
                 };
+                // A step whose `when` is already false (it reads only vars) will not run.
+                let skipped = step
+                    .when
+                    .as_ref()
+                    .filter(|w| templates.condition(w, &ctx) == Ok(false));
                 let preview = match live_with.map(|w| StepConfig::from_with(step.kind.name, w)) {
+                    _ if skipped.is_some() => Preview::lines([format!(
+                        "skipped: `when` is false ({})",
+                        skipped.map_or("", String::as_str)
+                    )]),
                     Ok(Ok(config)) => {
                         let preview = runtime.block_on(config.preview(&step_ctx));
                         if step.effect == Effect::Read
@@ -163,7 +214,7 @@ pub(super) fn render_plan(
                         {
                             found.push((step.id.clone(), outputs.clone()));
                         }
-                        redact_preview(preview, &redactor)
+                        redact_preview(before_changes(&plan, i, preview), &redactor)
                     }
                     Ok(Err(_)) => Preview::cannot("depends on values known only at run time"),
                     Err(reason) => Preview::cannot(reason),

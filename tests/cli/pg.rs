@@ -665,3 +665,59 @@ fn pgservice_pgpass_and_pgsslmode_are_honoured() {
         out.stderr
     );
 }
+
+#[test]
+fn plan_before_the_restore_neither_fails_on_the_database_it_creates_nor_previews_skipped_steps() {
+    let c = Cluster::start();
+    c.sql("postgres", "CREATE DATABASE src");
+    c.sql("src", "CREATE TABLE t (id int); INSERT INTO t VALUES (1)");
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dump(&c, dir.path(), "custom");
+    let pb = playbook(
+        dir.path(),
+        &c,
+        &format!(
+            r#"vars: {{ kube: "no", pg_bin: {bin} }}
+steps:
+  restore:
+    kind: pg.restore
+    with: {{ archive: {archive}, url: "{{{{ secrets.db_url }}}}", recreate: true, pg_bin: "{{{{ vars.pg_bin }}}}" }}
+  check:
+    kind: pg.sql
+    needs: [restore]
+    with: {{ url: "{{{{ secrets.db_url }}}}", sql: SELECT count(*) FROM t, pg_bin: "{{{{ vars.pg_bin }}}}" }}
+  tag:
+    kind: kube.image
+    when: vars.kube == "yes"
+    with: {{ namespace: acme-production, deployment: app }}
+"#,
+            bin = c.bin.display(),
+            archive = archive.display()
+        ),
+    );
+    // `playbook` wrote its own vars first; the test's replace them.
+    let text = std::fs::read_to_string(&pb).unwrap();
+    let text = text.replacen(&format!("vars:\n  pg_bin: {}\n", c.bin.display()), "", 1);
+    std::fs::write(&pb, text).unwrap();
+    let out = run_cmd(
+        drrun()
+            .current_dir(dir.path())
+            .env("DRRUN_TEST_DB_URL", c.url("dr_new"))
+            .env("KUBECONFIG", dir.path().join("no-such-kubeconfig"))
+            .arg("plan")
+            .arg(&pb),
+    );
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("cannot preview before `restore` runs")
+            && out.stdout.contains("dr_new"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("skipped: `when` is false (vars.kube == \"yes\")"),
+        "{}",
+        out.stdout
+    );
+}
