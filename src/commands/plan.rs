@@ -214,7 +214,7 @@ pub(super) fn render_plan(
                         {
                             found.push((step.id.clone(), outputs.clone()));
                         }
-                        redact_preview(before_changes(&plan, i, preview), &redactor)
+                        redact_preview(before_changes(plan, i, preview), &redactor)
                     }
                     Ok(Err(_)) => Preview::cannot("depends on values known only at run time"),
                     Err(reason) => Preview::cannot(reason),
