@@ -68,11 +68,18 @@ pub(crate) struct Redactor {
 
 impl Redactor {
     pub(crate) fn new(secrets: impl IntoIterator<Item = (String, String)>) -> Self {
-        let mut list: Vec<(String, String)> = secrets
-            .into_iter()
-            .filter(|(_, value)| !value.is_empty())
-            .map(|(name, value)| (value, marker(&name)))
-            .collect();
+        let mut list: Vec<(String, String)> = Vec::new();
+        for (name, value) in secrets {
+            if value.is_empty() {
+                continue;
+            }
+            let m = marker(&name);
+            for form in encodings(&value) {
+                if !list.iter().any(|(v, _)| *v == form) {
+                    list.push((form, m.clone()));
+                }
+            }
+        }
         list.sort_by_key(|(value, _)| std::cmp::Reverse(value.len()));
         Self { secrets: list }
     }
@@ -104,6 +111,32 @@ impl Redactor {
     }
 }
 
+/// Shorter secrets are redacted only as written: their encoded forms are too likely to
+/// occur by chance in ordinary text.
+const MIN_ENCODED_LEN: usize = 6;
+
+/// The forms a value takes on its way out: as written, URL-encoded (`+` or `%20` for a
+/// space, as forms and URLs write it), JSON-escaped, and base64 (standard and URL-safe,
+/// with and without padding).
+fn encodings(value: &str) -> Vec<String> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    let mut forms = vec![value.to_string()];
+    if value.chars().count() < MIN_ENCODED_LEN {
+        return forms;
+    }
+    let form: String = url::form_urlencoded::byte_serialize(value.as_bytes()).collect();
+    forms.push(form.replace('+', "%20"));
+    forms.push(form);
+    let json = serde_json::to_string(value).unwrap_or_default();
+    forms.push(json[1..json.len() - 1].to_string());
+    for engine in [&STANDARD, &STANDARD_NO_PAD, &URL_SAFE, &URL_SAFE_NO_PAD] {
+        forms.push(engine.encode(value));
+    }
+    forms.dedup();
+    forms
+}
+
 /// How a secret appears wherever its value must not.
 pub(crate) fn marker(name: &str) -> String {
     format!("<secret:{name}>")
@@ -127,5 +160,33 @@ mod tests {
             r.redact_json(&serde_json::json!({"a": ["hunter2"]})),
             serde_json::json!({"a": ["<secret:pw>"]})
         );
+    }
+
+    #[test]
+    fn redacts_the_encoded_forms_of_a_secret_too() {
+        use base64::Engine as _;
+        let pw = "Pw{{x}}9 \"q'&+é漢";
+        let r = Redactor::new([("pw".to_string(), pw.to_string())]);
+        let form: String = url::form_urlencoded::byte_serialize(pw.as_bytes()).collect();
+        let json = serde_json::to_string(pw).unwrap();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(pw);
+        for leaked in [
+            pw.to_string(),
+            form.clone(),
+            form.replace('+', "%20"),
+            json.clone(),
+            b64,
+        ] {
+            let text = format!("before {leaked} after");
+            let redacted = r.redact(&text);
+            assert!(
+                redacted.contains("<secret:pw>") && !redacted.contains(leaked.trim_matches('"')),
+                "{leaked} -> {redacted}"
+            );
+        }
+        // Short secrets only as written: "abc" URL-encodes to itself, and its base64
+        // would match ordinary words.
+        let short = Redactor::new([("s".to_string(), "abc".to_string())]);
+        assert_eq!(short.redact("YWJj abc"), "YWJj <secret:s>");
     }
 }
