@@ -393,7 +393,14 @@ pub(crate) async fn run_client(
     stdin: impl Into<Stdin>,
     cancel: &CancellationToken,
 ) -> Result<Finished, Failure> {
-    match process::run(cmd, stdin.into(), &Limits::default(), cancel).await {
+    // psql cancels its statement on the server only on SIGINT (on SIGTERM it dies and
+    // the server finishes, and commits, the statement); pg_restore cancels its workers'
+    // statements on either.
+    let limits = Limits {
+        stop_signal: libc::SIGINT,
+        ..Limits::default()
+    };
+    match process::run(cmd, stdin.into(), &limits, cancel).await {
         Ok(out) => Ok(out),
         Err(RunError::Spawn(e)) => Err(Failure::config(format!(
             "cannot start `{program}`: {e} (install the PostgreSQL client or set `pg_bin`)"

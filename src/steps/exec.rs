@@ -118,6 +118,7 @@ impl StepKind for Exec {
             stderr_tail: STDERR_TAIL,
             time: self.timeout.map(|t| t.0),
             grace: KILL_GRACE,
+            ..Limits::default()
         };
         let stdin = self.stdin.clone().map(String::into_bytes);
         let out = match process::run(cmd, stdin.into(), &limits, &ctx.cancel).await {

@@ -66,14 +66,29 @@ pub(crate) fn kill_all_groups() {
     }
 }
 
-/// Signals the group, gives it `grace` to exit, then SIGKILLs what is left.
+/// Whether any process of the group is still alive.
+fn group_alive(pgid: i32) -> bool {
+    // SAFETY: killpg with signal 0 only checks for existence.
+    pgid > 0 && unsafe { libc::killpg(pgid, 0) } == 0
+}
+
+/// Signals the group, gives it `grace` to exit, then SIGKILLs what is left. The grace
+/// covers the whole group, not only its leader: `pg_restore -j`'s workers are still
+/// sending their cancel requests to the server when the leader has exited.
 async fn terminate(child: &mut tokio::process::Child, pgid: i32, signal: i32, grace: Duration) {
     signal_group(pgid, signal);
-    if tokio::time::timeout(grace, child.wait()).await.is_err() {
+    let deadline = tokio::time::Instant::now() + grace;
+    if tokio::time::timeout_at(deadline, child.wait())
+        .await
+        .is_err()
+    {
         signal_group(pgid, libc::SIGKILL);
         let _ = child.wait().await;
     }
-    // Stragglers that ignored the signal but whose leader exited.
+    while group_alive(pgid) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Stragglers that ignored the signal and outlived the grace.
     signal_group(pgid, libc::SIGKILL);
 }
 
@@ -106,6 +121,9 @@ pub(crate) struct Limits {
     pub(crate) time: Option<Duration>,
     /// How long the group gets between the stop signal and SIGKILL.
     pub(crate) grace: Duration,
+    /// The signal that asks the child to stop: SIGTERM, or SIGINT for PostgreSQL's
+    /// clients, which cancel their statement on the server only on SIGINT (psql).
+    pub(crate) stop_signal: i32,
 }
 
 impl Default for Limits {
@@ -115,6 +133,7 @@ impl Default for Limits {
             stderr_tail: usize::MAX,
             time: None,
             grace: Duration::from_secs(5),
+            stop_signal: libc::SIGTERM,
         }
     }
 }
@@ -165,7 +184,10 @@ pub(crate) enum RunError {
 }
 
 /// Runs `cmd` (in a process group of its own) to its end, feeding `stdin`. On
-/// cancellation or timeout the group gets SIGTERM, `limits.grace`, then SIGKILL.
+/// cancellation or timeout the group gets `limits.stop_signal`, `limits.grace`, then
+/// SIGKILL. The child dies with drrun: if drrun is killed (SIGKILL leaves no chance to
+/// clean up), the kernel sends the child SIGKILL (`PR_SET_PDEATHSIG`), so a resume never
+/// runs a step beside its predecessor's processes.
 pub(crate) async fn run(
     mut cmd: tokio::process::Command,
     stdin: Stdin,
@@ -181,6 +203,22 @@ pub(crate) async fn run(
     .stderr(Stdio::piped())
     .process_group(0)
     .kill_on_drop(true);
+    let parent = std::process::id() as i32;
+    // SAFETY: between fork and exec only async-signal-safe calls: prctl, getppid, _exit.
+    unsafe {
+        cmd.pre_exec(move || {
+            // Delivered when the thread that forked the child exits: spawns happen on
+            // the runtime's worker threads, which live as long as drrun does.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // drrun died between fork and prctl: do not outlive it.
+            if libc::getppid() != parent {
+                libc::_exit(137);
+            }
+            Ok(())
+        });
+    }
     let mut child = cmd.spawn().map_err(RunError::Spawn)?;
     let pgid = child.id().map_or(0, |id| id as i32);
     let mut group = GroupGuard::register(pgid);
@@ -195,12 +233,12 @@ pub(crate) async fn run(
     let status = tokio::select! {
         status = child.wait() => status.map_err(RunError::Wait)?,
         () = cancel.cancelled() => {
-            terminate(&mut child, pgid, libc::SIGTERM, limits.grace).await;
+            terminate(&mut child, pgid, limits.stop_signal, limits.grace).await;
             group.disarm();
             return Err(RunError::Cancelled);
         }
         () = tokio::time::sleep(time) => {
-            terminate(&mut child, pgid, libc::SIGTERM, limits.grace).await;
+            terminate(&mut child, pgid, limits.stop_signal, limits.grace).await;
             group.disarm();
             return Err(RunError::TimedOut(time));
         }

@@ -1,5 +1,6 @@
 //! The one integration-test binary: drives the real `drrun` executable.
 
+mod cancel;
 mod drill;
 mod engine;
 mod http;

@@ -1,0 +1,143 @@
+//! Cancellation that really stops the work (#20): a cancelled `pg.sql` is cancelled on
+//! the server, and the children of a drrun killed with SIGKILL die with it.
+
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use crate::support::pg::Cluster;
+use crate::support::{drrun, journal, wait_for};
+
+fn signal(child: &Child, sig: i32) {
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc::kill(child.id() as i32, sig);
+    }
+}
+
+fn alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks for existence.
+    unsafe { libc::kill(pid, 0) == 0 }
+}
+
+fn spawn(dir: &Path, pb: &Path, env: &[(&str, String)]) -> Child {
+    drrun()
+        .current_dir(dir)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .arg(pb)
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn a_cancelled_pg_sql_is_cancelled_on_the_server_and_never_commits() {
+    let c = Cluster::start();
+    c.sql("postgres", "CREATE DATABASE dr");
+    c.sql("dr", "CREATE TABLE t (v int); INSERT INTO t VALUES (0)");
+    let dir = tempfile::tempdir().unwrap();
+    let pb = dir.path().join("slow.yaml");
+    std::fs::write(
+        &pb,
+        format!(
+            r#"version: 1
+name: slow
+secrets: {{ db_url: {{ env: DRRUN_TEST_DB_URL }} }}
+steps:
+  slow:
+    kind: pg.sql
+    with:
+      url: "{{{{ secrets.db_url }}}}"
+      pg_bin: {bin}
+      # One statement: it commits only when the 60 s sleep ends.
+      sql: UPDATE t SET v = 1 FROM (SELECT pg_sleep(60)) s
+"#,
+            bin = c.bin.display()
+        ),
+    )
+    .unwrap();
+    let child = spawn(dir.path(), &pb, &[("DRRUN_TEST_DB_URL", c.url("dr"))]);
+    let active = || {
+        c.sql(
+            "postgres",
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'UPDATE t SET v = 1%' AND state = 'active'",
+        ) != "0"
+    };
+    assert!(
+        wait_for(Duration::from_secs(30), active),
+        "the UPDATE never started"
+    );
+    signal(&child, libc::SIGINT);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // psql got SIGINT and cancelled the statement: it is gone long before its sleep ends.
+    assert!(
+        wait_for(Duration::from_secs(15), || !active()),
+        "the UPDATE still runs on the server after drrun cancelled it"
+    );
+    assert_eq!(
+        c.sql("dr", "SELECT v FROM t"),
+        "0",
+        "the cancelled UPDATE committed"
+    );
+}
+
+#[test]
+fn children_of_a_killed_drrun_die_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let pb = dir.path().join("long.yaml");
+    std::fs::write(
+        &pb,
+        r#"version: 1
+name: long
+steps:
+  long:
+    kind: exec
+    with:
+      argv: [sh, -c, "echo $$ > child.pid; exec sleep 60"]
+"#,
+    )
+    .unwrap();
+    let child = spawn(dir.path(), &pb, &[]);
+    let pid_file = dir.path().join("child.pid");
+    let started = wait_for(Duration::from_secs(30), || {
+        std::fs::read_to_string(&pid_file).is_ok_and(|t| t.ends_with('\n'))
+    });
+    assert!(started, "the exec step never started");
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(alive(pid));
+    assert!(
+        journal(&dir.path().join("state"))
+            .iter()
+            .any(|r| r["type"] == "step_started")
+    );
+    signal(&child, libc::SIGKILL);
+    let _ = child.wait_with_output();
+    // The kernel kills the child when drrun dies (PR_SET_PDEATHSIG); it must not run on
+    // beside the step a resume would start again.
+    assert!(
+        wait_for(Duration::from_secs(5), || !alive(pid) || zombie(pid)),
+        "the exec child {pid} outlived the drrun that started it"
+    );
+}
+
+/// A killed child not yet reaped by init still answers `kill(pid, 0)`.
+fn zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+    })
+}
