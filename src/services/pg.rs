@@ -225,11 +225,13 @@ impl Conn {
             Some(dir) => PathBuf::from(dir).join(program),
             None => PathBuf::from(program),
         };
-        let mut cmd = tokio::process::Command::new(path);
-        // The service was resolved into the values below (its file would otherwise win
-        // over them); everything else of the user's libpq environment (PGPASSFILE and
-        // .pgpass, PGSSLMODE, PGSSLROOTCERT, ...) works as it does for psql.
-        cmd.env_remove("PGSERVICE");
+        // The client gets the user's libpq environment (PGPASSFILE and .pgpass, PGSSLMODE,
+        // PGSSLROOTCERT, ...), so it works as psql does, and nothing else of drrun's (not
+        // the variables secrets come from). The service was resolved into the values
+        // below: its file would otherwise win over them.
+        let mut cmd = crate::util::process::command(path, &|name| {
+            LIBPQ_ENV.contains(&name) && name != "PGSERVICE"
+        });
         if let Some(h) = &self.host {
             cmd.env("PGHOST", h);
         }
@@ -377,6 +379,50 @@ pub(crate) fn parse_url(text: &str) -> Result<Conn, Failure> {
     }
     Ok(conn)
 }
+
+/// The environment variables libpq reads (its documentation's "Environment Variables").
+const LIBPQ_ENV: &[&str] = &[
+    "PGHOST",
+    "PGHOSTADDR",
+    "PGPORT",
+    "PGDATABASE",
+    "PGUSER",
+    "PGPASSWORD",
+    "PGPASSFILE",
+    "PGSERVICE",
+    "PGSERVICEFILE",
+    "PGSYSCONFDIR",
+    "PGOPTIONS",
+    "PGAPPNAME",
+    "PGSSLMODE",
+    "PGREQUIRESSL",
+    "PGSSLNEGOTIATION",
+    "PGSSLCOMPRESSION",
+    "PGSSLCERT",
+    "PGSSLKEY",
+    "PGSSLCERTMODE",
+    "PGSSLROOTCERT",
+    "PGSSLCRL",
+    "PGSSLCRLDIR",
+    "PGSSLSNI",
+    "PGREQUIREPEER",
+    "PGSSLMINPROTOCOLVERSION",
+    "PGSSLMAXPROTOCOLVERSION",
+    "PGGSSENCMODE",
+    "PGKRBSRVNAME",
+    "PGGSSLIB",
+    "PGGSSDELEGATION",
+    "PGCONNECT_TIMEOUT",
+    "PGCLIENTENCODING",
+    "PGREQUIREAUTH",
+    "PGCHANNELBINDING",
+    "PGTARGETSESSIONATTRS",
+    "PGLOADBALANCEHOSTS",
+    "PGDATESTYLE",
+    "PGTZ",
+    "PGGEQO",
+    "PGLOCALEDIR",
+];
 
 fn percent_decode(s: &str) -> String {
     url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())

@@ -20,10 +20,16 @@ pub(crate) struct Exec {
     /// Never put secrets here (argv is visible to every user of the machine): use `env`.
     #[serde(deserialize_with = "crate::util::string_list")]
     pub argv: Vec<String>,
-    /// Extra environment variables for the program, e.g. `PGPASSWORD: "{{ secrets.db_password }}"`.
+    /// Environment variables for the program, e.g. `PGPASSWORD: "{{ secrets.db_password }}"`.
+    /// Besides these it gets only `PATH`, `HOME`, `USER`, the locale, `TZ`, `TMPDIR`, the
+    /// proxy and CA variables, and `inherit_env`: never the variables drrun's secrets come from.
     #[serde(default, deserialize_with = "crate::util::string_map")]
     #[schemars(with = "IndexMap<String, String>")]
     pub env: IndexMap<String, String>,
+    /// Names of drrun's environment variables the program also gets, e.g. `[KUBECONFIG]`.
+    #[serde(default, deserialize_with = "crate::util::one_or_many")]
+    #[schemars(with = "crate::util::OneOrMany<String>")]
+    pub inherit_env: Vec<String>,
     /// Working directory, relative to the playbook's directory (default: that directory).
     #[serde(default)]
     pub cwd: Option<String>,
@@ -107,7 +113,7 @@ impl StepKind for Exec {
 
     async fn run(&self, ctx: &StepCtx) -> Result<Outputs, Failure> {
         let program = &self.argv[0];
-        let mut cmd = tokio::process::Command::new(program);
+        let mut cmd = process::command(program, &|name| self.inherit_env.iter().any(|n| n == name));
         cmd.args(&self.argv[1..]).envs(&self.env).current_dir(
             self.cwd
                 .as_deref()

@@ -15,6 +15,47 @@ use tokio_util::sync::CancellationToken;
 
 static GROUPS: Mutex<Option<HashSet<i32>>> = Mutex::new(None);
 
+/// What every child keeps of drrun's environment: what a program needs to find its files,
+/// speak the locale and reach the network. The rest (the secrets' source variables
+/// among it) a child gets only when its step declares it or its tool needs it.
+const BASE_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "LANG",
+    "LANGUAGE",
+    "TZ",
+    "TMPDIR",
+    "TERM",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+];
+
+/// A command for `program` whose environment is [`BASE_ENV`], `LC_*`, and the variables
+/// of drrun's environment that `inherit` accepts; add the step's own with `.env`.
+pub(crate) fn command(
+    program: impl AsRef<std::ffi::OsStr>,
+    inherit: &dyn Fn(&str) -> bool,
+) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.env_clear();
+    for (key, value) in std::env::vars_os() {
+        let Some(name) = key.to_str() else { continue };
+        if BASE_ENV.contains(&name) || name.starts_with("LC_") || inherit(name) {
+            cmd.env(&key, &value);
+        }
+    }
+    cmd
+}
+
 /// Registration of a running child's process group. Dropping it while armed kills the group.
 struct GroupGuard {
     pgid: i32,

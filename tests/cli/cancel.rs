@@ -141,3 +141,60 @@ fn zombie(pid: i32) -> bool {
             .is_some_and(|rest| rest.trim_start().starts_with('Z'))
     })
 }
+
+#[test]
+fn children_get_only_the_environment_their_step_declares() {
+    let dir = tempfile::tempdir().unwrap();
+    let pb = dir.path().join("env.yaml");
+    std::fs::write(
+        &pb,
+        r#"version: 1
+name: env
+secrets: { token: { env: DRRUN_TEST_TOKEN_SOURCE } }
+steps:
+  plain:
+    kind: exec
+    with:
+      argv: [sh, -c, "env > plain.env"]
+      env: { TOKEN: "{{ secrets.token }}" }
+  inherits:
+    kind: exec
+    with:
+      argv: [sh, -c, "env > inherits.env"]
+      inherit_env: DRRUN_TEST_WANTED
+"#,
+    )
+    .unwrap();
+    let out = crate::support::run_cmd(
+        drrun()
+            .current_dir(dir.path())
+            .env("DRRUN_TEST_TOKEN_SOURCE", "tok-secret-value")
+            .env("DRRUN_TEST_UNRELATED", "x")
+            .env("DRRUN_TEST_WANTED", "y")
+            .env("AWS_SECRET_ACCESS_KEY", "aws-secret-value")
+            .arg(&pb)
+            .arg("--state-dir")
+            .arg(dir.path().join("state")),
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let plain = std::fs::read_to_string(dir.path().join("plain.env")).unwrap();
+    assert!(
+        plain.contains("TOKEN=tok-secret-value\n"),
+        "declared: {plain}"
+    );
+    assert!(plain.lines().any(|l| l.starts_with("PATH=")), "{plain}");
+    for absent in [
+        "DRRUN_TEST_TOKEN_SOURCE",
+        "DRRUN_TEST_UNRELATED",
+        "AWS_SECRET_ACCESS_KEY",
+        "DRRUN_TEST_WANTED",
+    ] {
+        assert!(
+            !plain.contains(absent),
+            "{absent} reached the child: {plain}"
+        );
+    }
+    let inherits = std::fs::read_to_string(dir.path().join("inherits.env")).unwrap();
+    assert!(inherits.contains("DRRUN_TEST_WANTED=y\n"), "{inherits}");
+    assert!(!inherits.contains("tok-secret-value"), "{inherits}");
+}
