@@ -299,7 +299,31 @@ impl Engine {
             .any(|d| self.executed[*d]);
         // `finally` cleans up after *this* session (scales DR down after the deploy a
         // resume just made): it always runs, it is never reused from a checkpoint.
+        // A checkpoint is reused only while what it says still holds (its kind checks:
+        // the fetched file is still there, unchanged); otherwise the step runs again.
+        let holds = |outputs: &Outputs| match step.kind.still_holds.map(|check| check(outputs)) {
+            Some(Err(why)) => Err(why),
+            _ => Ok(()),
+        };
+        let mut stale = None;
         if step.phase == Phase::Main
+            && let Some((cfp, outputs)) = self.checkpoints.get(&step.id)
+            && *cfp == fp
+            && !deps_reran
+            && let Err(why) = holds(outputs)
+        {
+            stale = Some(why);
+        }
+        if let Some(why) = &stale {
+            self.reporter.event(&Event::StepNote {
+                step: step.id.clone(),
+                text: self.redactor.redact(&format!(
+                    "checkpoint no longer holds ({why}): running the step again"
+                )),
+            });
+        }
+        if step.phase == Phase::Main
+            && stale.is_none()
             && let Some((cfp, outputs)) = self.checkpoints.get(&step.id)
             && *cfp == fp
             && !deps_reran

@@ -89,6 +89,9 @@ pub(crate) struct Evidence {
     pub deployed_image: Option<DeployedImage>,
 }
 
+/// Checks that a checkpoint's outputs still hold: `Err(why)` when they do not.
+pub(crate) type StillHolds = fn(&Outputs) -> Result<(), String>;
+
 /// Reads the time the data is from: (the output it came from, the timestamp).
 pub(crate) type DataTime = fn(&Outputs) -> Option<(&'static str, String)>;
 /// Reads the image deployed and what ran before, by container.
@@ -135,6 +138,10 @@ pub(crate) trait StepKind:
     /// Template roots this kind renders itself while it runs (`captures` in
     /// `http.smoke`): the engine leaves them in place for the kind.
     const DEFERRED: &'static [&'static str] = &[];
+    /// Whether a checkpoint's outputs still hold in the world before a resume reuses
+    /// them (the fetched file is still there, with its size and sha256): `Err(why)` runs
+    /// the step again, and what depends on it.
+    const STILL_HOLDS: Option<StillHolds> = None;
 
     /// What the step would touch that guards protect: checked before the run starts for
     /// every touch whose settings are known by then (and again by the kind before its
@@ -170,6 +177,7 @@ pub(crate) struct KindInfo {
     pub outputs: &'static [OutputDoc],
     pub evidence: Evidence,
     pub deferred: &'static [&'static str],
+    pub still_holds: Option<StillHolds>,
     pub schema: fn(&mut schemars::SchemaGenerator) -> schemars::Schema,
     /// Types `with` once and reports what the compiler and the pre-flight need of it.
     pub check:
@@ -225,6 +233,7 @@ macro_rules! registry {
                 outputs: <$ty as StepKind>::OUTPUTS,
                 evidence: <$ty as StepKind>::EVIDENCE,
                 deferred: <$ty as StepKind>::DEFERRED,
+                still_holds: <$ty as StepKind>::STILL_HOLDS,
                 schema: schema_of::<$ty>,
                 check: check_kind::<$ty>,
             },)*

@@ -761,3 +761,61 @@ fn a_mistyped_profile_is_reported_as_a_credential_problem() {
         .unwrap();
     assert_eq!(failed["class"], "config");
 }
+
+#[test]
+fn a_checkpoint_whose_file_is_gone_is_fetched_again_on_resume() {
+    let server = S3Server::start();
+    let s3 = server.client();
+    let rt = rt();
+    bucket(&rt, &s3, "acme-hosting-services");
+    let body: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    put(
+        &rt,
+        &s3,
+        "acme-hosting-services",
+        &format!("acme/daily-acme-{}.pgdump", stamp(2)),
+        body.clone(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    // `after` fails until `go` exists, so the first run stops with `backup` checkpointed.
+    let pb = fetch_playbook(
+        dir.path(),
+        &server,
+        "bucket: acme-hosting-services\n      prefix: acme/daily-\n      select: newest-key-timestamp",
+        "",
+    );
+    let mut text = std::fs::read_to_string(&pb).unwrap();
+    text.push_str(
+        "  after:\n    kind: exec\n    with:\n      argv: [sh, -c, 'test -f go && test -f \"$F\"']\n      env: { F: \"{{ steps.backup.outputs.path }}\" }\n",
+    );
+    std::fs::write(&pb, text).unwrap();
+    let out = fetch(dir.path(), &pb);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let path = outputs(dir.path())["path"].as_str().unwrap().to_string();
+    // The file goes (an emptyDir went with its pod); the checkpoint still says it is there.
+    std::fs::remove_file(&path).unwrap();
+    std::fs::write(dir.path().join("go"), "").unwrap();
+    let state = dir.path().join("state");
+    let out = run_cmd(&mut drrun_s3(
+        dir.path(),
+        &["resume".as_ref(), "--state-dir".as_ref(), state.as_os_str()],
+    ));
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("checkpoint no longer holds") && out.stderr.contains(&path),
+        "{}",
+        out.stderr
+    );
+    let records = journal(&state);
+    let started = records
+        .iter()
+        .filter(|r| r["type"] == "step_started" && r["step"] == "backup")
+        .count();
+    assert_eq!(started, 2, "fetched again, not reused");
+    assert!(
+        !records
+            .iter()
+            .any(|r| r["type"] == "step_reused" && r["step"] == "backup")
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), body);
+}

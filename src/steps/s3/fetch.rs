@@ -99,6 +99,7 @@ impl StepKind for S3Fetch {
     concurrency: 4
     part_size: 8MiB
 "#;
+    const STILL_HOLDS: Option<crate::steps::StillHolds> = Some(file_still_holds);
     const OUTPUTS: &'static [OutputDoc] = &[
         output("path", "Local path of the downloaded file."),
         output("bucket", "Bucket the object came from."),
@@ -371,4 +372,38 @@ fn backup_evidence(outputs: &Outputs) -> BackupEvidence {
         age: text("age"),
         details: outputs.clone(),
     }
+}
+
+/// A fetched file is reused on resume only if it is still there with the size and sha256
+/// it had (a pod's emptyDir may have gone with the pod).
+fn file_still_holds(outputs: &Outputs) -> Result<(), String> {
+    use sha2::Digest;
+    let Some(path) = outputs.get("path").and_then(|v| v.as_str()) else {
+        // Streamed into a consumer: nothing on disk to check.
+        return Ok(());
+    };
+    let meta = std::fs::metadata(path).map_err(|e| format!("{path}: {e}"))?;
+    if let Some(size) = outputs.get("size").and_then(serde_json::Value::as_u64)
+        && meta.len() != size
+    {
+        return Err(format!("{path} is {} bytes, was {size}", meta.len()));
+    }
+    if let Some(want) = outputs.get("sha256").and_then(|v| v.as_str()) {
+        let mut file = std::fs::File::open(path).map_err(|e| format!("{path}: {e}"))?;
+        let mut hasher = sha2::Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = std::io::Read::read(&mut file, &mut buf)
+                .map_err(|e| format!("reading {path}: {e}"))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        let got = hex::encode(hasher.finalize());
+        if got != want {
+            return Err(format!("{path} changed: sha256 {got}, was {want}"));
+        }
+    }
+    Ok(())
 }
