@@ -116,6 +116,7 @@ pub(crate) fn parse_url(text: &str) -> Result<Conn, Failure> {
         database: decode(url.path().trim_start_matches('/')),
         params: Vec::new(),
         origins: Vec::new(),
+        app_name: None,
     };
     for (k, v) in url.query_pairs() {
         match k.as_ref() {

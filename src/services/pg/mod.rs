@@ -59,6 +59,9 @@ pub(crate) struct Conn {
     pub database: String,
     /// Extra libpq parameters from the URL query (`sslmode`, ...), passed as PG* variables.
     pub params: Vec<(String, String)>,
+    /// The `application_name` the server shows for our sessions (default `drrun`); a
+    /// step's own (`drrun/RUN/STEP`) lets it find its statements after a cancel.
+    pub app_name: Option<String>,
     /// Where values that are not the playbook's came from (`host from PGHOST`), never
     /// the password itself.
     pub origins: Vec<String>,
@@ -249,7 +252,7 @@ impl Conn {
             cmd.env("PGPASSWORD", pw);
         }
         cmd.env("PGDATABASE", &self.database);
-        cmd.env("PGAPPNAME", "drrun");
+        cmd.env("PGAPPNAME", self.app_name.as_deref().unwrap_or("drrun"));
         cmd.env("PGCONNECT_TIMEOUT", "10");
         for (k, v) in &self.params {
             if let Some(var) = libpq_env(k) {
@@ -320,6 +323,50 @@ pub(crate) async fn psql(
         ));
     }
     Ok(out.stdout_text())
+}
+
+/// After a cancelled client: makes sure no statement of the sessions named `app_name` is
+/// still running on the server. Those that are get `pg_cancel_backend`; then it waits up
+/// to `wait` for them to end. `Ok(n)`: confirmed, `n` needed a cancel of their own;
+/// `Err(why)`: not confirmed.
+pub(crate) async fn confirm_cancelled(
+    conn: &Conn,
+    bin: Option<&str>,
+    app_name: &str,
+    wait: std::time::Duration,
+) -> Result<usize, String> {
+    let check = Conn {
+        app_name: Some("drrun-cancel-check".into()),
+        ..conn.clone()
+    };
+    // The step's own token is cancelled already: this check has its own.
+    let cancel = CancellationToken::new();
+    let active = format!(
+        "FROM pg_stat_activity WHERE application_name = {} AND state NOT IN ('idle') \
+         AND pid <> pg_backend_pid()",
+        literal(app_name)
+    );
+    let count = |sql: String| {
+        let (check, cancel) = (&check, &cancel);
+        async move {
+            psql(check, bin, &sql, cancel, false)
+                .await
+                .map_err(|e| e.message)
+                .map(|out| out.trim().parse::<usize>().unwrap_or(0))
+        }
+    };
+    let cancelled = count(format!("SELECT count(pg_cancel_backend(pid)) {active}")).await?;
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        let left = count(format!("SELECT count(*) {active}")).await?;
+        if left == 0 {
+            return Ok(cancelled);
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(format!("{left} statement(s) still active on the server"));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 /// Major version of a `pg_restore --version` or "Dumped by pg_dump version: 15.4" text,

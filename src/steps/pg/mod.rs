@@ -19,3 +19,44 @@ fn touch(conn: &Conn) -> Touch {
         fields: &["url", "host", "port", "database"],
     }
 }
+
+/// The `application_name` of a step's sessions: `drrun/RUN/STEP`, at most the 63 bytes
+/// the server keeps, so it can be found again.
+fn app_name(ctx: &crate::steps::StepCtx) -> String {
+    let mut name = format!("drrun/{}/{}", ctx.run_id, ctx.step_id);
+    while name.len() > 63 {
+        name.pop();
+    }
+    name
+}
+
+/// Connects as the step: `conn` with the step's `application_name`.
+fn as_step(conn: &Conn, ctx: &crate::steps::StepCtx) -> Conn {
+    Conn {
+        app_name: Some(app_name(ctx)),
+        ..conn.clone()
+    }
+}
+
+/// Passes `result` on; when the step was cancelled, first says whether the server
+/// confirms that none of its statements still runs (a client that died may leave one
+/// running, and committing).
+async fn confirm_if_cancelled<T>(
+    ctx: &crate::steps::StepCtx,
+    conn: &Conn,
+    bin: Option<&str>,
+    result: Result<T, crate::outcome::Failure>,
+) -> Result<T, crate::outcome::Failure> {
+    if result.is_err() && ctx.cancel.is_cancelled() {
+        let name = app_name(ctx);
+        let wait = std::time::Duration::from_secs(5);
+        match crate::services::pg::confirm_cancelled(conn, bin, &name, wait).await {
+            Ok(0) => ctx.note("cancel confirmed: no statement of this step runs on the server"),
+            Ok(n) => ctx.note(format!(
+                "cancel confirmed: {n} statement(s) of this step needed pg_cancel_backend, none runs now"
+            )),
+            Err(why) => ctx.note(format!("cancel NOT confirmed: {why}")),
+        }
+    }
+    result
+}

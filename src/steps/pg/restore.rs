@@ -203,7 +203,7 @@ impl StepKind for PgRestore {
 }
 
 async fn restore(cfg: &PgRestore, ctx: &StepCtx) -> Result<Outputs, Failure> {
-    let conn = Conn::from_settings(&cfg.connection)?;
+    let conn = super::as_step(&Conn::from_settings(&cfg.connection)?, ctx);
     ctx.guards
         .check_pg(&conn.host_for_guard(), &conn.database)?;
     let maintenance = match &cfg.maintenance_url {
@@ -268,7 +268,8 @@ async fn restore(cfg: &PgRestore, ctx: &StepCtx) -> Result<Outputs, Failure> {
         let jobs = cfg.jobs.filter(|_| jobs_allowed);
         let mut cmd = pg_restore_command(cfg, &conn, jobs);
         cmd.arg(&path);
-        run_client(cmd, "pg_restore", None, &ctx.cancel).await?
+        let ran = run_client(cmd, "pg_restore", None, &ctx.cancel).await;
+        super::confirm_if_cancelled(ctx, &maintenance, cfg.pg_bin.as_deref(), ran).await?
     } else {
         let mut cmd = conn.command(cfg.pg_bin.as_deref(), "psql");
         cmd.args(["-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=0"]);
@@ -295,7 +296,8 @@ async fn restore(cfg: &PgRestore, ctx: &StepCtx) -> Result<Outputs, Failure> {
             cmd.arg("-f").arg(&path);
             None
         };
-        run_client(cmd, "psql", input, &ctx.cancel).await?
+        let ran = run_client(cmd, "psql", input, &ctx.cancel).await;
+        super::confirm_if_cancelled(ctx, &maintenance, cfg.pg_bin.as_deref(), ran).await?
     };
 
     finish_restore(cfg, ctx, &conn, &out, format.as_str(), "file", started).await

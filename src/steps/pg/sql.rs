@@ -172,7 +172,7 @@ impl StepKind for PgSql {
     }
 
     async fn run(&self, ctx: &StepCtx) -> Result<Outputs, Failure> {
-        let conn = Conn::from_settings(&self.connection)?;
+        let conn = super::as_step(&Conn::from_settings(&self.connection)?, ctx);
         ctx.guards
             .check_pg(&conn.host_for_guard(), &conn.database)?;
         let sql = match (&self.sql, &self.file) {
@@ -198,7 +198,8 @@ impl StepKind for PgSql {
             "-f",
             "-",
         ]);
-        let out = run_client(cmd, "psql", Some(sql.into_bytes()), &ctx.cancel).await?;
+        let ran = run_client(cmd, "psql", Some(sql.into_bytes()), &ctx.cancel).await;
+        let out = super::confirm_if_cancelled(ctx, &conn, self.pg_bin.as_deref(), ran).await?;
         if out.code() != Some(0) {
             let stderr = out.stderr_text();
             if let Some(e) = connection_error(&conn, &stderr) {
