@@ -130,6 +130,10 @@ impl FailureClass {
 pub(crate) struct Failure {
     pub(crate) class: FailureClass,
     pub(crate) message: String,
+    /// What the step leaves behind in the world when it stops here (a dropped and
+    /// partly restored database): said in the report also when it was cancelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) left: Option<String>,
 }
 
 impl Failure {
@@ -137,7 +141,17 @@ impl Failure {
         Self {
             class,
             message: message.into(),
+            left: None,
         }
+    }
+
+    /// Says what the step leaves behind, in the failure's message too.
+    #[must_use]
+    pub(crate) fn leaving(mut self, left: impl Into<String>) -> Self {
+        let left = left.into();
+        self.message = format!("{}; {left}", self.message);
+        self.left = Some(left);
+        self
     }
 
     /// Bad configuration or input that another attempt cannot fix.

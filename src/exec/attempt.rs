@@ -34,6 +34,8 @@ pub(super) enum TaskOutcome {
     Cancelled {
         attempts: u32,
         duration: Duration,
+        /// What the step said it leaves behind as it stopped.
+        left: Option<String>,
     },
 }
 
@@ -89,8 +91,12 @@ impl Attempt {
                     Err(Failure::new(FailureClass::Timeout, format!("step timed out after {}", HumanDuration(self.timeout))))
                 }
                 () = cancel.cancelled() => {
-                    let _ = tokio::time::timeout(CLEANUP_GRACE, &mut fut).await;
-                    return TaskOutcome::Cancelled { attempts: attempt, duration: started.elapsed() };
+                    let stopped = tokio::time::timeout(CLEANUP_GRACE, &mut fut).await;
+                    let left = match stopped {
+                        Ok(Err(e)) => e.left.map(|l| self.redactor.redact(&l)),
+                        _ => None,
+                    };
+                    return TaskOutcome::Cancelled { attempts: attempt, duration: started.elapsed(), left };
                 }
             };
             match result {
@@ -108,10 +114,11 @@ impl Attempt {
                         fingerprint: self.fingerprint,
                     };
                 }
-                Err(_) if cancel.is_cancelled() => {
+                Err(e) if cancel.is_cancelled() => {
                     return TaskOutcome::Cancelled {
                         attempts: attempt,
                         duration: started.elapsed(),
+                        left: e.left.map(|l| self.redactor.redact(&l)),
                     };
                 }
                 Err(e) => {
@@ -143,7 +150,7 @@ impl Attempt {
                         });
                         tokio::select! {
                             () = tokio::time::sleep(delay) => {}
-                            () = cancel.cancelled() => return TaskOutcome::Cancelled { attempts: attempt, duration: started.elapsed() },
+                            () = cancel.cancelled() => return TaskOutcome::Cancelled { attempts: attempt, duration: started.elapsed(), left: None },
                         }
                         attempt += 1;
                         continue;

@@ -496,11 +496,16 @@ impl Engine {
                     reason: Some(error.message),
                 }
             }
-            TaskOutcome::Cancelled { attempts, duration } => {
+            TaskOutcome::Cancelled {
+                attempts,
+                duration,
+                left,
+            } => {
                 self.journal.append(&Record::StepCancelled {
                     step: id,
                     attempts,
                     duration_ms: ms(duration),
+                    left: left.clone(),
                     at: now(),
                 })?;
                 Status::Done {
@@ -508,7 +513,9 @@ impl Engine {
                     satisfied: false,
                     attempts,
                     duration,
-                    reason: Some("cancelled".into()),
+                    reason: Some(
+                        left.map_or_else(|| "cancelled".into(), |l| format!("cancelled; {l}")),
+                    ),
                 }
             }
         };

@@ -260,10 +260,12 @@ impl RunHistory {
                 step,
                 attempts,
                 duration_ms,
+                left,
                 at,
             } => {
                 let s = self.step(step, phase);
                 s.state = StepState::Cancelled;
+                s.reason = left.as_ref().map(|l| format!("cancelled; {l}"));
                 s.attempts = *attempts;
                 s.duration_ms = Some(*duration_ms);
                 s.finished_at = Some(at.clone());

@@ -102,6 +102,9 @@ pub(crate) enum Record {
         step: String,
         attempts: u32,
         duration_ms: u64,
+        /// What the step left behind as it stopped (a partly restored database).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        left: Option<String>,
         at: String,
     },
     Interrupted {

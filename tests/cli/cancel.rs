@@ -196,3 +196,72 @@ steps:
     assert!(inherits.contains("DRRUN_TEST_WANTED=y\n"), "{inherits}");
     assert!(!inherits.contains("tok-secret-value"), "{inherits}");
 }
+
+#[test]
+fn an_interrupted_restore_says_what_it_left_behind() {
+    let c = Cluster::start();
+    c.sql("postgres", "CREATE DATABASE dr");
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("daily.sql");
+    std::fs::write(
+        &archive,
+        "CREATE TABLE a (x int);\nINSERT INTO a VALUES (1);\nSELECT pg_sleep(60);\nCREATE TABLE b (x int);\n",
+    )
+    .unwrap();
+    let pb = dir.path().join("restore.yaml");
+    std::fs::write(
+        &pb,
+        format!(
+            r#"version: 1
+name: restore
+secrets: {{ db_url: {{ env: DRRUN_TEST_DB_URL }} }}
+steps:
+  restore:
+    kind: pg.restore
+    with: {{ archive: {archive}, url: "{{{{ secrets.db_url }}}}", recreate: true, pg_bin: {bin} }}
+"#,
+            archive = archive.display(),
+            bin = c.bin.display()
+        ),
+    )
+    .unwrap();
+    let child = spawn(dir.path(), &pb, &[("DRRUN_TEST_DB_URL", c.url("dr"))]);
+    let sleeping = || {
+        c.sql(
+            "postgres",
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(60)%' \
+             AND application_name LIKE 'drrun/%/restore'",
+        ) != "0"
+    };
+    assert!(
+        wait_for(Duration::from_secs(30), sleeping),
+        "the restore never got to the sleep"
+    );
+    signal(&child, libc::SIGINT);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("restore: cancel confirmed"), "{stderr}");
+    let records = journal(&dir.path().join("state"));
+    let cancelled = records
+        .iter()
+        .find(|r| r["type"] == "step_cancelled")
+        .expect("the restore is recorded cancelled");
+    let left = cancelled["left"].as_str().unwrap_or_default();
+    assert!(
+        left.contains("the DR database `dr` was dropped and recreated: it holds a partial restore"),
+        "{cancelled}"
+    );
+    // The report says it too.
+    let report = crate::support::run_cmd(
+        drrun()
+            .args(["report", "--format", "json", "--state-dir"])
+            .arg(dir.path().join("state")),
+    );
+    assert!(
+        report.stdout.contains("holds a partial restore"),
+        "{}",
+        report.stdout
+    );
+    assert!(!sleeping(), "the restore's statement still runs");
+}

@@ -262,45 +262,64 @@ async fn restore(cfg: &PgRestore, ctx: &StepCtx) -> Result<Outputs, Failure> {
     }
 
     prepare_target(cfg, ctx, &conn, &maintenance).await?;
-
-    let jobs_allowed = matches!(format, Format::Custom | Format::Directory);
-    let out = if format.uses_pg_restore() {
-        let jobs = cfg.jobs.filter(|_| jobs_allowed);
-        let mut cmd = pg_restore_command(cfg, &conn, jobs);
-        cmd.arg(&path);
-        let ran = run_client(cmd, "pg_restore", None, &ctx.cancel).await;
-        super::confirm_if_cancelled(ctx, &maintenance, cfg.pg_bin.as_deref(), ran).await?
-    } else {
-        let mut cmd = conn.command(cfg.pg_bin.as_deref(), "psql");
-        cmd.args(["-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=0"]);
-        if cfg.single_transaction {
-            cmd.arg("--single-transaction");
-        }
-        cmd.args(&cfg.extra_args);
-        let input = if format == Format::PlainGzip {
-            use std::io::Read;
-            let file = std::fs::File::open(&path)
-                .map_err(|e| Failure::config(format!("cannot open {}: {e}", path.display())))?;
-            let mut sql = Vec::new();
-            flate2::read::MultiGzDecoder::new(file)
-                .read_to_end(&mut sql)
-                .map_err(|e| {
-                    Failure::new(
-                        FailureClass::Assertion,
-                        format!("archive {} is not valid gzip: {e}", path.display()),
-                    )
-                })?;
-            cmd.args(["-f", "-"]);
-            Some(sql)
+    // From here on the target holds whatever the restore got to: say so if it stops.
+    let restored = async {
+        let jobs_allowed = matches!(format, Format::Custom | Format::Directory);
+        let out = if format.uses_pg_restore() {
+            let jobs = cfg.jobs.filter(|_| jobs_allowed);
+            let mut cmd = pg_restore_command(cfg, &conn, jobs);
+            cmd.arg(&path);
+            let ran = run_client(cmd, "pg_restore", None, &ctx.cancel).await;
+            super::confirm_if_cancelled(ctx, &maintenance, cfg.pg_bin.as_deref(), ran).await?
         } else {
-            cmd.arg("-f").arg(&path);
-            None
+            let mut cmd = conn.command(cfg.pg_bin.as_deref(), "psql");
+            cmd.args(["-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=0"]);
+            if cfg.single_transaction {
+                cmd.arg("--single-transaction");
+            }
+            cmd.args(&cfg.extra_args);
+            let input = if format == Format::PlainGzip {
+                use std::io::Read;
+                let file = std::fs::File::open(&path)
+                    .map_err(|e| Failure::config(format!("cannot open {}: {e}", path.display())))?;
+                let mut sql = Vec::new();
+                flate2::read::MultiGzDecoder::new(file)
+                    .read_to_end(&mut sql)
+                    .map_err(|e| {
+                        Failure::new(
+                            FailureClass::Assertion,
+                            format!("archive {} is not valid gzip: {e}", path.display()),
+                        )
+                    })?;
+                cmd.args(["-f", "-"]);
+                Some(sql)
+            } else {
+                cmd.arg("-f").arg(&path);
+                None
+            };
+            let ran = run_client(cmd, "psql", input, &ctx.cancel).await;
+            super::confirm_if_cancelled(ctx, &maintenance, cfg.pg_bin.as_deref(), ran).await?
         };
-        let ran = run_client(cmd, "psql", input, &ctx.cancel).await;
-        super::confirm_if_cancelled(ctx, &maintenance, cfg.pg_bin.as_deref(), ran).await?
-    };
 
-    finish_restore(cfg, ctx, &conn, &out, format.as_str(), "file", started).await
+        finish_restore(cfg, ctx, &conn, &out, format.as_str(), "file", started).await
+    }
+    .await;
+    restored.map_err(|e| e.leaving(left_behind(cfg, &conn)))
+}
+
+/// What a restore that stopped after preparing its target leaves there.
+fn left_behind(cfg: &PgRestore, conn: &Conn) -> String {
+    if cfg.recreate {
+        format!(
+            "the DR database `{}` was dropped and recreated: it holds a partial restore, not the backup",
+            conn.database
+        )
+    } else {
+        format!(
+            "the DR database `{}` may hold part of this restore on top of what it had",
+            conn.database
+        )
+    }
 }
 
 /// Read-only preview: the target (exists? how big?), what would happen to it, and the
