@@ -721,3 +721,63 @@ steps:
         out.stdout
     );
 }
+
+#[test]
+fn restore_into_temporary_keeps_the_previous_dr_database_until_the_restore_passed() {
+    let c = Cluster::start();
+    c.sql("postgres", "CREATE DATABASE dr");
+    c.sql(
+        "dr",
+        "CREATE TABLE previous (x int); INSERT INTO previous VALUES (42)",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.sql");
+    std::fs::write(
+        &bad,
+        "CREATE TABLE fresh (x int);\nINSERT INTO nowhere VALUES (1);\n",
+    )
+    .unwrap();
+    let good = dir.path().join("good.sql");
+    std::fs::write(
+        &good,
+        "CREATE TABLE fresh (x int);\nINSERT INTO fresh VALUES (7);\n",
+    )
+    .unwrap();
+    let step = |archive: &Path| {
+        format!(
+            "steps:\n  restore:\n    kind: pg.restore\n    with: {{ archive: {}, url: \"{{{{ secrets.db_url }}}}\", pg_bin: \"{{{{ vars.pg_bin }}}}\", restore_into: temporary }}\n",
+            archive.display()
+        )
+    };
+    let databases = || {
+        c.sql("postgres", "SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database WHERE datname LIKE 'dr%'")
+    };
+
+    // A restore that fails its checks leaves the previous DR database as it was.
+    let pb = playbook(dir.path(), &c, &step(&bad));
+    let out = run_playbook(dir.path(), &c.url("dr"), &pb);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(
+            "the DR database `dr` is as it was; the partial restore is in `dr_drrun_new`"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(c.sql("dr", "SELECT x FROM previous"), "42");
+    assert_eq!(databases(), "dr,dr_drrun_new");
+
+    // One that passes replaces it, and nothing else is left.
+    let pb = playbook(dir.path(), &c, &step(&good));
+    let out = run_playbook(dir.path(), &c.url("dr"), &pb);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(c.sql("dr", "SELECT x FROM fresh"), "7");
+    assert_eq!(
+        c.sql(
+            "dr",
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'previous'"
+        ),
+        "0"
+    );
+    assert_eq!(databases(), "dr");
+}

@@ -3,6 +3,7 @@
 mod archive;
 mod restore;
 mod sql;
+mod stream;
 mod target;
 
 pub(crate) use restore::PgRestore;

@@ -7,19 +7,21 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::archive::{Format, detect_format, restore_errors, toc_summary};
-use super::target::{PreSqlAs, prepare_target};
+use super::target::{
+    PreSqlAs, RestoreInto, left_behind, prepare_target, swap_into_place, temporary_name,
+};
 use crate::outcome::{Failure, FailureClass, Outputs};
 use crate::services::pg::{
     Conn, PgConnection, clean, connection_error, list_archive, literal, local_version,
     major_version, parse_url, psql, run_client,
 };
-use crate::services::s3::{S3Access, open_object};
+use crate::services::s3::S3Access;
 use crate::steps::guard::Touch;
 use crate::steps::{
     ConfigIssue, Effect, OutputDoc, Preview, PreviewCtx, StepCtx, StepKind, output,
 };
 use crate::util::OneOrMany;
-use crate::util::process::{Finished, Stdin};
+use crate::util::process::Finished;
 
 /// Restores a `pg_dump` archive (custom, directory, tar, plain SQL or gzip'd SQL,
 /// detected from the file's header) into a database, optionally recreating it first.
@@ -95,6 +97,12 @@ pub(crate) struct PgRestore {
     /// (default true; costs one extra read of the archive).
     #[serde(default = "yes")]
     pub verify_archive: bool,
+    /// Where the restore goes: `target` (default: straight into the database of `url`)
+    /// or `temporary` (into a new `<database>_drrun_new`, renamed over the target only
+    /// once the restore has passed its checks, so an interrupted or failed drill leaves
+    /// the previous DR database intact).
+    #[serde(default)]
+    pub restore_into: RestoreInto,
 }
 
 fn yes() -> bool {
@@ -212,9 +220,36 @@ async fn restore(cfg: &PgRestore, ctx: &StepCtx) -> Result<Outputs, Failure> {
     };
     ctx.guards
         .check_pg(&maintenance.host_for_guard(), &conn.database)?;
-    if cfg.archive.starts_with("s3://") {
-        return restore_streamed(cfg, ctx, &conn, &maintenance).await;
+    let into = match cfg.restore_into {
+        RestoreInto::Target => conn.clone(),
+        RestoreInto::Temporary => {
+            let into = conn.with_database(&temporary_name(&conn.database, "_drrun_new"));
+            ctx.guards
+                .check_pg(&into.host_for_guard(), &into.database)?;
+            into
+        }
+    };
+    let outputs = if cfg.archive.starts_with("s3://") {
+        super::stream::restore_streamed(cfg, ctx, &into, &maintenance, &conn.database).await?
+    } else {
+        restore_file(cfg, ctx, &into, &maintenance, &conn.database).await?
+    };
+    if into.database != conn.database {
+        swap_into_place(cfg, ctx, &maintenance, &into.database, &conn.database).await?;
     }
+    Ok(outputs)
+}
+
+/// Restores a local archive into `conn`'s database (the target, or its temporary).
+async fn restore_file(
+    cfg: &PgRestore,
+    ctx: &StepCtx,
+    conn: &Conn,
+    maintenance: &Conn,
+    target: &str,
+) -> Result<Outputs, Failure> {
+    let conn = conn.clone();
+    let maintenance = maintenance.clone();
     let path = ctx.resolve_path(&cfg.archive);
     let format = detect_format(&path)?;
     let started = Instant::now();
@@ -261,7 +296,7 @@ async fn restore(cfg: &PgRestore, ctx: &StepCtx) -> Result<Outputs, Failure> {
         }
     }
 
-    prepare_target(cfg, ctx, &conn, &maintenance).await?;
+    prepare_target(cfg, ctx, &conn, &maintenance, target).await?;
     // From here on the target holds whatever the restore got to: say so if it stops.
     let restored = async {
         let jobs_allowed = matches!(format, Format::Custom | Format::Directory);
@@ -304,22 +339,7 @@ async fn restore(cfg: &PgRestore, ctx: &StepCtx) -> Result<Outputs, Failure> {
         finish_restore(cfg, ctx, &conn, &out, format.as_str(), "file", started).await
     }
     .await;
-    restored.map_err(|e| e.leaving(left_behind(cfg, &conn)))
-}
-
-/// What a restore that stopped after preparing its target leaves there.
-fn left_behind(cfg: &PgRestore, conn: &Conn) -> String {
-    if cfg.recreate {
-        format!(
-            "the DR database `{}` was dropped and recreated: it holds a partial restore, not the backup",
-            conn.database
-        )
-    } else {
-        format!(
-            "the DR database `{}` may hold part of this restore on top of what it had",
-            conn.database
-        )
-    }
+    restored.map_err(|e| e.leaving(left_behind(cfg, &conn.database, target)))
 }
 
 /// Read-only preview: the target (exists? how big?), what would happen to it, and the
@@ -410,7 +430,11 @@ async fn preview(cfg: &PgRestore, ctx: &PreviewCtx) -> Preview {
 
 /// `pg_restore` into `conn`'s database with the playbook's options; the archive (or
 /// standard input) is added by the caller.
-fn pg_restore_command(cfg: &PgRestore, conn: &Conn, jobs: Option<u32>) -> tokio::process::Command {
+pub(super) fn pg_restore_command(
+    cfg: &PgRestore,
+    conn: &Conn,
+    jobs: Option<u32>,
+) -> tokio::process::Command {
     let mut cmd = conn.command(cfg.pg_bin.as_deref(), "pg_restore");
     cmd.args(["--no-password", "-d", &conn.database]);
     if cfg.no_owner {
@@ -444,7 +468,7 @@ fn pg_restore_command(cfg: &PgRestore, conn: &Conn, jobs: Option<u32>) -> tokio:
 }
 
 /// Judges the restore's errors, analyzes, and gathers the outputs.
-async fn finish_restore(
+pub(super) async fn finish_restore(
     cfg: &PgRestore,
     ctx: &StepCtx,
     conn: &Conn,
@@ -532,56 +556,4 @@ async fn finish_restore(
     outputs.insert("size_bytes".into(), stats["size_bytes"].clone());
     outputs.insert("largest_tables".into(), stats["largest_tables"].clone());
     Ok(outputs)
-}
-
-/// Restores an `s3://` custom-format archive by streaming the object into `pg_restore`'s
-/// standard input: no temporary file, and no parallel jobs (those need a seekable file).
-async fn restore_streamed(
-    cfg: &PgRestore,
-    ctx: &StepCtx,
-    conn: &Conn,
-    maintenance: &Conn,
-) -> Result<Outputs, Failure> {
-    let access = cfg.s3.clone().unwrap_or_default();
-    // Peek at the header first, so a wrong format fails before anything is dropped. The
-    // bytes read are put back in front of the same stream: one GET, nothing buffered.
-    let (mut stream, size) = open_object(&access, &cfg.archive).await?;
-    let mut first = [0u8; 5];
-    tokio::io::AsyncReadExt::read_exact(&mut stream, &mut first)
-        .await
-        .map_err(|e| {
-            Failure::new(
-                FailureClass::Connection,
-                format!("reading {}: {e}", cfg.archive),
-            )
-        })?;
-    if &first != b"PGDMP" {
-        return Err(Failure::config(format!(
-            "{} is not a custom-format (pg_dump -Fc) archive; only those can be streamed: fetch it with s3.fetch first",
-            cfg.archive
-        )));
-    }
-    let stream = tokio::io::AsyncReadExt::chain(std::io::Cursor::new(first), stream);
-    let note = if cfg.jobs.is_some_and(|j| j > 1) {
-        " (`jobs` ignored: parallel restore needs a file)"
-    } else {
-        ""
-    };
-    ctx.note(format!(
-        "streaming {} into pg_restore{note}; archive verification is skipped in this mode",
-        cfg.archive
-    ));
-    let started = Instant::now();
-    prepare_target(cfg, ctx, conn, maintenance).await?;
-    let cmd = pg_restore_command(cfg, conn, None);
-    let progress_ctx = ctx.clone();
-    let progress = Box::new(move |done: u64| progress_ctx.progress(done, Some(size)));
-    let out = run_client(
-        cmd,
-        "pg_restore",
-        Stdin::Stream(Box::new(stream), progress),
-        &ctx.cancel,
-    )
-    .await?;
-    finish_restore(cfg, ctx, conn, &out, "custom", "stream", started).await
 }

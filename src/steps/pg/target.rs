@@ -20,16 +20,42 @@ pub(crate) enum PreSqlAs {
     Target,
 }
 
-/// Recreates the target when asked, then runs `pre_sql` in it.
+/// Where a restore goes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RestoreInto {
+    /// Straight into the target database.
+    #[default]
+    Target,
+    /// Into a temporary database that replaces the target once the restore passed.
+    Temporary,
+}
+
+/// What a restore that stopped after preparing its database (`into`) leaves there.
+pub(super) fn left_behind(cfg: &PgRestore, into: &str, target: &str) -> String {
+    if into != target {
+        format!("the DR database `{target}` is as it was; the partial restore is in `{into}`")
+    } else if cfg.recreate {
+        format!(
+            "the DR database `{target}` was dropped and recreated: it holds a partial restore, not the backup"
+        )
+    } else {
+        format!("the DR database `{target}` may hold part of this restore on top of what it had")
+    }
+}
+
+/// Recreates the database the restore goes into (`conn`'s) when asked or when it is a
+/// temporary one, with the owner `owner_of` has, then runs `pre_sql` in it.
 pub(super) async fn prepare_target(
     cfg: &PgRestore,
     ctx: &StepCtx,
     conn: &Conn,
     maintenance: &Conn,
+    owner_of: &str,
 ) -> Result<(), Failure> {
     let bin = cfg.pg_bin.as_deref();
     let db = &conn.database;
-    if cfg.recreate {
+    if cfg.recreate || db != owner_of {
         // Managed PostgreSQL splits the roles: an admin that is not a superuser recreates
         // the database, the application's role restores into it. The database keeps its
         // owner (the setting, else its owner now, else the restore's user), so the
@@ -39,7 +65,7 @@ pub(super) async fn prepare_target(
             bin,
             &format!(
                 "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = {}",
-                literal(db)
+                literal(owner_of)
             ),
             &ctx.cancel,
             true,
@@ -97,5 +123,66 @@ pub(super) async fn prepare_target(
         psql(&pre_sql_conn, bin, sql, &ctx.cancel, false).await?;
     }
 
+    Ok(())
+}
+
+/// Where a `restore_into: temporary` restore goes before it replaces the target.
+pub(super) fn temporary_name(db: &str, suffix: &str) -> String {
+    let mut name = db.to_string();
+    while name.len() + suffix.len() > 63 {
+        name.pop();
+    }
+    name + suffix
+}
+
+/// Puts the restored temporary database in the target's place: the old target is
+/// renamed away and dropped only once the new one holds its name.
+pub(super) async fn swap_into_place(
+    cfg: &PgRestore,
+    ctx: &StepCtx,
+    maintenance: &Conn,
+    temporary: &str,
+    target: &str,
+) -> Result<(), Failure> {
+    let bin = cfg.pg_bin.as_deref();
+    let old = temporary_name(target, "_drrun_old");
+    let exists = !psql(
+        maintenance,
+        bin,
+        &format!(
+            "SELECT 1 FROM pg_database WHERE datname = {}",
+            literal(target)
+        ),
+        &ctx.cancel,
+        true,
+    )
+    .await?
+    .trim()
+    .is_empty();
+    let terminate = format!(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname IN ({}, {}) AND pid <> pg_backend_pid();",
+        literal(target),
+        literal(&old)
+    );
+    let mut sql = format!("{terminate}\nDROP DATABASE IF EXISTS {};\n", ident(&old));
+    if exists {
+        sql.push_str(&format!(
+            "{terminate}\nALTER DATABASE {} RENAME TO {};\n",
+            ident(target),
+            ident(&old)
+        ));
+    }
+    sql.push_str(&format!(
+        "ALTER DATABASE {} RENAME TO {};\n",
+        ident(temporary),
+        ident(target)
+    ));
+    if exists {
+        sql.push_str(&format!("DROP DATABASE {};\n", ident(&old)));
+    }
+    psql(maintenance, bin, &sql, &ctx.cancel, false).await?;
+    ctx.note(format!(
+        "the restore passed its checks: {temporary} is now {target}"
+    ));
     Ok(())
 }
