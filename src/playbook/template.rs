@@ -58,6 +58,7 @@ impl Templates {
     pub(crate) fn new() -> Self {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.add_filter("userinfo", userinfo);
         Self { env }
     }
 
@@ -211,6 +212,15 @@ pub(crate) fn walk_strings<'a>(value: &'a Json, path: String, f: &mut dyn FnMut(
         }
         _ => {}
     }
+}
+
+/// `{{ secrets.pw | userinfo }}`: a value encoded for a URL's user or password part.
+/// minijinja's `urlencode` leaves `/` (and `:`, `@` in some forms) as they are, which
+/// breaks `postgresql://app:{{ pw }}@host/db` for a password holding them.
+fn userinfo(value: &str) -> String {
+    url::form_urlencoded::byte_serialize(value.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
 }
 
 fn strip_braces(expr: &str) -> &str {
@@ -393,5 +403,21 @@ mod tests {
         assert_eq!(done["form"]["password"], pw, "never parsed again");
         assert_eq!(done["form"]["token"], "{{tok}}");
         assert_eq!(done["form"]["both"], format!("{pw}/{{{{tok}}}}"));
+    }
+
+    #[test]
+    fn userinfo_encodes_what_a_url_user_or_password_cannot_hold() {
+        let t = Templates::new();
+        let c = to_value(json!({ "pw": "p/w:@ #%é+" }));
+        let url = t
+            .render_str("postgresql://app:{{ pw | userinfo }}@db/x", &c)
+            .unwrap();
+        assert_eq!(
+            url,
+            json!("postgresql://app:p%2Fw%3A%40%20%23%25%C3%A9%2B@db/x")
+        );
+        let parsed = url::Url::parse(url.as_str().unwrap()).unwrap();
+        assert_eq!(parsed.host_str(), Some("db"));
+        assert_eq!(parsed.path(), "/x");
     }
 }
