@@ -265,3 +265,70 @@ steps:
     );
     assert!(!sleeping(), "the restore's statement still runs");
 }
+
+#[test]
+fn a_resume_ends_what_the_killed_attempt_left_on_the_server_before_running_again() {
+    let c = Cluster::start();
+    c.sql("postgres", "CREATE DATABASE dr");
+    c.sql("dr", "CREATE TABLE t (v int); INSERT INTO t VALUES (0)");
+    let dir = tempfile::tempdir().unwrap();
+    let pb = dir.path().join("slow.yaml");
+    let write = |sleep: u32| {
+        std::fs::write(
+            &pb,
+            format!(
+                r#"version: 1
+name: slow
+secrets: {{ db_url: {{ env: DRRUN_TEST_DB_URL }} }}
+steps:
+  slow:
+    kind: pg.sql
+    with:
+      url: "{{{{ secrets.db_url }}}}"
+      pg_bin: {bin}
+      sql: UPDATE t SET v = v + 1 FROM (SELECT pg_sleep({sleep})) s
+"#,
+                bin = c.bin.display()
+            ),
+        )
+        .unwrap();
+    };
+    write(60);
+    let env = [("DRRUN_TEST_DB_URL", c.url("dr"))];
+    let child = spawn(dir.path(), &pb, &env);
+    let active = || {
+        c.sql(
+            "postgres",
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'UPDATE t SET v = v + 1%' AND state = 'active'",
+        ) != "0"
+    };
+    assert!(
+        wait_for(Duration::from_secs(30), active),
+        "the UPDATE never started"
+    );
+    // drrun dies without a chance to cancel: psql dies with it, the statement runs on.
+    signal(&child, libc::SIGKILL);
+    let _ = child.wait_with_output();
+    assert!(
+        active(),
+        "the killed attempt's statement runs on the server"
+    );
+    write(0);
+    let out = crate::support::run_cmd(
+        drrun()
+            .current_dir(dir.path())
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .args(["resume", "--state-dir"])
+            .arg(dir.path().join("state")),
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("ended 1 session(s) an earlier attempt of this step left"),
+        "{}",
+        out.stderr
+    );
+    // The killed attempt was rolled back; only the resumed one counted.
+    assert_eq!(c.sql("dr", "SELECT v FROM t"), "1");
+    assert!(!active());
+}

@@ -335,15 +335,40 @@ pub(crate) async fn confirm_cancelled(
     app_name: &str,
     wait: std::time::Duration,
 ) -> Result<usize, String> {
+    end_sessions(conn, bin, app_name, false, wait).await
+}
+
+/// Before a step starts again (a resume after drrun was killed): ends every session a
+/// previous attempt left under the same `app_name` (a `pg_restore -j` worker busy with an
+/// index, a statement whose psql was killed), so the step never runs beside them.
+/// `Ok(n)`: `n` sessions were ended.
+pub(crate) async fn end_predecessors(
+    conn: &Conn,
+    bin: Option<&str>,
+    app_name: &str,
+    wait: std::time::Duration,
+) -> Result<usize, String> {
+    end_sessions(conn, bin, app_name, true, wait).await
+}
+
+/// Cancels the running statements (or, with `terminate`, ends the sessions) named
+/// `app_name`, then waits up to `wait` until none is left.
+async fn end_sessions(
+    conn: &Conn,
+    bin: Option<&str>,
+    app_name: &str,
+    terminate: bool,
+    wait: std::time::Duration,
+) -> Result<usize, String> {
     let check = Conn {
-        app_name: Some("drrun-cancel-check".into()),
+        app_name: Some("drrun-session-check".into()),
         ..conn.clone()
     };
-    // The step's own token is cancelled already: this check has its own.
+    // The step's own token may be cancelled already: this check has its own.
     let cancel = CancellationToken::new();
-    let active = format!(
-        "FROM pg_stat_activity WHERE application_name = {} AND state NOT IN ('idle') \
-         AND pid <> pg_backend_pid()",
+    let state = if terminate { "" } else { "AND state <> 'idle'" };
+    let sessions = format!(
+        "FROM pg_stat_activity WHERE application_name = {} {state} AND pid <> pg_backend_pid()",
         literal(app_name)
     );
     let count = |sql: String| {
@@ -355,15 +380,20 @@ pub(crate) async fn confirm_cancelled(
                 .map(|out| out.trim().parse::<usize>().unwrap_or(0))
         }
     };
-    let cancelled = count(format!("SELECT count(pg_cancel_backend(pid)) {active}")).await?;
+    let end = if terminate {
+        "pg_terminate_backend"
+    } else {
+        "pg_cancel_backend"
+    };
+    let ended = count(format!("SELECT count({end}(pid)) {sessions}")).await?;
     let deadline = std::time::Instant::now() + wait;
     loop {
-        let left = count(format!("SELECT count(*) {active}")).await?;
+        let left = count(format!("SELECT count(*) {sessions}")).await?;
         if left == 0 {
-            return Ok(cancelled);
+            return Ok(ended);
         }
         if std::time::Instant::now() >= deadline {
-            return Err(format!("{left} statement(s) still active on the server"));
+            return Err(format!("{left} session(s) still active on the server"));
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }

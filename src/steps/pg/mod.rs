@@ -39,6 +39,23 @@ fn as_step(conn: &Conn, ctx: &crate::steps::StepCtx) -> Conn {
     }
 }
 
+/// Ends what an earlier attempt of this step left running on the server (drrun was
+/// killed; the resume starts the step again): its sessions carry the same name.
+async fn end_predecessors(ctx: &crate::steps::StepCtx, conn: &Conn, bin: Option<&str>) {
+    let name = app_name(ctx);
+    let wait = std::time::Duration::from_secs(10);
+    match crate::services::pg::end_predecessors(conn, bin, &name, wait).await {
+        Ok(0) => {}
+        Ok(n) => ctx.note(format!(
+            "ended {n} session(s) an earlier attempt of this step left on the server"
+        )),
+        // The step's own connection will say what is wrong, if anything is.
+        Err(why) => ctx.note(format!(
+            "could not check for an earlier attempt's sessions: {why}"
+        )),
+    }
+}
+
 /// Passes `result` on; when the step was cancelled, first says whether the server
 /// confirms that none of its statements still runs (a client that died may leave one
 /// running, and committing).

@@ -220,6 +220,7 @@ async fn restore(cfg: &PgRestore, ctx: &StepCtx) -> Result<Outputs, Failure> {
     };
     ctx.guards
         .check_pg(&maintenance.host_for_guard(), &conn.database)?;
+    super::end_predecessors(ctx, &maintenance, cfg.pg_bin.as_deref()).await;
     let into = match cfg.restore_into {
         RestoreInto::Target => conn.clone(),
         RestoreInto::Temporary => {

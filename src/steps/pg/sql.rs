@@ -175,6 +175,7 @@ impl StepKind for PgSql {
         let conn = super::as_step(&Conn::from_settings(&self.connection)?, ctx);
         ctx.guards
             .check_pg(&conn.host_for_guard(), &conn.database)?;
+        super::end_predecessors(ctx, &conn, self.pg_bin.as_deref()).await;
         let sql = match (&self.sql, &self.file) {
             (Some(sql), _) => sql.clone(),
             (None, Some(file)) => {
