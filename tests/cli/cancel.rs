@@ -35,6 +35,13 @@ fn spawn(dir: &Path, pb: &Path, env: &[(&str, String)]) -> Child {
 
 #[test]
 fn a_cancelled_pg_sql_is_cancelled_on_the_server_and_never_commits() {
+    // Ctrl-C and a scheduler's stop alike.
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        cancelled_pg_sql(sig);
+    }
+}
+
+fn cancelled_pg_sql(sig: i32) {
     let c = Cluster::start();
     c.sql("postgres", "CREATE DATABASE dr");
     c.sql("dr", "CREATE TABLE t (v int); INSERT INTO t VALUES (0)");
@@ -70,10 +77,10 @@ steps:
         wait_for(Duration::from_secs(30), active),
         "the UPDATE never started"
     );
-    signal(&child, libc::SIGINT);
+    signal(&child, sig);
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert_eq!(out.status.code(), Some(130), "signal {sig}: {stderr}");
     // The step says whether the server confirmed it.
     assert!(stderr.contains("slow: cancel confirmed"), "{stderr}");
     // psql got SIGINT and cancelled the statement: it is gone long before its sleep ends.
