@@ -54,6 +54,7 @@ pub(super) struct Attempt {
     pub base_dir: PathBuf,
     pub guards: Arc<Guards>,
     pub deferred: Arc<Deferrals>,
+    pub earlier_attempt: bool,
 }
 
 impl Attempt {
@@ -72,6 +73,7 @@ impl Attempt {
                 guards: self.guards.clone(),
                 redactor: self.redactor.clone(),
                 deferred: self.deferred.clone(),
+                earlier_attempt: self.earlier_attempt,
             };
             // Test-only, and only in debug builds: make this step panic, to prove that a
             // panic fails its step alone and `finally` still runs.

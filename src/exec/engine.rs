@@ -59,6 +59,8 @@ pub(super) struct Engine {
     fail_fast: bool,
     /// Checkpoints from earlier sessions of this run: step -> (fingerprint, outputs).
     checkpoints: HashMap<String, (String, Outputs)>,
+    /// Steps an earlier session of this run left unfinished or cancelled.
+    cut_short: Vec<String>,
     status: Vec<Status>,
     outputs: IndexMap<String, Outputs>,
     /// Executed (not reused) in this session; its dependents may not reuse checkpoints.
@@ -91,6 +93,7 @@ impl Engine {
             jobs: opts.jobs.max(1),
             fail_fast: opts.fail_fast,
             checkpoints: session.checkpoints.clone(),
+            cut_short: session.cut_short.clone(),
             status: (0..n).map(|_| Status::Pending).collect(),
             outputs: IndexMap::new(),
             executed: vec![false; n],
@@ -395,6 +398,7 @@ impl Engine {
             work_dir: self.work_dir.clone(),
             base_dir: plan.base_dir.clone(),
             guards: self.guards.clone(),
+            earlier_attempt: self.cut_short.contains(&step.id),
             deferred: Arc::new(Deferrals::new(
                 real_ctx.clone(),
                 self.templates.deferred_paths(&step.with, &real_ctx),

@@ -8,7 +8,7 @@ use indexmap::IndexMap;
 
 use super::{EngineError, Resume, RunOptions};
 use crate::events::{Event, Reporter};
-use crate::outcome::{Outputs, RunStatus};
+use crate::outcome::{Outputs, RunStatus, StepState};
 use crate::plan::context::SecretValues;
 use crate::plan::{Plan, Unknown};
 use crate::playbook::template::Templates;
@@ -27,6 +27,9 @@ pub(super) struct Session {
     pub(super) journal: Arc<Journal>,
     /// Checkpoints from earlier sessions of this run: step -> (fingerprint, outputs).
     pub(super) checkpoints: HashMap<String, (String, Outputs)>,
+    /// Steps an earlier session started and never finished (it died) or cancelled: what
+    /// they ran may still be running somewhere.
+    pub(super) cut_short: Vec<String>,
     pub(super) started_at: String,
     pub(super) resumed: bool,
     pub(super) secrets: IndexMap<String, String>,
@@ -112,7 +115,7 @@ pub(super) fn open(
         return Err(EngineError::Refused(refused));
     }
 
-    let (run_id, journal, checkpoints, started_at, resumed) = match &opts.resume {
+    let (run_id, journal, checkpoints, cut_short, started_at, resumed) = match &opts.resume {
         Resume::No => {
             let run_id = new_run_id();
             let at = now();
@@ -138,7 +141,7 @@ pub(super) fn open(
                 steps: planned_steps(plan),
             };
             let journal = state.create_run(&run_id, &first)?;
-            (run_id, journal, HashMap::new(), at, false)
+            (run_id, journal, HashMap::new(), Vec::new(), at, false)
         }
         resume => {
             let summary = match resume {
@@ -170,10 +173,17 @@ pub(super) fn open(
                 .filter(|(_, s)| s.state.is_success())
                 .filter_map(|(id, s)| s.checkpoint.clone().map(|c| (id.clone(), c)))
                 .collect();
+            let cut_short = summary
+                .steps
+                .iter()
+                .filter(|(_, s)| matches!(s.state, StepState::Running | StepState::Cancelled))
+                .map(|(id, _)| id.clone())
+                .collect();
             (
                 summary.run_id.clone(),
                 journal,
                 checkpoints,
+                cut_short,
                 summary.started_at.clone(),
                 true,
             )
@@ -189,6 +199,7 @@ pub(super) fn open(
         run_id,
         journal: Arc::new(journal),
         checkpoints,
+        cut_short,
         started_at,
         resumed,
         secrets,

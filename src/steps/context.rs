@@ -28,6 +28,9 @@ pub(crate) struct StepCtx {
     pub redactor: Arc<Redactor>,
     /// Settings the kind renders itself (they read `captures`).
     pub deferred: Arc<Deferrals>,
+    /// An earlier session of this run started this step and died or was cancelled before
+    /// it finished: what it ran may still run (a statement on the server).
+    pub earlier_attempt: bool,
 }
 
 /// The settings a kind renders itself, because they read values only it knows (an

@@ -41,12 +41,9 @@ fn a_cancelled_pg_sql_is_cancelled_on_the_server_and_never_commits() {
     }
 }
 
-fn cancelled_pg_sql(sig: i32) {
-    let c = Cluster::start();
-    c.sql("postgres", "CREATE DATABASE dr");
-    c.sql("dr", "CREATE TABLE t (v int); INSERT INTO t VALUES (0)");
-    let dir = tempfile::tempdir().unwrap();
-    let pb = dir.path().join("slow.yaml");
+/// A cluster with `dr.t(v)` = 0, and a playbook whose one `pg.sql` step runs `sql`.
+fn slow_sql(dir: &Path, c: &Cluster, sql: &str) -> std::path::PathBuf {
+    let pb = dir.join("slow.yaml");
     std::fs::write(
         &pb,
         format!(
@@ -59,20 +56,43 @@ steps:
     with:
       url: "{{{{ secrets.db_url }}}}"
       pg_bin: {bin}
-      # One statement: it commits only when the 60 s sleep ends.
-      sql: UPDATE t SET v = 1 FROM (SELECT pg_sleep(60)) s
+      sql: {sql}
 "#,
             bin = c.bin.display()
         ),
     )
     .unwrap();
+    pb
+}
+
+fn dr_cluster() -> Cluster {
+    let c = Cluster::start();
+    c.sql("postgres", "CREATE DATABASE dr");
+    c.sql("dr", "CREATE TABLE t (v int); INSERT INTO t VALUES (0)");
+    c
+}
+
+/// Whether a statement starting with `prefix` is active on the server.
+fn active(c: &Cluster, prefix: &str) -> bool {
+    c.sql(
+        "postgres",
+        &format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '{prefix}%' AND state = 'active'"
+        ),
+    ) != "0"
+}
+
+fn cancelled_pg_sql(sig: i32) {
+    let c = dr_cluster();
+    let dir = tempfile::tempdir().unwrap();
+    // One statement: it commits only when the 60 s sleep ends.
+    let pb = slow_sql(
+        dir.path(),
+        &c,
+        "UPDATE t SET v = 1 FROM (SELECT pg_sleep(60)) s",
+    );
     let child = spawn(dir.path(), &pb, &[("DRRUN_TEST_DB_URL", c.url("dr"))]);
-    let active = || {
-        c.sql(
-            "postgres",
-            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'UPDATE t SET v = 1%' AND state = 'active'",
-        ) != "0"
-    };
+    let active = || active(&c, "UPDATE t SET v = 1");
     assert!(
         wait_for(Duration::from_secs(30), active),
         "the UPDATE never started"
@@ -275,40 +295,19 @@ steps:
 
 #[test]
 fn a_resume_ends_what_the_killed_attempt_left_on_the_server_before_running_again() {
-    let c = Cluster::start();
-    c.sql("postgres", "CREATE DATABASE dr");
-    c.sql("dr", "CREATE TABLE t (v int); INSERT INTO t VALUES (0)");
+    let c = dr_cluster();
     let dir = tempfile::tempdir().unwrap();
-    let pb = dir.path().join("slow.yaml");
     let write = |sleep: u32| {
-        std::fs::write(
-            &pb,
-            format!(
-                r#"version: 1
-name: slow
-secrets: {{ db_url: {{ env: DRRUN_TEST_DB_URL }} }}
-steps:
-  slow:
-    kind: pg.sql
-    with:
-      url: "{{{{ secrets.db_url }}}}"
-      pg_bin: {bin}
-      sql: UPDATE t SET v = v + 1 FROM (SELECT pg_sleep({sleep})) s
-"#,
-                bin = c.bin.display()
-            ),
+        slow_sql(
+            dir.path(),
+            &c,
+            &format!("UPDATE t SET v = v + 1 FROM (SELECT pg_sleep({sleep})) s"),
         )
-        .unwrap();
     };
-    write(60);
+    let pb = write(60);
     let env = [("DRRUN_TEST_DB_URL", c.url("dr"))];
     let child = spawn(dir.path(), &pb, &env);
-    let active = || {
-        c.sql(
-            "postgres",
-            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'UPDATE t SET v = v + 1%' AND state = 'active'",
-        ) != "0"
-    };
+    let active = || active(&c, "UPDATE t SET v = v + 1");
     assert!(
         wait_for(Duration::from_secs(30), active),
         "the UPDATE never started"

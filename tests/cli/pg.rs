@@ -560,6 +560,38 @@ steps:
         ),
         "1"
     );
+
+    // The same split with `restore_into: temporary`: the admin creates the temporary
+    // database for the app role, and renames it over the target, without superuser.
+    let text = std::fs::read_to_string(&pb).unwrap();
+    std::fs::write(
+        &pb,
+        text.replace("      recreate: true\n", "      restore_into: temporary\n"),
+    )
+    .unwrap();
+    let out = run_cmd(
+        drrun()
+            .current_dir(dir.path())
+            .env("APP_URL", as_role("drapp", "acme_dr"))
+            .env("ADMIN_URL", as_role("dradmin", "postgres"))
+            .arg(&pb)
+            .arg("--state-dir")
+            .arg(dir.path().join("state")),
+    );
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("acme_dr_drrun_new is now acme_dr"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(fingerprint(&c, "acme_dr"), expected);
+    assert_eq!(
+        c.sql(
+            "postgres",
+            "SELECT string_agg(datname || ':' || pg_get_userbyid(datdba), ',') FROM pg_database WHERE datname LIKE 'acme_dr%'"
+        ),
+        "acme_dr:drapp"
+    );
 }
 
 /// libpq's conventions work as they do for psql: the host, port, user and database from

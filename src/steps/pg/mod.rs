@@ -42,6 +42,10 @@ fn as_step(conn: &Conn, ctx: &crate::steps::StepCtx) -> Conn {
 /// Ends what an earlier attempt of this step left running on the server (drrun was
 /// killed; the resume starts the step again): its sessions carry the same name.
 async fn end_predecessors(ctx: &crate::steps::StepCtx, conn: &Conn, bin: Option<&str>) {
+    // Only a resumed step can have a predecessor: a fresh one pays nothing.
+    if !ctx.earlier_attempt {
+        return;
+    }
     let name = app_name(ctx);
     let wait = std::time::Duration::from_secs(10);
     match crate::services::pg::end_predecessors(conn, bin, &name, wait).await {

@@ -249,8 +249,6 @@ async fn restore_file(
     maintenance: &Conn,
     target: &str,
 ) -> Result<Outputs, Failure> {
-    let conn = conn.clone();
-    let maintenance = maintenance.clone();
     let path = ctx.resolve_path(&cfg.archive);
     let format = detect_format(&path)?;
     let started = Instant::now();
@@ -297,16 +295,16 @@ async fn restore_file(
         }
     }
 
-    prepare_target(cfg, ctx, &conn, &maintenance, target).await?;
+    prepare_target(cfg, ctx, conn, maintenance, target).await?;
     // From here on the target holds whatever the restore got to: say so if it stops.
     let restored = async {
         let jobs_allowed = matches!(format, Format::Custom | Format::Directory);
         let out = if format.uses_pg_restore() {
             let jobs = cfg.jobs.filter(|_| jobs_allowed);
-            let mut cmd = pg_restore_command(cfg, &conn, jobs);
+            let mut cmd = pg_restore_command(cfg, conn, jobs);
             cmd.arg(&path);
             let ran = run_client(cmd, "pg_restore", None, &ctx.cancel).await;
-            super::confirm_if_cancelled(ctx, &maintenance, cfg.pg_bin.as_deref(), ran).await?
+            super::confirm_if_cancelled(ctx, maintenance, cfg.pg_bin.as_deref(), ran).await?
         } else {
             let mut cmd = conn.command(cfg.pg_bin.as_deref(), "psql");
             cmd.args(["-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=0"]);
@@ -334,10 +332,10 @@ async fn restore_file(
                 None
             };
             let ran = run_client(cmd, "psql", input, &ctx.cancel).await;
-            super::confirm_if_cancelled(ctx, &maintenance, cfg.pg_bin.as_deref(), ran).await?
+            super::confirm_if_cancelled(ctx, maintenance, cfg.pg_bin.as_deref(), ran).await?
         };
 
-        finish_restore(cfg, ctx, &conn, &out, format.as_str(), "file", started).await
+        finish_restore(cfg, ctx, conn, &out, format.as_str(), "file", started).await
     }
     .await;
     restored.map_err(|e| e.leaving(left_behind(cfg, &conn.database, target)))
