@@ -4,10 +4,13 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// `0.1.0 (abc1234 2026-12-02)`: the release and the commit it was built from (build.rs).
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("DRRUN_COMMIT"), ")");
+
 #[derive(Debug, Parser)]
 #[command(
     name = "drrun",
-    version,
+    version = VERSION,
     about = "Run disaster-recovery drills from YAML playbooks."
 )]
 #[command(after_help = "`drrun PLAYBOOK` is short for `drrun run PLAYBOOK`.\n\
@@ -20,23 +23,78 @@ pub(crate) struct Cli {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Run a drill.
+    #[command(after_help = "Examples:\n  \
+        drrun playbooks/acme.yaml -e project=acme\n  \
+        drrun run playbooks/acme.yaml --vars-file acme.yaml --report out/ --output json\n  \
+        drrun run playbooks/acme.yaml --resume")]
     Run(RunArgs),
     /// Show what a drill would do, without changing anything (dry run).
+    #[command(after_help = "Examples:\n  \
+        drrun plan playbooks/acme.yaml -e project=acme      read-only checks against the services\n  \
+        drrun plan playbooks/acme.yaml --offline --verbose  the rendered plan, every setting")]
     Plan(PlanArgs),
     /// Check playbooks and report every problem found.
+    #[command(after_help = "Examples:\n  \
+        drrun validate playbooks/*.yaml\n  \
+        drrun validate playbooks/acme.yaml -e project=acme --output json")]
     Validate(ValidateArgs),
     /// Print the step dependency graph.
+    #[command(after_help = "Examples:\n  \
+        drrun graph playbooks/acme.yaml\n  \
+        drrun graph playbooks/acme.yaml --format dot | dot -Tsvg > drill.svg")]
     Graph(GraphArgs),
     /// Continue the newest unfinished run (or RUN_ID).
+    #[command(after_help = "Examples:\n  \
+        drrun resume                          the newest unfinished run under .drrun/\n  \
+        drrun resume -p playbooks/acme.yaml\n  \
+        drrun resume 20261202T031500Z-4f2a --state-dir /var/lib/drrun/acme")]
     Resume(ResumeArgs),
     /// Show runs and their steps.
+    #[command(after_help = "Examples:\n  \
+        drrun status                          every run in every state directory found here\n  \
+        drrun status -p playbooks/acme.yaml\n  \
+        drrun status RUN_ID --log restore     one run's steps, and a step's output")]
     Status(StatusArgs),
     /// Print a run's drill report (RTO/RPO, timeline) again.
+    #[command(after_help = "Examples:\n  \
+        drrun report                          the newest run's report.md\n  \
+        drrun report RUN_ID --format junit > junit.xml")]
     Report(ReportArgs),
     /// List the step kinds, or document one.
+    #[command(after_help = "Examples:\n  \
+        drrun kinds\n  \
+        drrun kinds pg.restore\n  \
+        drrun kinds --all > docs/kinds.md")]
     Kinds(KindsArgs),
-    /// Print the playbook JSON schema.
+    /// Print the playbook JSON schema (point an editor at it: see the README).
+    #[command(after_help = "Example:\n  \
+        drrun schema > ~/.config/drrun/playbook.v1.json")]
     Schema,
+    /// Print a shell completion script.
+    #[command(after_help = "Examples:\n  \
+        drrun completions bash > ~/.local/share/bash-completion/completions/drrun\n  \
+        drrun completions zsh > ~/.zfunc/_drrun\n  \
+        drrun completions fish > ~/.config/fish/completions/drrun.fish")]
+    Completions(CompletionsArgs),
+    /// Print the man page, or write one page per command into a directory.
+    #[command(after_help = "Examples:\n  \
+        drrun man | man -l -\n  \
+        drrun man --dir /usr/local/share/man/man1")]
+    Man(ManArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ManArgs {
+    /// Write `drrun.1` and `drrun-COMMAND.1` here instead of printing `drrun.1`.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -63,6 +121,7 @@ pub(crate) struct VarArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
+    /// The playbook (YAML) to run.
     pub playbook: PathBuf,
     #[command(flatten)]
     pub vars: VarArgs,
@@ -88,6 +147,7 @@ pub(crate) struct RunArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct PlanArgs {
+    /// The playbook (YAML) to plan.
     pub playbook: PathBuf,
     #[command(flatten)]
     pub vars: VarArgs,
@@ -100,6 +160,7 @@ pub(crate) struct PlanArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct ValidateArgs {
+    /// The playbooks (YAML) to check.
     #[arg(required = true)]
     pub playbooks: Vec<PathBuf>,
     #[command(flatten)]
@@ -118,6 +179,7 @@ pub(crate) enum GraphFormat {
 
 #[derive(Debug, Args)]
 pub(crate) struct GraphArgs {
+    /// The playbook (YAML) whose steps to draw.
     pub playbook: PathBuf,
     #[command(flatten)]
     pub vars: VarArgs,
@@ -137,13 +199,16 @@ pub(crate) struct StateArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct ResumeArgs {
+    /// The run to continue (default: the newest unfinished one).
     pub run_id: Option<String>,
     #[command(flatten)]
     pub state: StateArgs,
     #[command(flatten)]
     pub vars: VarArgs,
+    /// How many steps may run at once.
     #[arg(long, short = 'j', default_value_t = 4)]
     pub jobs: usize,
+    /// Cancel the other running steps as soon as one fails (`finally` still runs).
     #[arg(long)]
     pub fail_fast: bool,
     /// Also write report.json, report.md and junit.xml here.
@@ -176,6 +241,7 @@ pub(crate) enum ReportFormat {
 
 #[derive(Debug, Args)]
 pub(crate) struct StatusArgs {
+    /// The run to show step by step (default: list every run).
     pub run_id: Option<String>,
     #[command(flatten)]
     pub state: StateArgs,
@@ -185,6 +251,7 @@ pub(crate) struct StatusArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct KindsArgs {
+    /// The kind to document, e.g. `pg.restore` (default: list them all).
     pub kind: Option<String>,
     /// Document every kind (Markdown; this is how docs/kinds.md is generated).
     #[arg(long, conflicts_with = "kind")]
@@ -194,8 +261,38 @@ pub(crate) struct KindsArgs {
 }
 
 const SUBCOMMANDS: &[&str] = &[
-    "run", "plan", "validate", "graph", "resume", "status", "report", "kinds", "schema", "help",
+    "run",
+    "plan",
+    "validate",
+    "graph",
+    "resume",
+    "status",
+    "report",
+    "kinds",
+    "schema",
+    "completions",
+    "man",
+    "help",
 ];
+
+/// `drrun stauts`: a first word that is no command and no file, but close to a command, is
+/// a typo of the command, not a playbook to run.
+pub(crate) fn misspelt_command(args: &[String]) -> Option<(String, &'static str)> {
+    let first = args.get(1)?;
+    if first.starts_with('-')
+        || SUBCOMMANDS.contains(&first.as_str())
+        || first.contains(['/', '.'])
+        || std::path::Path::new(first).exists()
+    {
+        return None;
+    }
+    let best = SUBCOMMANDS
+        .iter()
+        .copied()
+        .filter(|c| *c != "help")
+        .min_by_key(|c| strsim::levenshtein(c, first))?;
+    (strsim::levenshtein(best, first) <= 2.max(first.len() / 3)).then(|| (first.clone(), best))
+}
 
 /// `drrun PLAYBOOK ...` means `drrun run PLAYBOOK ...`.
 pub(crate) fn normalize_args(mut args: Vec<String>) -> Vec<String> {

@@ -14,7 +14,8 @@ pub(crate) enum Error {
     /// Already rendered with positions; printed as is.
     #[error("{0}")]
     Playbook(Diagnostics),
-    #[error("cannot read {path}: {source}")]
+    // The io error follows as the source (`{err:#}`), so it is said once.
+    #[error("cannot read {path}")]
     Read {
         path: String,
         source: std::io::Error,

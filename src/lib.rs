@@ -25,6 +25,12 @@ use std::process::ExitCode;
 /// The whole program: parse arguments, run the command, map the outcome to an exit code.
 pub fn run(args: Vec<String>) -> ExitCode {
     use clap::Parser;
+    if let Some((typed, command)) = cli::misspelt_command(&args) {
+        report::printer::error(&anyhow::anyhow!(
+            "unknown command `{typed}`: did you mean `{command}`? (to run a playbook, name its file)"
+        ));
+        return ExitCode::from(error::EXIT_USAGE);
+    }
     let cli = match cli::Cli::try_parse_from(cli::normalize_args(args)) {
         Ok(cli) => cli,
         Err(e) => {

@@ -1,6 +1,7 @@
 //! One module per command. This is the binary's edge: `anyhow` is used here only.
 
 mod graph;
+mod help;
 mod kinds;
 mod plan;
 mod report;
@@ -33,6 +34,8 @@ pub(crate) fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Status(args) => status::status(args),
         Command::Report(args) => report::report(args),
         Command::Kinds(args) => kinds::kinds(args),
+        Command::Completions(args) => help::completions(&args),
+        Command::Man(args) => help::man(&args),
         Command::Schema => {
             crate::report::printer::out(&crate::schema::playbook_schema_text());
             Ok(ExitCode::SUCCESS)
@@ -54,6 +57,7 @@ pub(crate) fn read_source(path: &Path) -> Result<Source, Error> {
 /// `--vars-file` files in order, then `-e` pairs; values from `-e` are strings.
 pub(crate) fn compile_options(args: &VarArgs) -> Result<CompileOptions, Error> {
     let mut overrides: IndexMap<String, serde_json::Value> = IndexMap::new();
+    let mut origins: IndexMap<String, String> = IndexMap::new();
     for file in &args.vars_files {
         let text = std::fs::read_to_string(file).map_err(|source| Error::Read {
             path: file.display().to_string(),
@@ -61,12 +65,16 @@ pub(crate) fn compile_options(args: &VarArgs) -> Result<CompileOptions, Error> {
         })?;
         let map: IndexMap<String, serde_json::Value> = serde_yaml_ng::from_str(&text)
             .map_err(|e| Error::Usage(format!("--vars-file {}: {e}", file.display())))?;
+        for key in map.keys() {
+            origins.insert(key.clone(), format!("--vars-file {}", file.display()));
+        }
         overrides.extend(map);
     }
     for pair in &args.vars {
         let Some((k, v)) = pair.split_once('=') else {
             return Err(Error::Usage(format!("-e expects KEY=VALUE, got `{pair}`")));
         };
+        origins.insert(k.trim().to_string(), format!("-e {}=…", k.trim()));
         overrides.insert(
             k.trim().to_string(),
             serde_json::Value::String(v.to_string()),
@@ -74,6 +82,7 @@ pub(crate) fn compile_options(args: &VarArgs) -> Result<CompileOptions, Error> {
     }
     Ok(CompileOptions {
         var_overrides: overrides,
+        var_origins: origins,
         env_allow: args.env_allow.clone(),
     })
 }
@@ -118,7 +127,10 @@ pub(crate) fn find_run(
     }
     match (best, run_id) {
         (Some((id, dir)), _) => Ok((dir, id)),
-        (None, Some(id)) => Err(StateError::NoSuchRun(id.to_string()).into()),
+        (None, Some(id)) => Err(Error::Usage(format!(
+            "no run `{id}`: {}",
+            describe_dirs(&dirs)
+        ))),
         (None, None) if resumable => Err(StateError::NothingToResume(format!(
             "no unfinished run in {}",
             dirs.iter()
@@ -127,13 +139,34 @@ pub(crate) fn find_run(
                 .join(", ")
         ))
         .into()),
-        (None, None) => Err(Error::Usage(
-            "no runs found; pass --playbook or --state-dir".into(),
-        )),
+        (None, None) => Err(Error::Usage(format!(
+            "no runs found: {}; pass --playbook or --state-dir",
+            describe_dirs(&dirs)
+        ))),
     }
 }
 
-fn candidate_dirs(state: &StateArgs) -> Vec<PathBuf> {
+/// "DIR (runs: a, b)" for each directory looked in, or what was searched when none exists.
+pub(crate) fn describe_dirs(dirs: &[PathBuf]) -> String {
+    if dirs.is_empty() {
+        let here = std::env::current_dir().map_or_else(|_| ".".into(), |d| d.display().to_string());
+        return format!("no state directory under {here} (looked for .drrun/*/ and */.drrun/*/)");
+    }
+    let listed: Vec<String> = dirs
+        .iter()
+        .map(|d| {
+            let runs = StateDir::new(d).list().unwrap_or_default();
+            if runs.is_empty() {
+                format!("{} (no runs)", d.display())
+            } else {
+                format!("{} (runs: {})", d.display(), runs.join(", "))
+            }
+        })
+        .collect();
+    format!("looked in {}", listed.join("; "))
+}
+
+pub(crate) fn candidate_dirs(state: &StateArgs) -> Vec<PathBuf> {
     if let Some(dir) = &state.state_dir {
         return vec![dir.clone()];
     }

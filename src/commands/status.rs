@@ -3,16 +3,20 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use super::find_run;
+use super::{candidate_dirs, describe_dirs, find_run};
 use crate::cli::{Output, StatusArgs};
 use crate::duration::human;
+use crate::error::Error;
 use crate::report::printer::out;
 use crate::state::runs::StateDir;
 
 pub(super) fn status(args: StatusArgs) -> Result<ExitCode> {
-    let (dir, _) = find_run(&args.state, args.run_id.as_deref(), false)?;
+    let Some(id) = args.run_id.as_deref() else {
+        return list_runs(&args);
+    };
+    let (dir, _) = find_run(&args.state, Some(id), false)?;
     let state = StateDir::new(&dir);
-    if let Some(id) = args.run_id.as_deref() {
+    {
         let summary = state.summary(id)?;
         match args.output {
             Output::Json => out(&serde_json::to_string_pretty(&summary)?),
@@ -50,30 +54,61 @@ pub(super) fn status(args: StatusArgs) -> Result<ExitCode> {
                         s.reason.as_deref().unwrap_or("")
                     ));
                 }
+                text.push_str(&format!("\nstate directory: {}\n", dir.display()));
                 out(&text);
             }
         }
-        return Ok(ExitCode::SUCCESS);
     }
-    let mut runs = Vec::new();
-    for id in state.list()? {
-        runs.push(state.summary(&id)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Every state directory found (`--state-dir`, `--playbook`'s, or `.drrun/*` here and one
+/// level down) with the runs of each, newest last, naming the directories it read.
+fn list_runs(args: &StatusArgs) -> Result<ExitCode> {
+    let dirs = candidate_dirs(&args.state);
+    let mut found = Vec::new();
+    for dir in &dirs {
+        let state = StateDir::new(dir);
+        let mut runs = Vec::new();
+        for id in state.list()? {
+            runs.push(state.summary(&id)?);
+        }
+        found.push((dir, runs));
+    }
+    if found.iter().all(|(_, runs)| runs.is_empty()) {
+        return Err(Error::Usage(format!(
+            "no runs found: {}; pass --playbook or --state-dir",
+            describe_dirs(&dirs)
+        ))
+        .into());
     }
     match args.output {
-        Output::Json => out(&serde_json::to_string_pretty(&runs)?),
+        Output::Json => {
+            let value: Vec<serde_json::Value> = found
+                .iter()
+                .map(|(dir, runs)| serde_json::json!({ "state_dir": dir, "runs": runs }))
+                .collect();
+            out(&serde_json::to_string_pretty(&value)?);
+        }
         Output::Human => {
-            let mut text = format!("runs in {}:\n", dir.display());
-            for r in &runs {
-                let took = r
-                    .duration_ms
-                    .map(|d| human(Duration::from_millis(d)))
-                    .unwrap_or_else(|| "-".into());
-                text.push_str(&format!(
-                    "  {}  {:11}  {:>8}  {}\n",
-                    r.run_id, r.status, took, r.playbook_name
-                ));
+            let mut text = String::new();
+            for (dir, runs) in &found {
+                text.push_str(&format!("runs in {}:\n", dir.display()));
+                if runs.is_empty() {
+                    text.push_str("  (none)\n");
+                }
+                for r in runs {
+                    let took = r
+                        .duration_ms
+                        .map(|d| human(Duration::from_millis(d)))
+                        .unwrap_or_else(|| "-".into());
+                    text.push_str(&format!(
+                        "  {}  {:11}  {:>8}  {}\n",
+                        r.run_id, r.status, took, r.playbook_name
+                    ));
+                }
             }
-            out(&text);
+            out(text.trim_end());
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -66,7 +66,8 @@ fn preflight(plan: &Plan, secrets: &IndexMap<String, String>, redactor: &Redacto
         let Ok(rendered) = templates.render_json(&step.with, &ctx) else {
             continue;
         };
-        let touches = (step.kind.check)(&rendered).map_or_else(|_| Vec::new(), |i| i.touches);
+        let touches =
+            (step.kind.check)(&rendered, &|_| false).map_or_else(|_| Vec::new(), |i| i.touches);
         for touch in touches {
             let known = touch
                 .fields()

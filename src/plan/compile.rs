@@ -13,10 +13,11 @@ use super::refs::{RefChecker, Resolved, Site};
 use super::templates::{check_templates, compile_guards, compile_vars, join_rel};
 use super::{DEFAULT_TIMEOUT, Phase, Plan, PlanStep, RetryPolicy};
 use crate::diag::{Diagnostic, did_you_mean};
-use crate::playbook::load::{Sink, Source, parse, path_string};
+use crate::playbook::load::{Sink, Source, parse};
 use crate::playbook::model::{Objectives, RawPlaybook, RawStep};
 use crate::playbook::spans::{SpanIndex, join};
 use crate::playbook::template::Templates;
+use crate::playbook::typing::set_at;
 use crate::steps::guard::Guards;
 use crate::steps::{KINDS, KindInfo, find_kind};
 use crate::util::{path_within, paths_overlap};
@@ -26,6 +27,9 @@ use crate::util::{path_within, paths_overlap};
 pub(crate) struct CompileOptions {
     /// `-e key=value` and `--vars-file`, applied over the playbook's `vars`.
     pub var_overrides: IndexMap<String, Json>,
+    /// Where each override came from (`-e`, `--vars-file F`), for the error when it names
+    /// a var the playbook does not declare.
+    pub var_origins: IndexMap<String, String>,
     /// Environment variables exposed to templates as `env.NAME`.
     pub env_allow: Vec<String>,
 }
@@ -60,6 +64,7 @@ pub(crate) fn compile(
         .into_iter()
         .filter_map(|(n, set)| set.then_some(n))
         .collect(),
+        invalid_objectives: raw.invalid_objectives.iter().map(String::as_str).collect(),
         env: env.keys().map(String::as_str).collect(),
         steps: HashMap::new(),
     };
@@ -256,7 +261,7 @@ fn compile_step(
     let with_path = join(&base, "with");
     let mut step_refs = Vec::new();
     let mut dynamic = Vec::new();
-    let templates_ok = check_templates(
+    let broken = check_templates(
         &raw_step.with,
         &with_path,
         site,
@@ -274,6 +279,7 @@ fn compile_step(
                     match checker.check(&reference, site) {
                         Ok(Resolved::Step(dep)) if !step_refs.contains(&dep) => step_refs.push(dep),
                         Ok(_) => {}
+                        Err(e) if e.quiet => {}
                         Err(e) => sink.at_value(
                             Diagnostic::new(when_path.clone(), e.message).with_help_opt(e.help),
                         ),
@@ -323,15 +329,22 @@ fn compile_step(
 
     // Type the settings as far as they are known before the run.
     let mut effect = kind.map(|k| k.effect);
-    if let Some(kind) = kind
-        && templates_ok
-    {
-        match templates.render_json(&raw_step.with, preview_ctx) {
+    if let Some(kind) = kind {
+        // A template already reported as broken renders as a placeholder, and typing
+        // says nothing about it: the rest of the settings are still checked.
+        let mut with = raw_step.with.clone();
+        for rel in &broken {
+            set_at(&mut with, rel, Json::String("<invalid template>".into()));
+        }
+        match templates.render_json(&with, preview_ctx) {
             Err(e) => sink.at_value(Diagnostic::new(
                 join_rel(&with_path, &e.path),
                 format!("template error: {}", e.message),
             )),
-            Ok(rendered) => match (kind.check)(&rendered) {
+            Ok(rendered) => match (kind.check)(&rendered, &|rel: &str| {
+                dynamic.iter().any(|(d, _)| path_within(rel, d))
+                    || broken.iter().any(|b| path_within(rel, b))
+            }) {
                 Ok(inspection) => {
                     for issue in inspection.issues {
                         sink.at_key(Diagnostic::new(
@@ -363,14 +376,12 @@ fn compile_step(
                         }
                     }
                 }
-                Err(err) => {
-                    let rel = path_string("", err.path());
-                    let known_later = dynamic.iter().any(|(d, _)| path_within(&rel, d));
-                    if !known_later {
-                        let fields = setting_names(kind);
+                Err(errors) => {
+                    let fields = setting_names(kind);
+                    for e in errors {
                         sink.serde_error_with_fields(
-                            &join_rel(&with_path, &rel),
-                            &err.into_inner().to_string(),
+                            &join_rel(&with_path, &e.path),
+                            &e.message,
                             &fields,
                         );
                     }

@@ -45,16 +45,33 @@ pub(super) enum Resolved {
 pub(super) struct RefError {
     pub message: String,
     pub help: Option<String>,
+    /// The cause was reported already (an invalid objective, a step of an unknown kind):
+    /// the template cannot be rendered, but one mistake gets one message.
+    pub quiet: bool,
 }
 
 fn err(message: String, help: Option<String>) -> RefError {
-    RefError { message, help }
+    RefError {
+        message,
+        help,
+        quiet: false,
+    }
+}
+
+fn quiet(message: String) -> RefError {
+    RefError {
+        message,
+        help: None,
+        quiet: true,
+    }
 }
 
 pub(super) struct RefChecker<'a> {
     pub vars: Vec<&'a str>,
     pub secrets: Vec<&'a str>,
     pub objectives: Vec<&'static str>,
+    /// Objectives written but invalid.
+    pub invalid_objectives: Vec<&'a str>,
     pub env: Vec<&'a str>,
     /// Step id -> (phase, kind, when known).
     pub steps: HashMap<&'a str, (Phase, Option<&'static KindInfo>)>,
@@ -66,6 +83,7 @@ impl RefChecker<'_> {
             vars: Vec::new(),
             secrets: self.secrets.clone(),
             objectives: self.objectives.clone(),
+            invalid_objectives: self.invalid_objectives.clone(),
             env: self.env.clone(),
             steps: self.steps.clone(),
         }
@@ -110,6 +128,8 @@ impl RefChecker<'_> {
                 let Some(name) = second else { return Ok(Resolved::Static) };
                 if self.objectives.contains(&name) {
                     Ok(Resolved::Static)
+                } else if self.invalid_objectives.contains(&name) {
+                    Err(quiet(format!("`objectives.{name}` is invalid")))
                 } else if ["rpo", "rto"].contains(&name) {
                     Err(err(format!("`objectives.{name}` is not set"), Some(format!("add `objectives: {{ {name}: 26h }}`"))))
                 } else {
@@ -205,7 +225,10 @@ impl RefChecker<'_> {
                 ));
             }
         }
-        if let (Some(kind), Some(name)) = (kind, parts.get(3).copied())
+        let Some(kind) = kind else {
+            return Err(quiet(format!("step `{target}` has an unknown kind")));
+        };
+        if let Some(name) = parts.get(3).copied()
             && !kind.has_output(name)
         {
             let names: Vec<&str> = kind.outputs.iter().map(|o| o.name).collect();

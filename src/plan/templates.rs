@@ -10,6 +10,7 @@ use super::compile::CompileOptions;
 use super::context::{ContextParts, SecretValues, StepValues, build};
 use super::refs::{RefChecker, Resolved, Site};
 use crate::diag::Diagnostic;
+use crate::diag::did_you_mean;
 use crate::playbook::load::Sink;
 use crate::playbook::model::RawPlaybook;
 use crate::playbook::spans::join;
@@ -43,7 +44,7 @@ pub(super) fn compile_vars(
             vars: above,
             ..checker.clone_without_vars()
         };
-        let ok = check_templates(
+        let broken = check_templates(
             value,
             &path,
             Site::Var,
@@ -53,7 +54,7 @@ pub(super) fn compile_vars(
             &mut Vec::new(),
             &mut Vec::new(),
         );
-        let rendered = if ok {
+        let rendered = if broken.is_empty() {
             let parts = ContextParts {
                 vars: &vars,
                 objectives: &raw.objectives,
@@ -81,8 +82,33 @@ pub(super) fn compile_vars(
         };
         vars.insert(name.clone(), rendered);
     }
-    for (name, value) in &opts.var_overrides {
-        vars.entry(name.clone()).or_insert_with(|| value.clone());
+    // An override of a var the playbook does not declare is a typo (`-e projet=acme`) that
+    // would run the drill against the default: refuse it.
+    for name in opts.var_overrides.keys() {
+        if raw.vars.contains_key(name) {
+            continue;
+        }
+        let origin = opts
+            .var_origins
+            .get(name)
+            .map_or_else(|| "the command line".to_string(), |o| format!("`{o}`"));
+        let help = did_you_mean(name, raw.vars.keys().map(String::as_str)).or_else(|| {
+            Some(if raw.vars.is_empty() {
+                "this playbook declares no vars".to_string()
+            } else {
+                format!(
+                    "the playbook's vars: {}",
+                    raw.vars.keys().cloned().collect::<Vec<_>>().join(", ")
+                )
+            })
+        });
+        sink.at_key(
+            Diagnostic::new(
+                "vars",
+                format!("{origin} sets `{name}`, which is not a var of this playbook"),
+            )
+            .with_help_opt(help),
+        );
     }
     vars
 }
@@ -109,7 +135,9 @@ pub(super) fn compile_guards(
                     sink,
                     &mut Vec::new(),
                     &mut Vec::new(),
-                ) {
+                )
+                .is_empty()
+                {
                     return pattern.clone();
                 }
                 match templates.render_json(&value, ctx) {
@@ -152,8 +180,8 @@ pub(super) fn check_templates(
     sink: &mut Sink,
     step_refs: &mut Vec<String>,
     dynamic: &mut Vec<(String, Unknown)>,
-) -> bool {
-    let mut ok = true;
+) -> Vec<String> {
+    let mut broken = Vec::new();
     let mut strings = Vec::new();
     crate::playbook::template::walk_strings(value, String::new(), &mut |path, text| {
         if is_template(text) {
@@ -166,7 +194,7 @@ pub(super) fn check_templates(
             Ok(refs) => refs,
             Err(e) => {
                 sink.at_value(Diagnostic::new(at, format!("invalid template: {e}")));
-                ok = false;
+                broken.push(rel);
                 continue;
             }
         };
@@ -182,22 +210,17 @@ pub(super) fn check_templates(
                     }
                 }
                 Err(e) => {
-                    sink.at_value(Diagnostic::new(at.clone(), e.message).with_help_opt(e.help));
-                    ok = false;
+                    if !e.quiet {
+                        sink.at_value(Diagnostic::new(at.clone(), e.message).with_help_opt(e.help));
+                    }
+                    if !broken.contains(&rel) {
+                        broken.push(rel.clone());
+                    }
                 }
             }
         }
     }
-    ok
+    broken
 }
 
-/// `steps.x.with` + `requests[0]` -> `steps.x.with.requests[0]`; `a` + `[1]` -> `a[1]`.
-pub(super) fn join_rel(base: &str, rel: &str) -> String {
-    if rel.is_empty() {
-        base.to_string()
-    } else if rel.starts_with('[') || base.is_empty() {
-        format!("{base}{rel}")
-    } else {
-        format!("{base}.{rel}")
-    }
-}
+pub(super) use crate::playbook::load::join_rel;

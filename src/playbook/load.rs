@@ -5,8 +5,9 @@ use indexmap::IndexMap;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::model::{RawPlaybook, RawStep, STEP_KEYS, StepCommon, TOP_LEVEL_KEYS};
+use super::model::{Objectives, RawPlaybook, RawStep, STEP_KEYS, StepCommon, TOP_LEVEL_KEYS};
 use super::spans::{Pos, SpanIndex, join};
+use super::typing::{Typed, type_all};
 use crate::diag::{Diagnostic, did_you_mean};
 
 /// A playbook's text and the name it is reported under.
@@ -53,20 +54,27 @@ impl<'a> Sink<'a> {
         self.diags.push(diag);
     }
 
-    /// Deserializes `value` (found at `path`) into `T`, turning a failure into a diagnostic.
+    /// Deserializes `value` (found at `path`) into `T`, every problem a diagnostic; the
+    /// value comes back typed without the entries that were wrong, when that can be done.
     pub(crate) fn deserialize<T: DeserializeOwned>(
         &mut self,
         path: &str,
         value: &Value,
     ) -> Option<T> {
-        match serde_path_to_error::deserialize::<_, T>(value.clone()) {
-            Ok(v) => Some(v),
-            Err(err) => {
-                let at = path_string(path, err.path());
-                self.serde_error(&at, &err.into_inner().to_string());
-                None
-            }
+        self.deserialize_noting(path, value).value
+    }
+
+    /// [`Sink::deserialize`], also saying which entries were taken out as wrong.
+    pub(crate) fn deserialize_noting<T: DeserializeOwned>(
+        &mut self,
+        path: &str,
+        value: &Value,
+    ) -> Typed<T> {
+        let typed = type_all::<T>(value, &|_| false);
+        for e in &typed.errors {
+            self.serde_error(&join_rel(path, &e.path), &e.message);
         }
+        typed
     }
 
     /// Rewrites serde's messages into ours: unknown fields point at the key and suggest
@@ -78,7 +86,8 @@ impl<'a> Sink<'a> {
     /// Like [`Sink::serde_error`], with the valid field names for when serde does not
     /// list them (structs with flattened parts).
     pub(crate) fn serde_error_with_fields(&mut self, path: &str, message: &str, fields: &[String]) {
-        let message = message.trim();
+        let message = plain_types(message.trim());
+        let message = message.as_str();
         if let Some((field, mut expected)) = parse_unknown(message, "unknown field `") {
             if expected.is_empty() {
                 expected = fields.to_vec();
@@ -107,6 +116,34 @@ impl<'a> Sink<'a> {
             self.at_value(Diagnostic::new(path, message.to_string()));
         }
     }
+}
+
+/// `steps.x.with` + `requests[0]` -> `steps.x.with.requests[0]`; `a` + `[1]` -> `a[1]`.
+pub(crate) fn join_rel(base: &str, rel: &str) -> String {
+    if rel.is_empty() {
+        base.to_string()
+    } else if rel.starts_with('[') || base.is_empty() {
+        format!("{base}{rel}")
+    } else {
+        format!("{base}.{rel}")
+    }
+}
+
+/// serde's Rust type names in a message, in the user's words: "expected u32" reads
+/// "expected a whole number".
+fn plain_types(message: &str) -> String {
+    let Some((head, expected)) = message.rsplit_once(", expected ") else {
+        return message.to_string();
+    };
+    let plain = match expected {
+        "u8" | "u16" | "u32" | "u64" | "usize" => "a whole number (0 or more)",
+        "i8" | "i16" | "i32" | "i64" | "isize" => "a whole number",
+        "f32" | "f64" => "a number",
+        "a sequence" => "a list",
+        "a map" => "a mapping",
+        other => other,
+    };
+    format!("{head}, expected {plain}")
 }
 
 /// `base` extended by a serde path: `steps.x.with` + `requests[0].url`.
@@ -154,7 +191,11 @@ pub(crate) fn parse(source: &Source, spans: &SpanIndex) -> (Option<RawPlaybook>,
                 })
                 .unwrap_or(Pos { line: 1, col: 1 });
             let message = strip_location(&err.to_string());
-            sink.at_pos(Diagnostic::new("", format!("invalid YAML: {message}")), pos);
+            let e = super::yaml_errors::explain(&source.text, &message, pos);
+            sink.at_pos(
+                Diagnostic::new("", format!("invalid YAML: {}", e.message)).with_help_opt(e.help),
+                e.pos,
+            );
             return (None, sink.diags);
         }
     };
@@ -214,7 +255,10 @@ pub(crate) fn parse(source: &Source, spans: &SpanIndex) -> (Option<RawPlaybook>,
         pb.secrets = sink.deserialize("secrets", v).unwrap_or_default();
     }
     if let Some(v) = section("objectives") {
-        pb.objectives = sink.deserialize("objectives", v).unwrap_or_default();
+        let typed = sink.deserialize_noting::<Objectives>("objectives", v);
+        pb.objectives = typed.value.unwrap_or_default();
+        // An objective written but wrong is reported once, here; what uses it says nothing.
+        pb.invalid_objectives = typed.removed;
     }
     if let Some(v) = section("guards") {
         pb.guards = sink.deserialize("guards", v).unwrap_or_default();

@@ -136,6 +136,8 @@ pub(crate) struct RawPlaybook {
     pub vars: IndexMap<String, serde_json::Value>,
     pub secrets: IndexMap<String, SecretRef>,
     pub objectives: Objectives,
+    /// Objectives written but invalid (already reported): what uses them stays quiet.
+    pub invalid_objectives: Vec<String>,
     pub guards: Guards,
     pub defaults: Defaults,
     pub steps: IndexMap<String, RawStep>,

@@ -21,6 +21,7 @@ mod s3;
 pub(crate) use context::{Deferrals, Preview, PreviewCtx, StepCtx};
 
 use crate::outcome::{Failure, Outputs};
+use crate::playbook::typing::{TypeError, type_all};
 
 /// What running a step does to the world; decides what the engine may retry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -179,10 +180,14 @@ pub(crate) struct KindInfo {
     pub deferred: &'static [&'static str],
     pub still_holds: Option<StillHolds>,
     pub schema: fn(&mut schemars::SchemaGenerator) -> schemars::Schema,
-    /// Types `with` once and reports what the compiler and the pre-flight need of it.
-    pub check:
-        fn(&serde_json::Value) -> Result<Inspection, serde_path_to_error::Error<serde_json::Error>>,
+    /// Types `with` once and reports what the compiler and the pre-flight need of it, or
+    /// every typing problem (none reported at paths `quiet` names: values known later).
+    pub check: CheckFn,
 }
+
+/// Types a step's `with`; `quiet(path)` names values known only later.
+pub(crate) type CheckFn =
+    fn(&serde_json::Value, &dyn Fn(&str) -> bool) -> Result<Inspection, Vec<TypeError>>;
 
 /// What typing a step's settings tells: its problems, what it would touch, its effect.
 #[derive(Debug, Clone)]
@@ -200,8 +205,14 @@ impl KindInfo {
 
 fn check_kind<K: StepKind>(
     with: &serde_json::Value,
-) -> Result<Inspection, serde_path_to_error::Error<serde_json::Error>> {
-    let config: K = serde_path_to_error::deserialize(with.clone())?;
+    quiet: &dyn Fn(&str) -> bool,
+) -> Result<Inspection, Vec<TypeError>> {
+    let typed = type_all::<K>(with, quiet);
+    // Settings typed with entries taken out would check against defaults the user did not
+    // write (a cascade of messages, a weaker effect): only a whole typing is inspected.
+    let (Some(config), true) = (typed.value, typed.removed.is_empty()) else {
+        return Err(typed.errors);
+    };
     Ok(Inspection {
         issues: config.check(),
         touches: config.touches(),

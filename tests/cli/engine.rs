@@ -554,6 +554,119 @@ fn status_lists_runs_and_steps() {
     let one = run_in(dir.path(), &["status", &id, "--output", "json"]);
     let v: serde_json::Value = serde_json::from_str(&one.stdout).unwrap();
     assert_eq!(v["steps"]["one"]["state"], "succeeded");
+
+    // A second playbook: `status` lists every state directory it read, each with its runs.
+    write(
+        dir.path(),
+        "q.yaml",
+        "version: 1\nname: other\nsteps:\n  two: { kind: exec, with: { argv: [true] } }\n",
+    );
+    assert_eq!(run_in(dir.path(), &["q.yaml"]).code, 0);
+    let list = run_in(dir.path(), &["status"]);
+    assert_eq!(list.code, 0, "{}", list.stderr);
+    assert!(
+        list.stdout.contains("runs in ./.drrun/p:"),
+        "{}",
+        list.stdout
+    );
+    assert!(
+        list.stdout.contains("runs in ./.drrun/q:"),
+        "{}",
+        list.stdout
+    );
+    assert!(list.stdout.contains(&id), "{}", list.stdout);
+
+    // An unknown run names where it looked and what is there.
+    let missing = run_in(dir.path(), &["status", "20200101T000000Z-none"]);
+    assert_eq!(missing.code, 2);
+    assert!(
+        missing
+            .stderr
+            .contains("no run `20200101T000000Z-none`: looked in ./.drrun/p (runs: "),
+        "{}",
+        missing.stderr
+    );
+    assert!(
+        missing.stderr.contains(&format!("./.drrun/p (runs: {id})")),
+        "{}",
+        missing.stderr
+    );
+    let empty = tempfile::tempdir().unwrap();
+    let none = run_in(empty.path(), &["status"]);
+    assert_eq!(none.code, 2);
+    assert!(
+        none.stderr.contains("no state directory under"),
+        "{}",
+        none.stderr
+    );
+}
+
+#[test]
+fn a_misspelt_command_is_not_run_as_a_playbook_and_a_missing_playbook_is_named_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let typo = run_in(dir.path(), &["stauts"]);
+    assert_eq!(typo.code, 2);
+    assert_eq!(
+        typo.stderr.trim(),
+        "error: unknown command `stauts`: did you mean `status`? (to run a playbook, name its file)"
+    );
+    let missing = run_in(dir.path(), &["drills/acme.yaml"]);
+    assert_eq!(missing.code, 2);
+    assert_eq!(
+        missing.stderr.matches("drills/acme.yaml").count(),
+        1,
+        "{}",
+        missing.stderr
+    );
+    assert_eq!(
+        missing.stderr.matches("No such file").count(),
+        1,
+        "{}",
+        missing.stderr
+    );
+}
+
+#[test]
+fn completions_and_man_pages_come_from_the_command_definitions() {
+    for (shell, needle) in [
+        ("bash", "complete -F _drrun"),
+        ("zsh", "#compdef drrun"),
+        ("fish", "complete -c drrun"),
+    ] {
+        let out = run_in(Path::new("."), &["completions", shell]);
+        assert_eq!(out.code, 0, "{shell}: {}", out.stderr);
+        assert!(
+            out.stdout.contains(needle),
+            "{shell}: {}",
+            &out.stdout[..out.stdout.len().min(300)]
+        );
+        assert!(
+            out.stdout.contains("vars-file"),
+            "{shell} completes the flags"
+        );
+    }
+    let man = run_in(Path::new("."), &["man"]);
+    assert_eq!(man.code, 0);
+    assert!(man.stdout.contains(".TH drrun 1"), "{}", &man.stdout[..200]);
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_in(
+        Path::new("."),
+        &["man", "--dir", dir.path().to_str().unwrap()],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let run_page = std::fs::read_to_string(dir.path().join("drrun-run.1")).unwrap();
+    assert!(
+        run_page.contains("vars\\-file"),
+        "the run page documents its flags"
+    );
+    assert!(run_page.contains("Examples"), "and shows examples");
+    let version = run_in(Path::new("."), &["--version"]);
+    let text = version.stdout.trim();
+    assert!(text.starts_with("drrun 0."), "{text}");
+    assert!(
+        text.contains('(') && !text.contains("()"),
+        "the commit it was built from: {text}"
+    );
 }
 
 /// A kind that panics fails its own step (class `internal`, with the panic's message);

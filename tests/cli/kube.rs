@@ -357,6 +357,166 @@ steps:
 }
 
 #[test]
+fn a_restricted_pod_security_namespace_admits_a_compliant_job_and_names_why_it_refuses_another() {
+    let c = cluster();
+    let ns = c.namespace_labelled(
+        "psa",
+        &serde_json::json!({ "pod-security.kubernetes.io/enforce": "restricted" }),
+    );
+    // As a hardened production template is written: non-root, no privilege escalation,
+    // every capability dropped, the runtime's seccomp profile.
+    let restricted_container = serde_json::json!({
+        "name": "app", "image": BUSYBOX, "command": ["sleep", "3600"],
+        "securityContext": {
+            "allowPrivilegeEscalation": false,
+            "capabilities": { "drop": ["ALL"] },
+        },
+    });
+    ns.create_deployment_with(
+        "hardened",
+        0,
+        serde_json::json!({
+            "securityContext": { "runAsNonRoot": true, "runAsUser": 10001, "seccompProfile": { "type": "RuntimeDefault" } },
+            "containers": [restricted_container],
+            "terminationGracePeriodSeconds": 0,
+        }),
+    );
+    // A Deployment object is admitted with a warning whatever its template says; its pods
+    // would not be, nor would a Job's.
+    ns.create_deployment("plain", BUSYBOX, 0, &["sleep", "3600"]);
+    let dir = tempfile::tempdir().unwrap();
+    let job = |from: &str| {
+        write(
+            dir.path(),
+            &format!("{from}.yaml"),
+            &format!(
+                r#"
+version: 1
+name: psa-{from}
+steps:
+  job:
+    kind: kube.job
+    with:
+      namespace: "{}"
+      from_deployment: {from}
+      command: [sh, -c, "echo migrated"]
+      wait: 5m
+"#,
+                ns.name
+            ),
+        )
+    };
+
+    let out = drrun_kube(dir.path(), &c.kubeconfig, &[], &job("hardened"));
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert_eq!(outputs(dir.path(), "job")["logs_tail"], "migrated");
+
+    let dir2 = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let out = drrun_kube(dir2.path(), &c.kubeconfig, &[], &job("plain"));
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert!(all.contains("could not create its pod"), "{all}");
+    assert!(
+        all.contains("violates PodSecurity \"restricted:latest\""),
+        "the admission message itself: {all}"
+    );
+    // Failing with the admission message, not waiting out `wait: 5m`.
+    assert!(!all.contains("did not finish within"), "{all}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(240),
+        "{all}"
+    );
+}
+
+#[test]
+fn a_service_account_token_from_token_request_is_enough_to_drill_its_namespace() {
+    let c = cluster();
+    let ns = c.namespace("sa");
+    ns.create_deployment("app", PAUSE_OLD, 1, &[]);
+    ns.wait_ready("app", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let (kubeconfig, token) = ns.service_account_kubeconfig(dir.path(), "drrun");
+    let pb = write(
+        dir.path(),
+        "sa.yaml",
+        &format!(
+            r#"
+version: 1
+name: service-account
+steps:
+  tag:
+    kind: kube.image
+    with: {{ namespace: "{ns}", deployment: app, container: app }}
+  deploy:
+    kind: kube.deploy
+    with:
+      namespace: "{ns}"
+      deployments: [app]
+      tag: "{{{{ steps.tag.outputs.tag }}}}"
+      wait: 60s
+finally:
+  down:
+    kind: kube.scale
+    with: {{ namespace: "{ns}", all: true, replicas: 0 }}
+"#,
+            ns = ns.name
+        ),
+    );
+    // `plan` sends its server-side dry runs with the same bound token.
+    let out = plan(dir.path(), &kubeconfig, &pb);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let out = drrun_kube(dir.path(), &kubeconfig, &[], &pb);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert_eq!(outputs(dir.path(), "tag")["tag"], "3.9");
+    assert_eq!(ns.deployment_state("app").1, 0, "finally scaled it down");
+    // The token is the pod's credential, not drrun's to keep: nothing under the state
+    // directory holds it.
+    for entry in walk(&dir.path().join("state")) {
+        let bytes = std::fs::read(&entry).unwrap();
+        assert!(
+            !bytes.windows(token.len()).any(|w| w == token.as_bytes()),
+            "{} holds the token",
+            entry.display()
+        );
+    }
+
+    // The role is bound in this namespace only: another one is forbidden, and said so.
+    let other = c.namespace("sa-other");
+    other.create_deployment("app", PAUSE_OLD, 0, &[]);
+    let pb = write(
+        dir.path(),
+        "other.yaml",
+        &format!(
+            "version: 1\nname: other\nsteps:\n  tag:\n    kind: kube.image\n    with: {{ namespace: \"{}\", deployment: app }}\n",
+            other.name
+        ),
+    );
+    let dir2 = tempfile::tempdir().unwrap();
+    let out = drrun_kube(dir2.path(), &kubeconfig, &[], &pb);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert!(all.contains("system:serviceaccount:"), "{all}");
+    assert!(
+        all.contains("forbidden") || all.contains("Forbidden"),
+        "{all}"
+    );
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
+#[test]
 fn pre_jobs_run_with_the_new_image_before_the_rollout() {
     let c = cluster();
     let ns = c.namespace("prejob");

@@ -215,6 +215,75 @@ fn usage_errors_exit_2() {
 }
 
 #[test]
+fn an_override_of_a_var_the_playbook_does_not_declare_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let vars = dir.path().join("acme.yaml");
+    std::fs::write(&vars, "project: acme\ndr_hots: dr.acme.example.com\n").unwrap();
+    let out = run(&[
+        "plan",
+        "playbooks/caktus-wagtail.yaml",
+        "--offline",
+        "-e",
+        "projet=acme",
+        "--vars-file",
+        vars.to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.is_empty(), "nothing is planned: {}", out.stdout);
+    let stderr = out.stderr.replace(vars.to_str().unwrap(), "[VARS_FILE]");
+    insta::assert_snapshot!("unknown_var_overrides", stderr);
+}
+
+#[test]
+fn every_example_playbook_passes_the_schema_and_a_misspelt_step_field_does_not() {
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("schemas/playbook.v1.json")).unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::draft7::new(&schema).expect("the schema is valid draft 7");
+    let as_json = |text: &str| -> serde_json::Value { serde_yaml_ng::from_str(text).unwrap() };
+    let mut checked = 0;
+    for dir in ["playbooks", "tests/fixtures/valid"] {
+        for entry in std::fs::read_dir(root().join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "yaml") {
+                continue;
+            }
+            let doc = as_json(&std::fs::read_to_string(&path).unwrap());
+            let errors: Vec<String> = validator.iter_errors(&doc).map(|e| e.to_string()).collect();
+            assert!(errors.is_empty(), "{}: {errors:#?}", path.display());
+            checked += 1;
+        }
+    }
+    assert!(checked >= 4);
+    let base = "version: 1\nname: x\nsteps:\n  a:\n    kind: kube.scale\n";
+    for (mistake, body) in [
+        (
+            "a misspelt step field",
+            "    need: [b]\n    with: { namespace: dr, all: true, replicas: 0 }\n",
+        ),
+        (
+            "an unknown kind setting",
+            "    with: { namespace: dr, all: true, replicas: 0, replica: 1 }\n",
+        ),
+        (
+            "a word for a number",
+            "    with: { namespace: dr, all: true, replicas: one }\n",
+        ),
+        (
+            "a duration without a unit",
+            "    timeout: 30\n    with: { namespace: dr, all: true, replicas: 0 }\n",
+        ),
+    ] {
+        let doc = as_json(&format!("{base}{body}"));
+        assert!(!validator.is_valid(&doc), "the schema lets {mistake} pass");
+    }
+    assert!(validator.is_valid(&as_json(&format!(
+        "{base}    timeout: 1h 30m\n    with: {{ namespace: dr, all: true, replicas: 0 }}\n"
+    ))));
+}
+
+#[test]
 fn committed_kind_docs_are_current() {
     let out = run(&["kinds", "--all"]);
     assert_eq!(out.code, 0, "{}", out.stderr);

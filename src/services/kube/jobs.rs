@@ -279,6 +279,17 @@ async fn wait_job(
                 _ => {}
             }
         }
+        // A Job the namespace's admission refuses pods for (Pod Security `restricted`, a
+        // quota) never gets one: say why now instead of waiting out `wait`.
+        if status.active.unwrap_or(0) == 0
+            && status.failed.unwrap_or(0) == 0
+            && let Some(refusal) = kube.pod_refusal(namespace, name).await
+        {
+            return Err(Failure::new(
+                FailureClass::Config,
+                format!("job `{name}` could not create its pod: {refusal}"),
+            ));
+        }
         if Instant::now() >= deadline {
             let pods = kube
                 .diagnose_pods(namespace, &format!("job-name={name}"))

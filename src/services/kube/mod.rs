@@ -268,6 +268,26 @@ impl Kube {
     }
 }
 
+impl Kube {
+    /// What admission said when a controller's pod creation for `owner` was refused for good:
+    /// a `FailedCreate` event whose message is Pod Security's (`violates PodSecurity`) or a
+    /// webhook's denial. A quota or a missing ServiceAccount may clear up, so those wait.
+    pub(crate) async fn pod_refusal(&self, namespace: &str, owner: &str) -> Option<String> {
+        let events: Api<Event> = self.api(namespace);
+        let field = format!("involvedObject.name={owner},reason=FailedCreate");
+        let list = events
+            .list(&ListParams::default().fields(&field))
+            .await
+            .ok()?;
+        list.items.into_iter().find_map(|e| {
+            let message = e.message.unwrap_or_default();
+            let permanent = message.contains("violates PodSecurity")
+                || message.contains("admission webhook") && message.contains("denied");
+            permanent.then(|| message.trim().to_string())
+        })
+    }
+}
+
 /// Why a pod is not ready, from its status, or `None` when it is ready or finished.
 pub(crate) fn pod_problem(pod: &Pod) -> Option<String> {
     let status = pod.status.as_ref()?;

@@ -1,6 +1,6 @@
 //! A real Kubernetes API for tests: the cluster named by `DRRUN_TEST_KUBECONFIG`, or else
 //! one started here with `scripts/test-cluster run` (kube-apiserver, kube-controller-manager
-//! and etcd built from Debian's sources, plus tests/cli/support/kubelet.py playing the kubelet).
+//! and etcd of a current release built from Go modules, plus tests/cli/support/kubelet.py playing the kubelet).
 //! One cluster serves the whole test process; every test works in its own namespace.
 
 use std::future::Future;
@@ -80,8 +80,8 @@ fn start_local() -> TestCluster {
              or set DRRUN_TEST_KUBECONFIG):\n{log}"
         );
         assert!(
-            start.elapsed() < Duration::from_secs(90),
-            "the test Kubernetes cluster was not ready after 90 s:\n{log}"
+            start.elapsed() < Duration::from_secs(300),
+            "the test Kubernetes cluster was not ready after 300 s:\n{log}"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -120,9 +120,19 @@ impl TestCluster {
     }
 
     pub(crate) fn namespace(&self, label: &str) -> TestNamespace {
+        self.namespace_labelled(label, &json!({}))
+    }
+
+    /// A namespace with `labels` (Pod Security's `pod-security.kubernetes.io/enforce`...).
+    pub(crate) fn namespace_labelled(
+        &self,
+        label: &str,
+        labels: &serde_json::Value,
+    ) -> TestNamespace {
         let name = format!("drrun-{label}-{:x}", rand_suffix());
         let ns: Namespace =
-            serde_json::from_value(json!({ "metadata": { "name": name } })).unwrap();
+            serde_json::from_value(json!({ "metadata": { "name": name, "labels": labels } }))
+                .unwrap();
         self.client(|c| async move {
             Api::<Namespace>::all(c)
                 .create(&PostParams::default(), &ns)
@@ -203,6 +213,24 @@ impl TestNamespace {
         if !command.is_empty() {
             container["command"] = json!(command);
         }
+        self.create_deployment_with(
+            name,
+            replicas,
+            json!({
+                "containers": [container],
+                "terminationGracePeriodSeconds": 0,
+                "enableServiceLinks": false,
+            }),
+        );
+    }
+
+    /// A Deployment `name` (labels `app=name`) with this pod spec.
+    pub(crate) fn create_deployment_with(
+        &self,
+        name: &str,
+        replicas: i32,
+        pod_spec: serde_json::Value,
+    ) {
         let d: Deployment = serde_json::from_value(json!({
             "metadata": { "name": name, "labels": { "app": name } },
             "spec": {
@@ -210,11 +238,7 @@ impl TestNamespace {
                 "selector": { "matchLabels": { "app": name } },
                 "template": {
                     "metadata": { "labels": { "app": name } },
-                    "spec": {
-                        "containers": [container],
-                        "terminationGracePeriodSeconds": 0,
-                        "enableServiceLinks": false,
-                    }
+                    "spec": pod_spec,
                 }
             }
         }))
@@ -285,6 +309,63 @@ impl TestNamespace {
                 .filter_map(|j| j.metadata.name)
                 .collect()
         })
+    }
+}
+
+impl TestNamespace {
+    /// A kubeconfig whose credential is a token the TokenRequest API issued for a new
+    /// ServiceAccount `name` of this namespace, bound to the built-in `edit` role here only:
+    /// what a pod (a CronJob running drrun) holds. Returns the path and the token.
+    pub(crate) fn service_account_kubeconfig(&self, dir: &Path, name: &str) -> (PathBuf, String) {
+        use k8s_openapi::api::authentication::v1::TokenRequest;
+        use k8s_openapi::api::core::v1::ServiceAccount;
+        use k8s_openapi::api::rbac::v1::RoleBinding;
+        let (ns, sa) = (self.name.clone(), name.to_string());
+        let token = self.client(|c| async move {
+            let pp = PostParams::default();
+            let account: ServiceAccount =
+                serde_json::from_value(json!({ "metadata": { "name": sa } })).unwrap();
+            Api::<ServiceAccount>::namespaced(c.clone(), &ns)
+                .create(&pp, &account)
+                .await
+                .unwrap();
+            let binding: RoleBinding = serde_json::from_value(json!({
+                "metadata": { "name": format!("{sa}-edit") },
+                "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit" },
+                "subjects": [{ "kind": "ServiceAccount", "name": sa, "namespace": ns }],
+            }))
+            .unwrap();
+            Api::<RoleBinding>::namespaced(c.clone(), &ns)
+                .create(&pp, &binding)
+                .await
+                .unwrap();
+            let request: TokenRequest = serde_json::from_value(json!({
+                "spec": { "audiences": [], "expirationSeconds": 3600 }
+            }))
+            .unwrap();
+            let issued: TokenRequest = Api::<ServiceAccount>::namespaced(c, &ns)
+                .create_subresource(
+                    "token",
+                    &sa,
+                    &pp,
+                    &request,
+                )
+                .await
+                .unwrap();
+            issued.status.unwrap().token
+        });
+        let kc = Kubeconfig::read_from(&self.kubeconfig).unwrap();
+        let mut doc: serde_yaml_ng::Value = serde_yaml_ng::to_value(&kc).unwrap();
+        for user in doc["users"].as_sequence_mut().unwrap() {
+            user["user"] = serde_yaml_ng::Value::Mapping(
+                [("token".into(), token.clone().into())]
+                    .into_iter()
+                    .collect(),
+            );
+        }
+        let path = dir.join(format!("{name}.kubeconfig"));
+        std::fs::write(&path, serde_yaml_ng::to_string(&doc).unwrap()).unwrap();
+        (path, token)
     }
 }
 

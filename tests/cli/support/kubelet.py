@@ -142,8 +142,8 @@ class Kubelet:
             "capacity": {"cpu": "8", "memory": "16Gi", "pods": "110"},
             "allocatable": {"cpu": "8", "memory": "16Gi", "pods": "110"},
             "nodeInfo": {
-                "kubeletVersion": "v1.20.2-drrun-test",
-                "kubeProxyVersion": "v1.20.2-drrun-test",
+                "kubeletVersion": "v1.37.2-drrun-test",
+                "kubeProxyVersion": "v1.37.2-drrun-test",
                 "operatingSystem": "linux",
                 "architecture": "amd64",
                 "containerRuntimeVersion": "sim://1",

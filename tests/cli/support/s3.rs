@@ -122,17 +122,53 @@ impl S3Server {
         self.wait_ready();
     }
 
+    /// Waits until the server really stores and returns an object: answering `ListBuckets`
+    /// is not enough, a PUT is refused with 500 until a volume is allocated, and that takes
+    /// longer on a loaded machine.
     fn wait_ready(&self) {
+        const PROBE: &str = "drrun-ready-probe";
         let started = Instant::now();
         let rt = tokio::runtime::Runtime::new().unwrap();
         let client = self.client();
         loop {
-            let ok = rt.block_on(async { client.list_buckets().send().await.is_ok() });
+            let ok = rt.block_on(async {
+                if client.list_buckets().send().await.is_err() {
+                    return false;
+                }
+                let _ = client.create_bucket().bucket(PROBE).send().await;
+                let body = format!("probe {}", self.launches);
+                let put = client
+                    .put_object()
+                    .bucket(PROBE)
+                    .key("probe")
+                    .body(body.clone().into_bytes().into())
+                    .send()
+                    .await;
+                if put.is_err() {
+                    return false;
+                }
+                let Ok(got) = client.get_object().bucket(PROBE).key("probe").send().await else {
+                    return false;
+                };
+                let Ok(bytes) = got.body.collect().await else {
+                    return false;
+                };
+                bytes.into_bytes().as_ref() == body.as_bytes()
+            });
             if ok {
+                rt.block_on(async {
+                    let _ = client
+                        .delete_object()
+                        .bucket(PROBE)
+                        .key("probe")
+                        .send()
+                        .await;
+                    let _ = client.delete_bucket().bucket(PROBE).send().await;
+                });
                 return;
             }
             assert!(
-                started.elapsed() < Duration::from_secs(60),
+                started.elapsed() < Duration::from_secs(180),
                 "SeaweedFS did not become ready; the end of its log:\n{}",
                 {
                     let log = std::fs::read_to_string(self.dir.path().join("weed.log"))
@@ -158,6 +194,14 @@ impl S3Server {
             .endpoint_url(self.endpoint())
             .force_path_style(true)
             .credentials_provider(creds)
+            // Seeding retries what the server calls retryable (a 500 InternalError while a
+            // volume grows, 503 SlowDown), with backoff, as a careful client would.
+            .retry_config(
+                aws_sdk_s3::config::retry::RetryConfig::standard()
+                    .with_max_attempts(10)
+                    .with_initial_backoff(Duration::from_millis(200))
+                    .with_max_backoff(Duration::from_secs(5)),
+            )
             .build();
         aws_sdk_s3::Client::from_conf(conf)
     }
