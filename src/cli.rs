@@ -143,6 +143,29 @@ pub(crate) struct RunArgs {
     pub report: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t)]
     pub output: Output,
+    #[command(flatten)]
+    pub show: ShowArgs,
+}
+
+#[derive(Debug, Args, Clone)]
+pub(crate) struct ShowArgs {
+    /// Show what the steps' programs print, as they print it (secrets redacted); it is
+    /// always kept in the run's `logs/STEP.log`.
+    #[arg(long, short = 'v')]
+    pub verbose: bool,
+    /// Without a terminal (cron, CI, a pod), print a line per running step this often.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "30s",
+        env = "DRRUN_PROGRESS_EVERY",
+        value_parser = parse_duration
+    )]
+    pub progress_every: std::time::Duration,
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    crate::duration::HumanDuration::parse(text).map(|d| d.0)
 }
 
 #[derive(Debug, Args)]
@@ -216,6 +239,8 @@ pub(crate) struct ResumeArgs {
     pub report: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t)]
     pub output: Output,
+    #[command(flatten)]
+    pub show: ShowArgs,
 }
 
 #[derive(Debug, Args)]
@@ -243,6 +268,9 @@ pub(crate) enum ReportFormat {
 pub(crate) struct StatusArgs {
     /// The run to show step by step (default: list every run).
     pub run_id: Option<String>,
+    /// Print what STEP's programs printed (its `logs/STEP.log`) in the run (default: the newest).
+    #[arg(long, value_name = "STEP")]
+    pub log: Option<String>,
     #[command(flatten)]
     pub state: StateArgs,
     #[arg(long, value_enum, default_value_t)]

@@ -37,6 +37,18 @@ pub(crate) enum Event {
         step: String,
         text: String,
     },
+    /// What a long step is doing now ("restoring: 312 of 508 TOC entries").
+    StepPhase {
+        step: String,
+        phase: String,
+    },
+    /// A line a step's program printed (redacted), shown with `-v`; every line also goes
+    /// to the step's log file in the run directory.
+    StepOutput {
+        step: String,
+        stream: OutputStream,
+        line: String,
+    },
     StepRetrying {
         step: String,
         attempt: u32,
@@ -65,6 +77,14 @@ pub(crate) enum Event {
         /// Where report.md was written.
         report: Option<String>,
     },
+}
+
+/// Which stream a program's line came from.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum OutputStream {
+    Stdout,
+    Stderr,
 }
 
 /// One line of the final summary table.

@@ -7,13 +7,13 @@ use std::sync::Arc;
 use anyhow::Result;
 
 use super::{compile_options, find_run, load_plan};
-use crate::cli::{Output, ResumeArgs, RunArgs};
+use crate::cli::{Output, ResumeArgs, RunArgs, ShowArgs};
 use crate::error::{EXIT_FAILED, EXIT_INTERRUPTED, Error};
 use crate::events::Reporter;
 use crate::exec::{Resume, RunOptions, signals};
 use crate::outcome::RunStatus;
 use crate::plan::Plan;
-use crate::report::printer::Printer;
+use crate::report::printer::{Printer, PrinterOptions};
 use crate::state::history::RunHistory;
 use crate::state::journal;
 use crate::state::runs::{StateDir, default_state_dir};
@@ -38,7 +38,7 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode> {
         overrides: opts.var_overrides.into_iter().collect(),
         report_dir: args.report.clone(),
     };
-    execute(plan, opts, args.output)
+    execute(plan, opts, args.output, &args.show)
 }
 
 pub(super) fn resume(args: ResumeArgs) -> Result<ExitCode> {
@@ -79,15 +79,19 @@ pub(super) fn resume(args: ResumeArgs) -> Result<ExitCode> {
         overrides: opts.var_overrides.into_iter().collect(),
         report_dir: args.report.clone(),
     };
-    execute(plan, opts, args.output)
+    execute(plan, opts, args.output, &args.show)
 }
 
-fn execute(plan: Plan, opts: RunOptions, output: Output) -> Result<ExitCode> {
+fn execute(plan: Plan, opts: RunOptions, output: Output, show: &ShowArgs) -> Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let printer: Arc<dyn Reporter> = Arc::new(Printer::new(output == Output::Json));
+    let printer: Arc<dyn Reporter> = Arc::new(Printer::new(PrinterOptions {
+        json: output == Output::Json,
+        verbose: show.verbose,
+        progress_every: show.progress_every,
+    }));
     let outcome = runtime.block_on(async {
         let stop = tokio_util::sync::CancellationToken::new();
         signals::install(stop.clone(), printer.clone())

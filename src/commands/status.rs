@@ -9,8 +9,40 @@ use crate::duration::human;
 use crate::error::Error;
 use crate::report::printer::out;
 use crate::state::runs::StateDir;
+use crate::steps::step_log_path;
 
 pub(super) fn status(args: StatusArgs) -> Result<ExitCode> {
+    if let Some(step) = &args.log {
+        let (dir, id) = find_run(&args.state, args.run_id.as_deref(), false)?;
+        let state = StateDir::new(&dir);
+        let path = step_log_path(&state.run_dir(&id).join("work"), step);
+        return match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                out(&text);
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(_) => {
+                let logs: Vec<String> = std::fs::read_dir(state.run_dir(&id).join("logs"))
+                    .map(|d| {
+                        d.filter_map(Result::ok)
+                            .filter_map(|e| e.file_name().into_string().ok())
+                            .filter_map(|n| n.strip_suffix(".log").map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                Err(Error::Usage(format!(
+                    "run {id} has no log for step `{step}` ({}); steps with logs: {}",
+                    path.display(),
+                    if logs.is_empty() {
+                        "none".into()
+                    } else {
+                        logs.join(", ")
+                    }
+                ))
+                .into())
+            }
+        };
+    }
     let Some(id) = args.run_id.as_deref() else {
         return list_runs(&args);
     };
@@ -55,6 +87,11 @@ pub(super) fn status(args: StatusArgs) -> Result<ExitCode> {
                     ));
                 }
                 text.push_str(&format!("\nstate directory: {}\n", dir.display()));
+                text.push_str(&format!(
+                    "step logs: {} (`drrun status {} --log STEP`)\n",
+                    state.run_dir(&summary.run_id).join("logs").display(),
+                    summary.run_id
+                ));
                 out(&text);
             }
         }

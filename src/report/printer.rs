@@ -5,8 +5,8 @@
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use console::style;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -14,6 +14,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use crate::duration::human;
 use crate::events::{Event, Reporter, SummaryRow};
 use crate::outcome::{RunStatus, StepState};
+use crate::util::human_bytes;
 
 /// Prints a command's result to standard output.
 pub(crate) fn out(text: &str) {
@@ -61,15 +62,80 @@ pub(crate) enum Mode {
     Json,
 }
 
+/// How the printer shows a run.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PrinterOptions {
+    pub json: bool,
+    /// Show the lines steps' programs print (`-v`).
+    pub verbose: bool,
+    /// Without a terminal, a line per running step this often.
+    pub progress_every: Duration,
+}
+
 pub(crate) struct Printer {
     mode: Mode,
+    verbose: bool,
     multi: MultiProgress,
     bars: Mutex<HashMap<String, ProgressBar>>,
+    running: Arc<Mutex<HashMap<String, Running>>>,
+    ticker: Mutex<Option<std::sync::mpsc::Sender<()>>>,
+}
+
+/// What is known of a running step, for progress lines.
+#[derive(Debug, Clone)]
+struct Running {
+    kind: String,
+    started: Instant,
+    phase: Option<String>,
+    /// Bytes done and expected, and when the first bytes were reported.
+    bytes: Option<(u64, Option<u64>, Instant)>,
+}
+
+impl Running {
+    /// `restore (pg.restore): restoring: 312 of 508 TOC entries, 4m 10s so far`;
+    /// `backup (s3.fetch): 120.0 MiB of 400.0 MiB (30%), 12.3 MiB/s, eta 23s, 9.8s so far`.
+    fn line(&self, step: &str) -> String {
+        let mut parts = Vec::new();
+        if let Some(phase) = &self.phase {
+            parts.push(phase.clone());
+        }
+        if let Some((done, total, since)) = self.bytes {
+            let secs = since.elapsed().as_secs_f64().max(0.001);
+            let rate = done as f64 / secs;
+            let mut text = match total {
+                Some(t) if t > 0 => format!(
+                    "{} of {} ({}%)",
+                    human_bytes(done),
+                    human_bytes(t),
+                    done.saturating_mul(100) / t
+                ),
+                _ => human_bytes(done),
+            };
+            text.push_str(&format!(", {}/s", human_bytes(rate as u64)));
+            if let Some(t) = total
+                && rate > 0.0
+                && t > done
+            {
+                let eta = Duration::from_secs_f64((t - done) as f64 / rate);
+                text.push_str(&format!(", eta {}", human(eta)));
+            }
+            parts.push(text);
+        }
+        if parts.is_empty() {
+            parts.push("running".into());
+        }
+        format!(
+            "  {step} ({}): {}, {} so far",
+            self.kind,
+            parts.join(", "),
+            human(self.started.elapsed())
+        )
+    }
 }
 
 impl Printer {
-    pub(crate) fn new(json: bool) -> Self {
-        let mode = if json {
+    pub(crate) fn new(opts: PrinterOptions) -> Self {
+        let mode = if opts.json {
             Mode::Json
         } else if std::io::stderr().is_terminal() {
             Mode::Live
@@ -81,10 +147,38 @@ impl Printer {
         } else {
             ProgressDrawTarget::hidden()
         });
+        let running: Arc<Mutex<HashMap<String, Running>>> = Arc::default();
+        // Cron, CI and pods have no terminal to draw a spinner on: a long download or
+        // restore still says what it is doing, at a steady interval.
+        let ticker = (mode == Mode::Plain).then(|| {
+            let (tx, rx) = std::sync::mpsc::channel::<()>();
+            let running = running.clone();
+            let every = opts.progress_every.max(Duration::from_millis(50));
+            std::thread::spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(every) {
+                    let mut steps: Vec<(String, Running)> = running
+                        .lock()
+                        .unwrap()
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect();
+                    steps.sort_by_key(|(_, r)| r.started);
+                    for (step, r) in steps {
+                        if r.started.elapsed() >= every / 2 {
+                            plain_line(&r.line(&step));
+                        }
+                    }
+                }
+            });
+            tx
+        });
         Self {
             mode,
+            verbose: opts.verbose,
             multi,
             bars: Mutex::new(HashMap::new()),
+            running,
+            ticker: Mutex::new(ticker),
         }
     }
 
@@ -93,11 +187,14 @@ impl Printer {
             Mode::Live => {
                 let _ = self.multi.println(text);
             }
-            Mode::Plain => {
-                let ts = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ");
-                eprintln!("{ts} {text}");
-            }
+            Mode::Plain => plain_line(&text),
             Mode::Json => {}
+        }
+    }
+
+    fn set_running(&self, step: &str, f: impl FnOnce(&mut Running)) {
+        if let Some(r) = self.running.lock().unwrap().get_mut(step) {
+            f(r);
         }
     }
 
@@ -124,16 +221,52 @@ fn symbol(state: StepState) -> String {
     }
 }
 
+/// A line without a terminal: time-stamped, so a log read later says when.
+fn plain_line(text: &str) {
+    let ts = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ");
+    eprintln!("{ts} {text}");
+}
+
+impl Drop for Printer {
+    fn drop(&mut self) {
+        self.ticker.lock().unwrap().take();
+    }
+}
+
 impl Reporter for Printer {
     fn event(&self, event: &Event) {
+        self.track(event);
         if self.mode == Mode::Json {
+            if matches!(event, Event::StepOutput { .. }) && !self.verbose {
+                return;
+            }
+            // Every line says when (RFC 3339, UTC, milliseconds) before what.
+            let mut value = serde_json::to_value(event).unwrap_or_default();
+            if let Some(map) = value.as_object_mut() {
+                let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+                map.shift_insert(0, "ts".into(), ts.into());
+            }
             let mut stdout = std::io::stdout().lock();
-            let _ = serde_json::to_writer(&mut stdout, event);
+            let _ = serde_json::to_writer(&mut stdout, &value);
             let _ = stdout.write_all(b"\n");
             let _ = stdout.flush();
             return;
         }
         match event {
+            Event::StepPhase { step, phase } => {
+                if let Some(bar) = self.bars.lock().unwrap().get(step) {
+                    bar.set_message(phase.clone());
+                }
+            }
+            Event::StepOutput { step, stream, line } => {
+                if self.verbose {
+                    let mark = match stream {
+                        crate::events::OutputStream::Stdout => "|",
+                        crate::events::OutputStream::Stderr => "!",
+                    };
+                    self.line(format!("  {step} {mark} {line}"));
+                }
+            }
             Event::RunStarted {
                 run_id,
                 playbook,
@@ -255,6 +388,46 @@ impl Reporter for Printer {
                 }
                 eprint!("{text}");
             }
+        }
+    }
+}
+
+impl Printer {
+    /// Keeps what the progress lines need: which steps run, their phase and bytes.
+    fn track(&self, event: &Event) {
+        match event {
+            Event::StepStarted { step, kind, .. } => {
+                self.running.lock().unwrap().insert(
+                    step.clone(),
+                    Running {
+                        kind: kind.clone(),
+                        started: Instant::now(),
+                        phase: None,
+                        bytes: None,
+                    },
+                );
+            }
+            Event::StepPhase { step, phase } => self.set_running(step, |r| {
+                r.phase = Some(phase.clone());
+                // A finished transfer says nothing more about the phases after it.
+                if r.bytes
+                    .is_some_and(|(done, total, _)| total.is_some_and(|t| done >= t))
+                {
+                    r.bytes = None;
+                }
+            }),
+            Event::StepProgress { step, done, total } => self.set_running(step, |r| {
+                let since = r.bytes.map_or_else(Instant::now, |(_, _, s)| s);
+                r.bytes = Some((*done, *total, since));
+            }),
+            Event::StepFinished { step, .. } => {
+                self.running.lock().unwrap().remove(step);
+            }
+            Event::RunFinished { .. } => {
+                self.running.lock().unwrap().clear();
+                self.ticker.lock().unwrap().take();
+            }
+            _ => {}
         }
     }
 }

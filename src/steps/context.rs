@@ -7,10 +7,11 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use super::guard::Guards;
-use crate::events::{Event, Reporter};
+use crate::events::{Event, OutputStream, Reporter};
 use crate::outcome::{Failure, FailureClass, Outputs};
 use crate::playbook::template::{RenderError, Templates};
 use crate::secrets::Redactor;
+use crate::util::process::{LineObserver, Stream};
 
 /// Everything a running step may use. Kinds never print: they report through `events`.
 #[derive(Clone)]
@@ -89,6 +90,59 @@ impl StepCtx {
         });
     }
 
+    /// What the step is doing now, for progress lines and spinners (redacted).
+    pub(crate) fn phase(&self, text: impl AsRef<str>) {
+        self.events.event(&Event::StepPhase {
+            step: self.step_id.clone(),
+            phase: self.redactor.redact(text.as_ref()),
+        });
+    }
+
+    /// The step's log file in the run directory: every line its programs printed.
+    pub(crate) fn log_path(&self) -> PathBuf {
+        step_log_path(&self.work_dir, &self.step_id)
+    }
+
+    /// An observer for the output of `program`: each line is redacted, appended to the
+    /// step's log file and sent as a [`Event::StepOutput`]; `keep` (default: every line)
+    /// decides which standard-error lines the step keeps to judge the result by.
+    pub(crate) fn output_lines(&self, program: &str, keep: Option<LineObserver>) -> LineObserver {
+        let path = self.log_path();
+        let file = path.parent().and_then(|dir| {
+            std::fs::create_dir_all(dir).ok()?;
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .ok()
+        });
+        let file = Arc::new(std::sync::Mutex::new(file));
+        let (events, redactor, step) = (
+            self.events.clone(),
+            self.redactor.clone(),
+            self.step_id.clone(),
+        );
+        let program = program.to_string();
+        Arc::new(move |stream: Stream, line: &str| {
+            let shown = redactor.redact(line);
+            let (tag, which) = match stream {
+                Stream::Stdout => ("out", OutputStream::Stdout),
+                Stream::Stderr => ("err", OutputStream::Stderr),
+            };
+            if let Some(f) = file.lock().unwrap().as_mut() {
+                use std::io::Write;
+                let ts = chrono::Utc::now().format("%H:%M:%S%.3f");
+                let _ = writeln!(f, "{ts} {program} {tag}| {shown}");
+            }
+            events.event(&Event::StepOutput {
+                step: step.clone(),
+                stream: which,
+                line: shown,
+            });
+            keep.as_ref().is_none_or(|k| k(stream, line))
+        })
+    }
+
     /// A line of information about the step (redacted).
     pub(crate) fn note(&self, text: impl AsRef<str>) {
         self.events.event(&Event::StepNote {
@@ -101,6 +155,15 @@ impl StepCtx {
     pub(crate) fn resolve_path(&self, path: &str) -> PathBuf {
         crate::util::resolve_path(&self.base_dir, path)
     }
+}
+
+/// `<run dir>/logs/<step>.log`, from the run's `work` directory.
+pub(crate) fn step_log_path(work_dir: &std::path::Path, step: &str) -> PathBuf {
+    work_dir
+        .parent()
+        .unwrap_or(work_dir)
+        .join("logs")
+        .join(format!("{step}.log"))
 }
 
 /// What `plan` may look at: whether it may reach services, the guards, and which

@@ -124,6 +124,7 @@ impl StepKind for Exec {
             stderr_tail: STDERR_TAIL,
             time: self.timeout.map(|t| t.0),
             grace: KILL_GRACE,
+            lines: Some(ctx.output_lines(program, None)),
             ..Limits::default()
         };
         let stdin = self.stdin.clone().map(String::into_bytes);

@@ -18,7 +18,7 @@ mod kube;
 mod pg;
 mod s3;
 
-pub(crate) use context::{Deferrals, Preview, PreviewCtx, StepCtx};
+pub(crate) use context::{Deferrals, Preview, PreviewCtx, StepCtx, step_log_path};
 
 use crate::outcome::{Failure, Outputs};
 use crate::playbook::typing::{TypeError, type_all};

@@ -155,8 +155,20 @@ impl From<Option<Vec<u8>>> for Stdin {
     }
 }
 
+/// Which of a child's streams a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// Sees each line of a child's output as it comes (live output, step logs, a restore's
+/// progress). For standard error it also decides whether the line is kept in
+/// [`Finished::stderr`] (false drops chatter such as `pg_restore -v`'s).
+pub(crate) type LineObserver = Arc<dyn Fn(Stream, &str) -> bool + Send + Sync>;
+
 /// How to run a child and how much of its output to keep.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct Limits {
     /// Keep at most this many bytes of standard output (its beginning).
     pub(crate) stdout_head: usize,
@@ -169,6 +181,19 @@ pub(crate) struct Limits {
     /// The signal that asks the child to stop: SIGTERM, or SIGINT for PostgreSQL's
     /// clients, which cancel their statement on the server only on SIGINT (psql).
     pub(crate) stop_signal: i32,
+    /// Called for every line of output, when set.
+    pub(crate) lines: Option<LineObserver>,
+}
+
+impl std::fmt::Debug for Limits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Limits")
+            .field("stdout_head", &self.stdout_head)
+            .field("stderr_tail", &self.stderr_tail)
+            .field("time", &self.time)
+            .field("lines", &self.lines.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for Limits {
@@ -179,6 +204,7 @@ impl Default for Limits {
             time: None,
             grace: Duration::from_secs(5),
             stop_signal: libc::SIGTERM,
+            lines: None,
         }
     }
 }
@@ -272,8 +298,16 @@ pub(crate) async fn run(
         let error = input_error.clone();
         tokio::spawn(feed(pipe, stdin, error))
     });
-    let stdout = tokio::spawn(read_head(child.stdout.take(), limits.stdout_head));
-    let stderr = tokio::spawn(read_tail(child.stderr.take(), limits.stderr_tail));
+    let stdout = tokio::spawn(read_head(
+        child.stdout.take(),
+        limits.stdout_head,
+        limits.lines.clone(),
+    ));
+    let stderr = tokio::spawn(read_tail(
+        child.stderr.take(),
+        limits.stderr_tail,
+        limits.lines.clone(),
+    ));
     let time = limits.time.unwrap_or(Duration::MAX);
     let status = tokio::select! {
         status = child.wait() => status.map_err(RunError::Wait)?,
@@ -350,42 +384,107 @@ async fn feed(
     // Dropping the pipe closes the reader's stdin.
 }
 
-async fn read_head(reader: Option<impl AsyncRead + Unpin>, limit: usize) -> (Vec<u8>, bool) {
+/// Splits a stream into lines for an observer; what the observer keeps is returned.
+struct LineSplitter {
+    observer: LineObserver,
+    stream: Stream,
+    partial: Vec<u8>,
+}
+
+impl LineSplitter {
+    /// Feeds `bytes`, appending what is kept to `kept`.
+    fn feed(&mut self, bytes: &[u8], kept: &mut Vec<u8>) {
+        self.partial.extend_from_slice(bytes);
+        while let Some(end) = self.partial.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.partial.drain(..=end).collect();
+            self.emit(&line, kept);
+        }
+    }
+
+    fn finish(&mut self, kept: &mut Vec<u8>) {
+        if !self.partial.is_empty() {
+            let line = std::mem::take(&mut self.partial);
+            self.emit(&line, kept);
+        }
+    }
+
+    fn emit(&self, line: &[u8], kept: &mut Vec<u8>) {
+        let text = String::from_utf8_lossy(line);
+        if (self.observer)(self.stream, text.trim_end_matches(['\n', '\r'])) {
+            kept.extend_from_slice(line);
+        }
+    }
+}
+
+async fn read_head(
+    reader: Option<impl AsyncRead + Unpin>,
+    limit: usize,
+    lines: Option<LineObserver>,
+) -> (Vec<u8>, bool) {
     let mut kept = Vec::new();
     let mut truncated = false;
     let Some(mut reader) = reader else {
         return (kept, truncated);
     };
+    let mut splitter = lines.map(|observer| LineSplitter {
+        observer,
+        stream: Stream::Stdout,
+        partial: Vec::new(),
+    });
+    let mut sink = Vec::new();
     let mut buf = [0u8; 8192];
     loop {
         match reader.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => {
+                // Standard output is kept whole (outputs parse it); the observer only sees it.
+                if let Some(s) = splitter.as_mut() {
+                    s.feed(&buf[..n], &mut sink);
+                    sink.clear();
+                }
                 let room = limit.saturating_sub(kept.len());
                 kept.extend_from_slice(&buf[..n.min(room)]);
                 truncated |= n > room;
             }
         }
     }
+    if let Some(s) = splitter.as_mut() {
+        s.finish(&mut sink);
+    }
     (kept, truncated)
 }
 
-async fn read_tail(reader: Option<impl AsyncRead + Unpin>, keep: usize) -> Vec<u8> {
+async fn read_tail(
+    reader: Option<impl AsyncRead + Unpin>,
+    keep: usize,
+    lines: Option<LineObserver>,
+) -> Vec<u8> {
     let mut tail = Vec::new();
     let Some(mut reader) = reader else {
         return tail;
     };
+    let mut splitter = lines.map(|observer| LineSplitter {
+        observer,
+        stream: Stream::Stderr,
+        partial: Vec::new(),
+    });
     let mut buf = [0u8; 8192];
     loop {
         match reader.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => {
-                tail.extend_from_slice(&buf[..n]);
+                match splitter.as_mut() {
+                    Some(s) => s.feed(&buf[..n], &mut tail),
+                    None => tail.extend_from_slice(&buf[..n]),
+                }
                 if tail.len() > keep.saturating_mul(2) {
                     tail.drain(..tail.len() - keep);
                 }
             }
         }
+    }
+    if let Some(s) = splitter.as_mut() {
+        s.finish(&mut tail);
     }
     if tail.len() > keep {
         tail.drain(..tail.len() - keep);

@@ -200,7 +200,9 @@ fn drrun_drill(dir: &Path, s: &Services) -> std::process::Command {
         .env("KUBECONFIG", &cluster().kubeconfig)
         .env("ACME_DR_DB_URL", s.pg.url("acme_dr"))
         .env("ACME_BASIC", BASIC_PASSWORD)
-        .env("ACME_ADMIN", ADMIN_PASSWORD);
+        .env("ACME_ADMIN", ADMIN_PASSWORD)
+        // No terminal here, as under cron: long steps print progress lines this often.
+        .env("DRRUN_PROGRESS_EVERY", "100ms");
     with_credentials(&mut cmd, dir);
     cmd
 }
@@ -243,6 +245,30 @@ fn the_reference_drill_passes_fails_honestly_and_resumes_after_sigkill() {
     );
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     assert!(out.stderr.contains("drill PASSED"), "{}", out.stderr);
+    // The restore said where it was while it ran: the TOC entry it was at, out of all.
+    assert!(
+        out.stderr
+            .lines()
+            .any(|l| l.contains("restore (pg.restore): restoring: ")
+                && l.contains(" TOC entries (")
+                && l.contains(" so far")),
+        "{}",
+        out.stderr
+    );
+    // Its programs' output is kept per step, redacted, and `status --log` shows it.
+    let log = run_cmd(
+        drrun()
+            .args(["status", "--log", "restore", "--state-dir"])
+            .arg(dir.path().join("state")),
+    );
+    assert_eq!(log.code, 0, "{}", log.stderr);
+    assert!(
+        log.stdout
+            .contains("pg_restore err| pg_restore: creating TABLE"),
+        "{}",
+        log.stdout
+    );
+    assert!(!log.stdout.contains(ADMIN_PASSWORD) && !log.stdout.contains(BASIC_PASSWORD));
     assert!(
         out.stderr.contains("RTO ") && out.stderr.contains("(objective 15m): met"),
         "{}",

@@ -338,6 +338,8 @@ fn a_256_mib_download_survives_the_server_dying_and_detects_corruption() {
         dir.path(),
         &[pb.as_os_str(), "--state-dir".as_ref(), state.as_os_str()],
     )
+    // No terminal here, as under cron: progress comes as lines at this interval.
+    .env("DRRUN_PROGRESS_EVERY", "200ms")
     .stdout(std::process::Stdio::piped())
     .stderr(std::process::Stdio::piped())
     .spawn()
@@ -367,6 +369,18 @@ fn a_256_mib_download_survives_the_server_dying_and_detects_corruption() {
     assert!(
         stderr.contains("resuming the download at"),
         "resumed, not restarted: {stderr}"
+    );
+    let progress: Vec<&str> = stderr
+        .lines()
+        .filter(|l| {
+            l.contains("backup (s3.fetch): downloading s3://big/acme/daily-acme-big.pgdump, ")
+        })
+        .collect();
+    assert!(
+        progress.iter().any(|l| l.contains(" MiB of 256.0 MiB (")
+            && l.contains("/s")
+            && l.contains(" so far")),
+        "a long transfer prints its bytes, rate and time without a terminal: {stderr}"
     );
     let o = outputs(dir.path());
     assert_eq!(o["sha256"], expected);

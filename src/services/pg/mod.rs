@@ -271,11 +271,23 @@ pub(crate) async fn run_client(
     stdin: impl Into<Stdin>,
     cancel: &CancellationToken,
 ) -> Result<Finished, Failure> {
+    run_client_with(cmd, program, stdin, cancel, None).await
+}
+
+/// [`run_client`], with each line of output shown to `lines` as it comes.
+pub(crate) async fn run_client_with(
+    cmd: tokio::process::Command,
+    program: &str,
+    stdin: impl Into<Stdin>,
+    cancel: &CancellationToken,
+    lines: Option<process::LineObserver>,
+) -> Result<Finished, Failure> {
     // psql cancels its statement on the server only on SIGINT (on SIGTERM it dies and
     // the server finishes, and commits, the statement); pg_restore cancels its workers'
     // statements on either.
     let limits = Limits {
         stop_signal: libc::SIGINT,
+        lines,
         ..Limits::default()
     };
     match process::run(cmd, stdin.into(), &limits, cancel).await {

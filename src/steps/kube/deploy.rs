@@ -448,6 +448,9 @@ async fn wait_rollout(
             Ok(Some(waiting)) => {
                 if waiting != last {
                     ctx.note(format!("{name}: {waiting}"));
+                    // kubectl's words carry the replica counts ("2 of 3 updated replicas
+                    // are available"): the progress line and spinner show them.
+                    ctx.phase(format!("rollout of {name}: {waiting}"));
                     last = waiting;
                 }
                 if Instant::now() < deadline {

@@ -1,6 +1,7 @@
 //! The PostgreSQL kinds: `pg.restore` (with its archive handling) and `pg.sql`.
 
 mod archive;
+mod progress;
 mod restore;
 mod sql;
 mod stream;

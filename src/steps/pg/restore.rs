@@ -7,13 +7,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::archive::{Format, detect_format, restore_errors, toc_summary};
+use super::progress::toc_progress;
 use super::target::{
     PreSqlAs, RestoreInto, left_behind, prepare_target, swap_into_place, temporary_name,
 };
 use crate::outcome::{Failure, FailureClass, Outputs};
 use crate::services::pg::{
     Conn, PgConnection, clean, connection_error, list_archive, literal, local_version,
-    major_version, parse_url, psql, run_client,
+    major_version, parse_url, psql, run_client, run_client_with,
 };
 use crate::services::s3::S3Access;
 use crate::steps::guard::Touch;
@@ -236,6 +237,10 @@ async fn restore(cfg: &PgRestore, ctx: &StepCtx) -> Result<Outputs, Failure> {
         restore_file(cfg, ctx, &into, &maintenance, &conn.database).await?
     };
     if into.database != conn.database {
+        ctx.phase(format!(
+            "renaming the restored copy over `{}`",
+            conn.database
+        ));
         swap_into_place(cfg, ctx, &maintenance, &into.database, &conn.database).await?;
     }
     Ok(outputs)
@@ -253,7 +258,9 @@ async fn restore_file(
     let format = detect_format(&path)?;
     let started = Instant::now();
 
+    let mut entries = None;
     if format.uses_pg_restore() {
+        ctx.phase("reading the archive's table of contents");
         let toc = list_archive(&path, cfg.pg_bin.as_deref(), &ctx.cancel).await?;
         if let (Some(dump), Some(local)) = (
             toc.lines()
@@ -271,14 +278,17 @@ async fn restore_file(
                 local / 100
             )));
         }
+        let count = toc
+            .lines()
+            .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
+            .count();
+        entries = Some(count);
         ctx.note(format!(
-            "archive: {} format, {} TOC entries",
-            format.as_str(),
-            toc.lines()
-                .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
-                .count()
+            "archive: {} format, {count} TOC entries",
+            format.as_str()
         ));
         if cfg.verify_archive {
+            ctx.phase("verifying the archive (reading it once before anything is dropped)");
             let mut cmd = Conn::default().command(cfg.pg_bin.as_deref(), "pg_restore");
             cmd.args(["-f", "/dev/null"]).arg(&path);
             let out = run_client(cmd, "pg_restore", None, &ctx.cancel).await?;
@@ -295,6 +305,7 @@ async fn restore_file(
         }
     }
 
+    ctx.phase(format!("preparing the database `{}`", conn.database));
     prepare_target(cfg, ctx, conn, maintenance, target).await?;
     // From here on the target holds whatever the restore got to: say so if it stops.
     let restored = async {
@@ -302,8 +313,12 @@ async fn restore_file(
         let out = if format.uses_pg_restore() {
             let jobs = cfg.jobs.filter(|_| jobs_allowed);
             let mut cmd = pg_restore_command(cfg, conn, jobs);
-            cmd.arg(&path);
-            let ran = run_client(cmd, "pg_restore", None, &ctx.cancel).await;
+            // -v names each TOC entry as it is restored: the progress counts them, and
+            // the lines stay out of what the errors are judged by.
+            cmd.arg("--verbose").arg(&path);
+            ctx.phase("restoring");
+            let lines = ctx.output_lines("pg_restore", Some(toc_progress(ctx, entries)));
+            let ran = run_client_with(cmd, "pg_restore", None, &ctx.cancel, Some(lines)).await;
             super::confirm_if_cancelled(ctx, maintenance, cfg.pg_bin.as_deref(), ran).await?
         } else {
             let mut cmd = conn.command(cfg.pg_bin.as_deref(), "psql");
@@ -331,7 +346,9 @@ async fn restore_file(
                 cmd.arg("-f").arg(&path);
                 None
             };
-            let ran = run_client(cmd, "psql", input, &ctx.cancel).await;
+            ctx.phase("restoring (psql)");
+            let lines = ctx.output_lines("psql", None);
+            let ran = run_client_with(cmd, "psql", input, &ctx.cancel, Some(lines)).await;
             super::confirm_if_cancelled(ctx, maintenance, cfg.pg_bin.as_deref(), ran).await?
         };
 
@@ -516,6 +533,7 @@ pub(super) async fn finish_restore(
     }
     let duration = started.elapsed().as_secs_f64();
     if cfg.analyze {
+        ctx.phase("analyzing (planner statistics for the restored tables)");
         psql(conn, cfg.pg_bin.as_deref(), "ANALYZE;", &ctx.cancel, false).await?;
     }
     let top = cfg.top_tables.unwrap_or(10);

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::duration::HumanDuration;
 use crate::outcome::{Failure, FailureClass, Outputs};
-use crate::services::pg::{Conn, PgConnection, clean, connection_error, psql, run_client};
+use crate::services::pg::{Conn, PgConnection, clean, connection_error, psql, run_client_with};
 use crate::steps::guard::Touch;
 use crate::steps::{
     ConfigIssue, Effect, Evidence, OutputDoc, Preview, PreviewCtx, StepCtx, StepKind, output,
@@ -199,7 +199,15 @@ impl StepKind for PgSql {
             "-f",
             "-",
         ]);
-        let ran = run_client(cmd, "psql", Some(sql.into_bytes()), &ctx.cancel).await;
+        let lines = ctx.output_lines("psql", None);
+        let ran = run_client_with(
+            cmd,
+            "psql",
+            Some(sql.into_bytes()),
+            &ctx.cancel,
+            Some(lines),
+        )
+        .await;
         let out = super::confirm_if_cancelled(ctx, &conn, self.pg_bin.as_deref(), ran).await?;
         if out.code() != Some(0) {
             let stderr = out.stderr_text();

@@ -5,7 +5,7 @@ use std::time::Instant;
 use super::restore::{PgRestore, finish_restore, pg_restore_command};
 use super::target::{left_behind, prepare_target};
 use crate::outcome::{Failure, FailureClass, Outputs};
-use crate::services::pg::{Conn, run_client};
+use crate::services::pg::{Conn, run_client_with};
 use crate::services::s3::open_object;
 use crate::steps::StepCtx;
 use crate::util::process::Stdin;
@@ -50,15 +50,18 @@ pub(super) async fn restore_streamed(
     ));
     let started = Instant::now();
     prepare_target(cfg, ctx, conn, maintenance, target).await?;
-    let cmd = pg_restore_command(cfg, conn, None);
+    let mut cmd = pg_restore_command(cfg, conn, None);
+    cmd.arg("--verbose");
+    let lines = ctx.output_lines("pg_restore", Some(super::progress::toc_progress(ctx, None)));
     let progress_ctx = ctx.clone();
     let progress = Box::new(move |done: u64| progress_ctx.progress(done, Some(size)));
     let restored = async {
-        let ran = run_client(
+        let ran = run_client_with(
             cmd,
             "pg_restore",
             Stdin::Stream(Box::new(stream), progress),
             &ctx.cancel,
+            Some(lines),
         )
         .await;
         let out = super::confirm_if_cancelled(ctx, maintenance, cfg.pg_bin.as_deref(), ran).await?;

@@ -204,6 +204,11 @@ impl StepKind for S3Fetch {
 
 async fn run(cfg: &S3Fetch, ctx: &StepCtx) -> Result<Outputs, Failure> {
     let client = s3::client(&cfg.access).await?;
+    ctx.phase(format!(
+        "listing s3://{}/{}",
+        cfg.bucket,
+        cfg.prefix.as_deref().or(cfg.key.as_deref()).unwrap_or("")
+    ));
     let chosen = choose(cfg, &client).await?;
     let age = check_limits(cfg, &chosen)?;
     ctx.note(format!(
@@ -231,6 +236,7 @@ async fn run(cfg: &S3Fetch, ctx: &StepCtx) -> Result<Outputs, Failure> {
             sha
         }
         None => {
+            ctx.phase(format!("downloading s3://{}/{}", cfg.bucket, chosen.key));
             let sha = download(cfg, ctx, &client, &chosen.key, &head, &dest).await?;
             let done = Done {
                 bucket: cfg.bucket.clone(),
