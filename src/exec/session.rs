@@ -128,8 +128,10 @@ pub(super) fn open(
                     .to_string(),
                 playbook_name: plan.name.clone(),
                 playbook_hash: plan.source_hash.clone(),
-                drrun_version: env!("CARGO_PKG_VERSION").to_string(),
+                drrun_version: concat!(env!("CARGO_PKG_VERSION"), " (", env!("DRRUN_COMMIT"), ")")
+                    .to_string(),
                 host: holder.host.clone(),
+                user: crate::util::user_name(),
                 pid: holder.pid,
                 at: at.clone(),
                 vars: plan

@@ -2,10 +2,11 @@
 
 use std::fmt::Write;
 
-use super::model::{DrillReport, Measure, target_text};
+use super::model::{DrillReport, Measure, StepReport, target_text};
 use crate::duration::human_ms as dur;
 use crate::outcome::StepState;
 use crate::outcome::Verdict;
+use crate::util::human_bytes;
 
 /// A table cell: no line breaks, no unescaped pipes.
 fn cell(text: &str) -> String {
@@ -40,34 +41,34 @@ pub(crate) fn render(r: &DrillReport) -> String {
         r.playbook.name,
         r.status.as_str().to_uppercase()
     );
-    let _ = writeln!(out, "| | |\n|---|---|");
+    // A list, not a table: a two-column table would need a header row with nothing in it.
     let resumed = match r.resumed {
         0 => String::new(),
         1 => " (resumed once)".into(),
         n => format!(" (resumed {n} times)"),
     };
-    let _ = writeln!(out, "| Run | `{}`{resumed} |", r.run_id);
+    let _ = writeln!(out, "- **Run:** `{}`{resumed}", r.run_id);
     let _ = writeln!(
         out,
-        "| Playbook | `{}` (sha256 `{}`) |",
-        cell(&r.playbook.path),
+        "- **Playbook:** `{}` (sha256 `{}`)",
+        r.playbook.path,
         &r.playbook.hash[..r.playbook.hash.len().min(12)]
     );
-    let _ = writeln!(out, "| Started | {} |", r.started_at);
+    let by = if r.user.is_empty() {
+        String::new()
+    } else {
+        format!(" by {}", r.user)
+    };
+    let _ = writeln!(out, "- **Started:** {}{by} on {}", r.started_at, r.host);
     match (&r.finished_at, r.duration_ms) {
         (Some(f), Some(d)) => {
-            let _ = writeln!(out, "| Finished | {f} ({}) |", dur(d));
+            let _ = writeln!(out, "- **Finished:** {f} ({})", dur(d));
         }
         _ => {
-            let _ = writeln!(out, "| Finished | not yet (the run can be resumed) |");
+            let _ = writeln!(out, "- **Finished:** not yet (the run can be resumed)");
         }
     }
-    let _ = writeln!(
-        out,
-        "| Host | {} (drrun {}) |\n",
-        cell(&r.host),
-        r.drrun_version
-    );
+    let _ = writeln!(out, "- **drrun:** {}\n", r.drrun_version);
 
     let _ = writeln!(out, "## Objectives\n");
     let _ = writeln!(
@@ -83,7 +84,7 @@ pub(crate) fn render(r: &DrillReport) -> String {
         let _ = writeln!(out, "## Backup\n");
         let _ = writeln!(out, "- object: `{}` (step `{}`)", e.object, b.step);
         if let Some(size) = e.size {
-            let _ = writeln!(out, "- size: {size} bytes");
+            let _ = writeln!(out, "- size: {} ({size} bytes)", human_bytes(size));
         }
         if let Some(sha) = &e.sha256 {
             let _ = writeln!(out, "- sha256: `{sha}`");
@@ -117,6 +118,8 @@ pub(crate) fn render(r: &DrillReport) -> String {
         let _ = writeln!(out, "```\n{}\n```\n", f.error.trim_end());
     }
 
+    evidence(&mut out, r);
+
     let _ = writeln!(out, "## Timeline\n");
     for m in &r.timeline {
         let _ = writeln!(out, "- +{} {} ({})", dur(m.offset_ms), m.what, m.at);
@@ -129,10 +132,7 @@ pub(crate) fn render(r: &DrillReport) -> String {
     let mut steps: Vec<_> = r.steps.iter().collect();
     steps.sort_by_key(|s| (s.phase != "steps", s.offset_ms.unwrap_or(u64::MAX)));
     for s in steps {
-        let result = match (s.state, &s.error) {
-            (StepState::Skipped, Some(why)) => format!("skipped: {why}"),
-            (state, _) => state.to_string(),
-        };
+        let result = result_text(s);
         let _ = writeln!(
             out,
             "| {} | {} | {} | {} | {} | {} | {} |",
@@ -147,5 +147,62 @@ pub(crate) fn render(r: &DrillReport) -> String {
             cell(&result)
         );
     }
+    vars(&mut out, r);
     out
+}
+
+/// `succeeded`, `skipped: dependency `migrate` failed`, `failed`.
+fn result_text(s: &StepReport) -> String {
+    match (s.state, &s.error) {
+        (StepState::Skipped, Some(why)) => format!("skipped: {why}"),
+        (state, _) => state.to_string(),
+    }
+}
+
+/// What each step proved, and what `finally` did: the facts a ticket needs.
+fn evidence(out: &mut String, r: &DrillReport) {
+    let mut section = |title: &str, phase: &str, empty: &str| {
+        let _ = writeln!(out, "## {title}\n");
+        let mut any = false;
+        for s in r.steps.iter().filter(|s| s.phase == phase) {
+            any = true;
+            let took = s
+                .duration_ms
+                .map(|d| format!(" in {}", dur(d)))
+                .unwrap_or_default();
+            let _ = writeln!(out, "- `{}` ({}): {}{took}", s.id, s.kind, result_text(s));
+            for line in &s.evidence {
+                let _ = writeln!(out, "  - {line}");
+            }
+        }
+        if !any {
+            let _ = writeln!(out, "{empty}");
+        }
+        out.push('\n');
+    };
+    section("Evidence", "steps", "No steps.");
+    section(
+        "Cleanup (finally)",
+        "finally",
+        "The playbook has no `finally` steps.",
+    );
+}
+
+/// The vars the drill ran with, marking those the command line set.
+fn vars(out: &mut String, r: &DrillReport) {
+    if r.vars.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\n## Vars\n\n| Var | Value | Set by |\n|---|---|---|");
+    for (name, value) in &r.vars {
+        let text = value
+            .as_str()
+            .map_or_else(|| value.to_string(), str::to_string);
+        let by = if r.overrides.contains_key(name) {
+            "command line (`-e`, `--vars-file`)"
+        } else {
+            "playbook"
+        };
+        let _ = writeln!(out, "| `{name}` | `{}` | {by} |", cell(&text));
+    }
 }

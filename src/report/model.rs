@@ -30,6 +30,14 @@ pub(crate) struct DrillReport {
     pub playbook: PlaybookInfo,
     pub drrun_version: String,
     pub host: String,
+    /// Who started the run (empty for journals written before drrun recorded it).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub user: String,
+    /// The vars the drill ran with (secrets redacted), and which of them the command line set.
+    #[serde(default)]
+    pub vars: serde_json::Map<String, Json>,
+    #[serde(default)]
+    pub overrides: serde_json::Map<String, Json>,
     pub status: RunStatus,
     pub started_at: String,
     pub finished_at: Option<String>,
@@ -158,6 +166,9 @@ pub(crate) struct StepReport {
     /// The error of a failure, or why the step was skipped.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What the step proved, in the kind's words (from its outputs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evidence: Vec<String>,
     /// Outputs as journaled (secrets were redacted before they were written).
     pub outputs: Json,
 }
@@ -262,6 +273,10 @@ impl DrillReport {
                 offset_ms: s.started_at.as_deref().and_then(|at| offset(start, at)),
                 class: s.class,
                 error: s.reason.clone(),
+                evidence: match (evidence(s).summary, &s.outputs) {
+                    (Some(f), Some(o)) => f(o),
+                    _ => Vec::new(),
+                },
                 outputs: s.outputs.clone().map_or(Json::Null, Json::Object),
             })
             .collect();
@@ -275,6 +290,9 @@ impl DrillReport {
             },
             drrun_version: h.drrun_version.clone(),
             host: h.host.clone(),
+            user: h.user.clone(),
+            vars: h.vars.clone(),
+            overrides: h.overrides.clone(),
             status: h.status,
             started_at: h.started_at.clone(),
             finished_at: h.finished_at.clone(),

@@ -26,6 +26,9 @@ pub(crate) enum Record {
         playbook_hash: String,
         drrun_version: String,
         host: String,
+        /// Who ran it (the login name, or `uid N`); absent in older journals.
+        #[serde(default)]
+        user: String,
         pid: u32,
         at: String,
         vars: serde_json::Map<String, serde_json::Value>,

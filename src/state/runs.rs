@@ -222,6 +222,7 @@ mod tests {
             playbook_hash: "h".into(),
             drrun_version: "0".into(),
             host: "host".into(),
+            user: "ops".into(),
             pid: 1,
             at: "2026-12-02T00:00:00Z".into(),
             vars: serde_json::Map::default(),

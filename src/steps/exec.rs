@@ -1,5 +1,6 @@
 //! `exec`: run a program. The escape hatch for `inv`, `ansible-playbook`, `manage.py`.
 
+use crate::steps::Evidence;
 use std::time::Duration;
 
 use indexmap::IndexMap;
@@ -85,6 +86,11 @@ impl StepKind for Exec {
         ),
         output("stderr_tail", "The last 4 KiB of standard error."),
     ];
+
+    const EVIDENCE: Evidence = Evidence {
+        summary: Some(summary),
+        ..Evidence::NONE
+    };
 
     fn check(&self) -> Vec<ConfigIssue> {
         let mut issues = Vec::new();
@@ -198,4 +204,12 @@ pub(super) fn shell_words(argv: &[String]) -> String {
         })
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// The report's line: how the program ended.
+fn summary(o: &Outputs) -> Vec<String> {
+    o.get("exit_code")
+        .and_then(serde_json::Value::as_i64)
+        .map(|c| vec![format!("exited with code {c}")])
+        .unwrap_or_default()
 }

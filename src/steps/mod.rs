@@ -88,6 +88,8 @@ pub(crate) struct Evidence {
     pub backup: Option<fn(&Outputs) -> BackupEvidence>,
     /// The image this step deployed: (image, what ran before by container).
     pub deployed_image: Option<DeployedImage>,
+    /// What the step proved, in a few lines for the report ("restored 53 tables, 14.2 MiB").
+    pub summary: Option<fn(&Outputs) -> Vec<String>>,
 }
 
 /// Checks that a checkpoint's outputs still hold: `Err(why)` when they do not.
@@ -104,6 +106,7 @@ impl Evidence {
         default_rpo_source: false,
         backup: None,
         deployed_image: None,
+        summary: None,
     };
 }
 

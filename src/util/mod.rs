@@ -190,6 +190,15 @@ pub(crate) fn human_bytes(n: u64) -> String {
     format!("{value:.1} {}", UNITS[unit])
 }
 
+/// Who is running drrun: `$USER`, else `$LOGNAME`, else `uid N` (a pod often has neither).
+pub(crate) fn user_name() -> String {
+    ["USER", "LOGNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
+        // SAFETY: getuid has no preconditions and cannot fail.
+        .unwrap_or_else(|| format!("uid {}", unsafe { libc::getuid() }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -325,6 +325,22 @@ fn the_reference_drill_passes_fails_honestly_and_resumes_after_sigkill() {
     let md = std::fs::read_to_string(reports.join("report.md")).unwrap();
     assert!(md.starts_with("# DR drill `acme-dr`: PASSED"), "{md}");
     assert!(md.contains("| RTO | 15m |"), "{md}");
+    // The evidence a ticket needs, from the real restore, smoke test and cleanup.
+    assert!(!md.contains("| | |"), "no empty header row: {md}");
+    for needle in [
+        "- `restore` (pg.restore): succeeded in ",
+        " tables, ",
+        "largest tables: `public.",
+        "- `smoke` (http.smoke): succeeded in ",
+        " → 200",
+        "## Cleanup (finally)",
+        " (kube.scale): succeeded in ",
+        "scaled `deployment/",
+        "## Vars",
+        " KiB (",
+    ] {
+        assert!(md.contains(needle), "report.md lacks {needle:?}:\n{md}");
+    }
     let junit = std::fs::read_to_string(reports.join("junit.xml")).unwrap();
     assert_eq!(
         junit.matches("<testcase ").count(),

@@ -43,7 +43,12 @@ fn filtered(name: &str, text: &str, dir: &std::path::Path) {
     settings.add_filter(r"\b\d+(\.\d+)?(ms|s)\b", "[DUR]");
     settings.add_filter(r#"time="\d+\.\d+""#, r#"time="[SECS]""#);
     settings.add_filter(&regex::escape(&hostname()), "[HOST]");
-    settings.add_filter(env!("CARGO_PKG_VERSION"), "[VERSION]");
+    // The version names the commit it was built from.
+    settings.add_filter(
+        &format!(r"{} \([^)]*\)", regex::escape(env!("CARGO_PKG_VERSION"))),
+        "[VERSION]",
+    );
+    settings.add_filter(r" by [^ ]+( \d+)? on ", " by [USER] on ");
     settings.bind(|| insta::assert_snapshot!(name, text));
 }
 

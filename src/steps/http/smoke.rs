@@ -1,5 +1,6 @@
 //! `http.smoke`: Hurl-style smoke tests against the DR site (log in, create, upload).
 
+use crate::steps::Evidence;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -84,6 +85,11 @@ impl StepKind for HttpSmoke {
         output("captures", "Captured values by name (secrets redacted)."),
         output("duration", "Total seconds."),
     ];
+
+    const EVIDENCE: Evidence = Evidence {
+        summary: Some(summary),
+        ..Evidence::NONE
+    };
 
     const DEFERRED: &'static [&'static str] = &["captures"];
 
@@ -429,4 +435,41 @@ fn render_request(
             )
         })?;
     serde_json::from_value(rendered).map_err(|e| e.to_string())
+}
+
+/// The report's lines: each request with its status and time.
+fn summary(o: &Outputs) -> Vec<String> {
+    o.get("requests")
+        .and_then(|v| v.as_array())
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            let status = r["status"]
+                .as_u64()
+                .map_or_else(|| "no response".into(), |s| s.to_string());
+            let took = r["duration_ms"]
+                .as_u64()
+                .map(crate::duration::human_ms)
+                .unwrap_or_default();
+            format!(
+                "{} `{}` {} → {status}{}{}",
+                if r["ok"].as_bool() == Some(true) {
+                    "✔"
+                } else {
+                    "✘"
+                },
+                r["name"].as_str().unwrap_or("?"),
+                r["method"].as_str().unwrap_or("GET"),
+                if took.is_empty() {
+                    String::new()
+                } else {
+                    format!(" in {took}")
+                },
+                match r["attempts"].as_u64() {
+                    Some(n) if n > 1 => format!(" ({n} attempts)"),
+                    _ => String::new(),
+                }
+            )
+        })
+        .collect()
 }

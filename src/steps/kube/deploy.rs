@@ -181,6 +181,7 @@ impl StepKind for KubeDeploy {
 
     const EVIDENCE: Evidence = Evidence {
         deployed_image: Some(deployed_image),
+        summary: Some(summary),
         ..Evidence::NONE
     };
 
@@ -484,6 +485,26 @@ async fn wait_rollout(
             ));
         }
     }
+}
+
+/// The report's lines: each deployment's image and its ready replicas.
+fn summary(o: &Outputs) -> Vec<String> {
+    let ready = o.get("ready_replicas").and_then(|v| v.as_object());
+    o.get("images_after")
+        .and_then(|v| v.as_object())
+        .into_iter()
+        .flatten()
+        .map(|(container, image)| {
+            let deployment = container.split('/').next().unwrap_or(container);
+            let replicas = ready
+                .and_then(|r| r.get(deployment))
+                .map_or_else(String::new, |n| format!(", {n} ready"));
+            format!(
+                "`{container}` runs `{}`{replicas}",
+                image.as_str().unwrap_or("?")
+            )
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! `kube.image`: read the image a Deployment's container runs (usually production's).
 
+use crate::steps::Evidence;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -54,6 +55,11 @@ impl StepKind for KubeImage {
         output("digest", "The `sha256:...` digest, or empty."),
         output("container", "The container that was read."),
     ];
+
+    const EVIDENCE: Evidence = Evidence {
+        summary: Some(summary),
+        ..Evidence::NONE
+    };
 
     async fn preview(&self, ctx: &PreviewCtx) -> Preview {
         if ctx.offline {
@@ -117,4 +123,13 @@ impl KubeImage {
         out.insert("container".into(), json!(c.name));
         Ok(out)
     }
+}
+
+/// The report's line: what production runs.
+fn summary(o: &Outputs) -> Vec<String> {
+    vec![format!(
+        "`{}` runs `{}`",
+        o.get("container").and_then(|v| v.as_str()).unwrap_or("?"),
+        o.get("image").and_then(|v| v.as_str()).unwrap_or("?")
+    )]
 }

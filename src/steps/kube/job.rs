@@ -1,5 +1,6 @@
 //! `kube.job`: run a one-off Job from a Deployment's pod template (`manage.py migrate`).
 
+use crate::steps::Evidence;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -45,6 +46,11 @@ impl StepKind for KubeJob {
         output("duration", "Seconds from creation to completion."),
     ];
 
+    const EVIDENCE: Evidence = Evidence {
+        summary: Some(summary),
+        ..Evidence::NONE
+    };
+
     fn touches(&self) -> Vec<Touch> {
         vec![Touch::KubeNamespace {
             namespace: self.namespace.clone(),
@@ -89,4 +95,17 @@ impl StepKind for KubeJob {
             Err(outcome.error())
         }
     }
+}
+
+/// The report's line: the Job and how it ended.
+fn summary(o: &Outputs) -> Vec<String> {
+    vec![format!(
+        "job `{}` {}",
+        o.get("job_name").and_then(|v| v.as_str()).unwrap_or("?"),
+        if o.get("succeeded").and_then(serde_json::Value::as_bool) == Some(true) {
+            "succeeded"
+        } else {
+            "failed"
+        }
+    )]
 }

@@ -1,5 +1,6 @@
 //! `kube.scale`: scale workloads (usually the whole DR namespace to zero, in `finally`).
 
+use crate::steps::Evidence;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -222,6 +223,11 @@ impl StepKind for KubeScale {
         output("scaled", "List of `kind/name` that were changed."),
     ];
 
+    const EVIDENCE: Evidence = Evidence {
+        summary: Some(summary),
+        ..Evidence::NONE
+    };
+
     fn touches(&self) -> Vec<Touch> {
         vec![Touch::KubeNamespace {
             namespace: self.namespace.clone(),
@@ -334,5 +340,26 @@ impl StepKind for KubeScale {
         out.insert("previous".into(), previous.into());
         out.insert("scaled".into(), scaled.into());
         Ok(out)
+    }
+}
+
+/// The report's line: what was scaled, and from how many.
+fn summary(o: &Outputs) -> Vec<String> {
+    let previous = o.get("previous").and_then(|v| v.as_object());
+    let scaled: Vec<String> = o
+        .get("scaled")
+        .and_then(|v| v.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str())
+        .map(|name| match previous.and_then(|p| p.get(name)) {
+            Some(n) => format!("`{name}` (was {n})"),
+            None => format!("`{name}`"),
+        })
+        .collect();
+    if scaled.is_empty() {
+        vec!["nothing needed scaling".into()]
+    } else {
+        vec![format!("scaled {}", scaled.join(", "))]
     }
 }

@@ -1,5 +1,6 @@
 //! `pg.restore`: restore a dump into the DR database with the real `pg_restore`/`psql`.
 
+use crate::steps::Evidence;
 use std::time::Instant;
 
 use schemars::JsonSchema;
@@ -150,6 +151,11 @@ impl StepKind for PgRestore {
             "The largest tables with their estimated row counts.",
         ),
     ];
+
+    const EVIDENCE: Evidence = Evidence {
+        summary: Some(summary),
+        ..Evidence::NONE
+    };
 
     fn touches(&self) -> Vec<Touch> {
         let Ok(conn) = Conn::from_settings(&self.connection) else {
@@ -573,4 +579,34 @@ pub(super) async fn finish_restore(
     outputs.insert("size_bytes".into(), stats["size_bytes"].clone());
     outputs.insert("largest_tables".into(), stats["largest_tables"].clone());
     Ok(outputs)
+}
+
+/// The report's lines: where, how much, and the largest tables.
+fn summary(o: &Outputs) -> Vec<String> {
+    let n = |k: &str| o.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+    let mut lines = vec![format!(
+        "restored into `{}`: {} tables, {}",
+        o.get("database").and_then(|v| v.as_str()).unwrap_or("?"),
+        n("tables"),
+        crate::util::human_bytes(n("size_bytes"))
+    )];
+    let largest: Vec<String> = o
+        .get("largest_tables")
+        .and_then(|v| v.as_array())
+        .into_iter()
+        .flatten()
+        .take(5)
+        .map(|t| {
+            format!(
+                "`{}` ({} rows, {})",
+                t["table"].as_str().unwrap_or("?"),
+                t["rows_estimate"].as_u64().unwrap_or(0),
+                crate::util::human_bytes(t["bytes"].as_u64().unwrap_or(0))
+            )
+        })
+        .collect();
+    if !largest.is_empty() {
+        lines.push(format!("largest tables: {}", largest.join(", ")));
+    }
+    lines
 }

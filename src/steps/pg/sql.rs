@@ -94,6 +94,7 @@ impl StepKind for PgSql {
 
     const EVIDENCE: Evidence = Evidence {
         data_time: Some(scalar_time),
+        summary: Some(summary),
         ..Evidence::NONE
     };
 
@@ -452,6 +453,21 @@ fn parse_timestamp(text: &str) -> Option<chrono::DateTime<chrono::Utc>> {
         }
     }
     None
+}
+
+/// The report's line: how many rows, and the scalar when there is one.
+fn summary(o: &Outputs) -> Vec<String> {
+    let rows = o
+        .get("row_count")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0);
+    match o.get("scalar").filter(|v| !v.is_null()) {
+        Some(v) => vec![format!(
+            "{rows} row(s); first value `{}`",
+            v.as_str().map_or_else(|| v.to_string(), str::to_string)
+        )],
+        None => vec![format!("{rows} row(s)")],
+    }
 }
 
 #[cfg(test)]

@@ -145,6 +145,7 @@ impl StepKind for S3Fetch {
         default_rpo_source: true,
         backup: Some(backup_evidence),
         deployed_image: None,
+        summary: Some(summary),
     };
 
     fn check(&self) -> Vec<ConfigIssue> {
@@ -412,4 +413,20 @@ fn file_still_holds(outputs: &Outputs) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The report's line: the object, its size and digest.
+fn summary(o: &Outputs) -> Vec<String> {
+    let size = o
+        .get("size")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0);
+    let sha = o.get("sha256").and_then(|v| v.as_str()).unwrap_or("");
+    vec![format!(
+        "fetched `s3://{}/{}`, {}, sha256 `{}`",
+        o.get("bucket").and_then(|v| v.as_str()).unwrap_or(""),
+        o.get("key").and_then(|v| v.as_str()).unwrap_or(""),
+        crate::util::human_bytes(size),
+        &sha[..sha.len().min(16)]
+    )]
 }
