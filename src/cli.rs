@@ -177,6 +177,10 @@ pub(crate) struct PlanArgs {
     /// Do not contact any service: show the rendered plan only.
     #[arg(long)]
     pub offline: bool,
+    /// Show every rendered setting of every step (default: one line a step with its
+    /// short settings, then what it would do).
+    #[arg(long, short = 'v')]
+    pub verbose: bool,
     #[arg(long, value_enum, default_value_t)]
     pub output: Output,
 }

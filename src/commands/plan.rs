@@ -36,7 +36,7 @@ pub(super) fn plan(args: PlanArgs) -> Result<ExitCode> {
     let rendered = render_plan(&plan, &ctx, secrets);
     match args.output {
         Output::Json => out(&serde_json::to_string_pretty(&rendered)?),
-        Output::Human => out(&human(&plan, &rendered)),
+        Output::Human => out(&human(&plan, &rendered, args.verbose)),
     }
     // A plan that found what the run would meet says so in its exit code: 2 when a guard
     // refuses (the playbook points at production), 1 when a preview failed.
@@ -87,7 +87,7 @@ fn before_changes(plan: &Plan, i: usize, mut preview: Preview) -> Preview {
     if let Some(d) = changer {
         preview.failed = None;
         preview.cannot_preview = Some(format!(
-            "cannot preview before `{}` runs ({})",
+            "cannot preview before `{}` runs: that step creates or changes what this one reads ({})",
             plan.steps[d].id,
             preview.cannot_preview.unwrap_or_default()
         ));
@@ -267,7 +267,43 @@ fn redact_preview(p: Preview, redactor: &Redactor) -> Preview {
     }
 }
 
-fn human(plan: &Plan, rendered: &Value) -> String {
+/// Settings shown on a step's line by default: short scalars, as written, at most this many.
+const SHORT_SETTINGS: usize = 5;
+const SHORT_VALUE: usize = 48;
+
+/// `bucket=acme prefix=acme/daily- max_age=26h`: the settings that fit on the step's line.
+fn short_settings(with: &Value) -> String {
+    let Some(map) = with.as_object() else {
+        return String::new();
+    };
+    let mut parts = Vec::new();
+    let mut more = 0;
+    for (k, v) in map {
+        let text = match v {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
+            _ => {
+                more += 1;
+                continue;
+            }
+        };
+        if text.chars().count() > SHORT_VALUE
+            || text.contains('\n')
+            || parts.len() >= SHORT_SETTINGS
+        {
+            more += 1;
+            continue;
+        }
+        parts.push(format!("{k}={text}"));
+    }
+    if more > 0 {
+        parts.push(format!("(+{more} more)"));
+    }
+    parts.join(" ")
+}
+
+fn human(plan: &Plan, rendered: &Value, verbose: bool) -> String {
     let mut text = format!("plan for {} ({})\n", plan.name, plan.file.display());
     if let Some(d) = &plan.description {
         text.push_str(&format!("  {d}\n"));
@@ -294,29 +330,43 @@ fn human(plan: &Plan, rendered: &Value) -> String {
                     .as_array()
                     .map(|a| a.iter().filter_map(Value::as_str).collect())
                     .unwrap_or_default();
-                text.push_str(&format!(
-                    "    {} [{}, {}]{}\n",
+                let needs = if needs.is_empty() {
+                    String::new()
+                } else {
+                    format!(" needs: {}", needs.join(", "))
+                };
+                let head = format!(
+                    "    {} [{}, {}]{needs}",
                     s["id"].as_str().unwrap_or(""),
                     s["kind"].as_str().unwrap_or(""),
                     s["effect"].as_str().unwrap_or(""),
-                    if needs.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" needs: {}", needs.join(", "))
+                );
+                if verbose {
+                    text.push_str(&format!("{head}\n"));
+                    if let Some(d) = s["description"].as_str() {
+                        text.push_str(&format!("      # {d}\n"));
                     }
-                ));
-                if let Some(d) = s["description"].as_str() {
-                    text.push_str(&format!("      # {d}\n"));
-                }
-                if let Some(w) = s["when"].as_str() {
-                    text.push_str(&format!("      when: {w}\n"));
-                }
-                let yaml = serde_yaml_ng::to_string(&s["with"]).unwrap_or_default();
-                for line in yaml.lines().filter(|l| *l != "{}") {
-                    text.push_str(&format!("      {line}\n"));
-                }
-                if let Some(reason) = s["preview"]["cannot_preview"].as_str() {
-                    text.push_str(&format!("      preview: {reason}\n"));
+                    if let Some(w) = s["when"].as_str() {
+                        text.push_str(&format!("      when: {w}\n"));
+                    }
+                    let yaml = serde_yaml_ng::to_string(&s["with"]).unwrap_or_default();
+                    for line in yaml.lines().filter(|l| *l != "{}") {
+                        text.push_str(&format!("      {line}\n"));
+                    }
+                    if let Some(reason) = s["preview"]["cannot_preview"].as_str() {
+                        text.push_str(&format!("      preview: {reason}\n"));
+                    }
+                } else {
+                    text.push_str(&format!("{head}  {}\n", short_settings(&s["with"])));
+                    if let Some(w) = s["when"].as_str() {
+                        text.push_str(&format!("      when: {w}\n"));
+                    }
+                    // Offline, every live preview is skipped alike: said once, at the end.
+                    if let Some(reason) = s["preview"]["cannot_preview"].as_str()
+                        && (s["preview"]["failed"].is_string() || !reason.contains("offline"))
+                    {
+                        text.push_str(&format!("      preview: {reason}\n"));
+                    }
                 }
                 for line in s["preview"]["lines"]
                     .as_array()
@@ -328,6 +378,14 @@ fn human(plan: &Plan, rendered: &Value) -> String {
                 }
             }
         }
+    }
+    if !verbose {
+        if rendered["offline"].as_bool() == Some(true) {
+            text.push_str(
+                "\n(--offline: no service was contacted, so nothing live was previewed)\n",
+            );
+        }
+        text.push_str("(`--verbose` shows every setting)\n");
     }
     text
 }

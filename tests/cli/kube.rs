@@ -97,7 +97,7 @@ finally:
         p.stdout
     );
     assert!(
-        p.stdout.contains(&format!("tag: '{PAUSE_NEW_TAG}'")),
+        p.stdout.contains(&format!(" tag={PAUSE_NEW_TAG} ")),
         "the rendered setting shows the real tag: {}",
         p.stdout
     );

@@ -252,7 +252,7 @@ steps:
         plan.stdout
     );
     assert!(
-        plan.stdout.contains("url: <secret:db_url>") && !plan.stdout.contains(PASSWORD),
+        plan.stdout.contains("url=<secret:db_url>") && !plan.stdout.contains(PASSWORD),
         "{}",
         plan.stdout
     );
@@ -263,7 +263,10 @@ steps:
             .arg(&pb),
     );
     assert!(
-        offline.stdout.contains("target not inspected (--offline)"),
+        offline
+            .stdout
+            .contains("--offline: no service was contacted")
+            && !offline.stdout.contains("target exists"),
         "{}",
         offline.stdout
     );

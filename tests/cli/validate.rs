@@ -88,12 +88,23 @@ fn plan_offline_renders_levels_placeholders_and_secret_markers() {
     let out = run(&[
         "plan",
         "--offline",
+        "--verbose",
         "playbooks/caktus-wagtail.yaml",
         "-e",
         "project=acme",
     ]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     insta::assert_snapshot!("plan_caktus_offline", out.stdout);
+    // By default a step is one line of its short settings, then what it would do.
+    let short = run(&[
+        "plan",
+        "--offline",
+        "playbooks/caktus-wagtail.yaml",
+        "-e",
+        "project=acme",
+    ]);
+    assert_eq!(short.code, 0, "{}", short.stderr);
+    insta::assert_snapshot!("plan_caktus_offline_short", short.stdout);
     let json = run(&[
         "plan",
         "--offline",
