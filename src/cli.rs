@@ -141,6 +141,7 @@ pub(crate) struct RunArgs {
     /// state directory).
     #[arg(long, value_name = "DIR")]
     pub report: Option<PathBuf>,
+    /// `human` for people; `json` for programs (JSON lines while a drill runs).
     #[arg(long, value_enum, default_value_t)]
     pub output: Output,
     #[command(flatten)]
@@ -181,6 +182,7 @@ pub(crate) struct PlanArgs {
     /// short settings, then what it would do).
     #[arg(long, short = 'v')]
     pub verbose: bool,
+    /// `human` for people; `json` for programs (JSON lines while a drill runs).
     #[arg(long, value_enum, default_value_t)]
     pub output: Output,
 }
@@ -192,6 +194,7 @@ pub(crate) struct ValidateArgs {
     pub playbooks: Vec<PathBuf>,
     #[command(flatten)]
     pub vars: VarArgs,
+    /// `human` for people; `json` for programs (JSON lines while a drill runs).
     #[arg(long, value_enum, default_value_t)]
     pub output: Output,
 }
@@ -210,6 +213,7 @@ pub(crate) struct GraphArgs {
     pub playbook: PathBuf,
     #[command(flatten)]
     pub vars: VarArgs,
+    /// `text` for a terminal, `dot` for Graphviz, `mermaid` for Markdown pages.
     #[arg(long, value_enum, default_value_t)]
     pub format: GraphFormat,
 }
@@ -241,6 +245,7 @@ pub(crate) struct ResumeArgs {
     /// Also write report.json, report.md and junit.xml here.
     #[arg(long, value_name = "DIR")]
     pub report: Option<PathBuf>,
+    /// `human` for people; `json` for programs (JSON lines while a drill runs).
     #[arg(long, value_enum, default_value_t)]
     pub output: Output,
     #[command(flatten)]
@@ -253,6 +258,7 @@ pub(crate) struct ReportArgs {
     pub run_id: Option<String>,
     #[command(flatten)]
     pub state: StateArgs,
+    /// Which report to print.
     #[arg(long, value_enum, default_value_t)]
     pub format: ReportFormat,
 }
@@ -277,6 +283,7 @@ pub(crate) struct StatusArgs {
     pub log: Option<String>,
     #[command(flatten)]
     pub state: StateArgs,
+    /// `human` for people; `json` for programs (JSON lines while a drill runs).
     #[arg(long, value_enum, default_value_t)]
     pub output: Output,
 }
@@ -288,6 +295,7 @@ pub(crate) struct KindsArgs {
     /// Document every kind (Markdown; this is how docs/kinds.md is generated).
     #[arg(long, conflicts_with = "kind")]
     pub all: bool,
+    /// `human` for people; `json` for programs (JSON lines while a drill runs).
     #[arg(long, value_enum, default_value_t)]
     pub output: Output,
 }
@@ -335,4 +343,34 @@ pub(crate) fn normalize_args(mut args: Vec<String>) -> Vec<String> {
         args.insert(1, "run".into());
     }
     args
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// `--help` and the man pages document every argument, and every command has examples.
+    #[test]
+    fn every_argument_is_documented_and_every_command_has_examples() {
+        let cli = super::Cli::command();
+        for sub in cli.get_subcommands() {
+            let name = sub.get_name();
+            assert!(sub.get_about().is_some(), "`{name}` has no summary");
+            assert!(
+                sub.get_after_help()
+                    .is_some_and(|h| h.to_string().starts_with("Example")),
+                "`drrun {name} --help` shows no examples"
+            );
+            for arg in sub.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                assert!(
+                    arg.get_help().is_some(),
+                    "`drrun {name}`: `{id}` is not documented"
+                );
+            }
+        }
+    }
 }
