@@ -164,6 +164,29 @@ steps:
         assert_eq!(restored["largest_tables"][0]["table"], "public.pages");
         assert_eq!(restored["largest_tables"][0]["rows_estimate"], 2000);
         assert!(restored["size_bytes"].as_u64().unwrap() > 1_000_000);
+        // `jobs: auto` is the default: bounded by the cores and the 3 tables with data.
+        let (jobs, why) = (
+            restored["jobs"].as_u64().unwrap(),
+            restored["jobs_reason"].as_str().unwrap().to_string(),
+        );
+        match format {
+            "custom" => {
+                assert!(
+                    why.starts_with("auto: ") && why.contains("3 table(s) with data"),
+                    "{why}"
+                );
+                assert!((1..=3).contains(&jobs), "{jobs}");
+            }
+            "directory" => assert_eq!((jobs, why.as_str()), (2, "set by the playbook")),
+            _ => assert_eq!(jobs, 1, "{format}: {why}"),
+        }
+        assert!(
+            restored["session_settings"]
+                .as_array()
+                .unwrap()
+                .contains(&serde_json::json!("synchronous_commit=off")),
+            "{restored}"
+        );
         let site = outputs(dir.path(), "site");
         assert_eq!(site["row_count"], 1);
         assert_eq!(site["rows"][0]["hostname"], "dr.acme.example.com");
@@ -193,6 +216,58 @@ steps:
         assert!(!text.contains(PASSWORD), "the password reached the journal");
         std::fs::remove_dir_all(dir.path().join("state")).unwrap();
     }
+}
+
+#[test]
+fn the_restore_sessions_run_with_the_settings_the_outputs_list() {
+    let c = Cluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    // A plain SQL archive that reports the settings its own session has.
+    let archive = dir.path().join("settings.sql");
+    std::fs::write(
+        &archive,
+        "-- settings probe\nSELECT 'probe sc=' || current_setting('synchronous_commit') || ' mwm=' || current_setting('maintenance_work_mem');\n",
+    )
+    .unwrap();
+    let body = |tune: bool| {
+        format!(
+            "steps:\n  restore:\n    kind: pg.restore\n    with:\n      archive: {}\n      url: \"{{{{ secrets.db_url }}}}\"\n      pg_bin: \"{{{{ vars.pg_bin }}}}\"\n      recreate: true\n      tune_session: {tune}\n",
+            archive.display()
+        )
+    };
+    let pb = playbook(dir.path(), &c, &body(true));
+    let out = run_playbook(dir.path(), &c.url("dr_probe"), &pb);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let log = run_cmd(
+        drrun()
+            .args(["status", "--log", "restore", "--state-dir"])
+            .arg(dir.path().join("state")),
+    );
+    assert!(
+        log.stdout.contains("probe sc=off mwm=512MB"),
+        "{}",
+        log.stdout
+    );
+    // Off, the server's defaults stay, and the outputs say so.
+    std::fs::remove_dir_all(dir.path().join("state")).unwrap();
+    let pb = playbook(dir.path(), &c, &body(false));
+    let out = run_playbook(dir.path(), &c.url("dr_probe"), &pb);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        outputs(dir.path(), "restore")["session_settings"],
+        serde_json::json!([])
+    );
+    let log = std::fs::read_to_string(
+        std::fs::read_dir(dir.path().join("state/runs"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path()
+            .join("logs/restore.log"),
+    )
+    .unwrap();
+    assert!(log.contains("probe sc=on"), "{log}");
 }
 
 #[test]

@@ -1,11 +1,13 @@
 //! The PostgreSQL kinds: `pg.restore` (with its archive handling) and `pg.sql`.
 
 mod archive;
+mod describe;
 mod progress;
 mod restore;
 mod sql;
 mod stream;
 mod target;
+mod tuning;
 
 pub(crate) use restore::PgRestore;
 pub(crate) use sql::PgSql;

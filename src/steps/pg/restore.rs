@@ -7,15 +7,16 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::archive::{Format, detect_format, restore_errors, toc_summary};
+use super::archive::{Format, detect_format, restore_errors};
 use super::progress::toc_progress;
 use super::target::{
     PreSqlAs, RestoreInto, left_behind, prepare_target, swap_into_place, temporary_name,
 };
+use super::tuning::{Jobs, Tuning, analyze, apply_settings, choose_jobs};
 use crate::outcome::{Failure, FailureClass, Outputs};
 use crate::services::pg::{
-    Conn, PgConnection, clean, connection_error, list_archive, literal, local_version,
-    major_version, parse_url, psql, run_client, run_client_with,
+    Conn, PgConnection, clean, connection_error, list_archive, local_version, major_version,
+    parse_url, psql, run_client, run_client_with,
 };
 use crate::services::s3::S3Access;
 use crate::steps::guard::Touch;
@@ -69,9 +70,20 @@ pub(crate) struct PgRestore {
     /// With `clean`: `DROP ... IF EXISTS` (`--if-exists`).
     #[serde(default)]
     pub if_exists: bool,
-    /// Parallel restore jobs (custom or directory format from a file).
+    /// Parallel restore jobs for a custom or directory archive in a file: `auto` (the
+    /// default: this machine's cores and the server's, no more than the archive's tables
+    /// with data; the choice and why are in the outputs) or a number.
     #[serde(default)]
-    pub jobs: Option<u32>,
+    pub jobs: Jobs,
+    /// The server's cores, for `jobs: auto` where the server cannot say (a managed
+    /// server's `max_worker_processes` is not its core count).
+    #[serde(default)]
+    pub server_cores: Option<u32>,
+    /// Give the restore's sessions settings that are safe for a throwaway DR database
+    /// and make it faster (`synchronous_commit=off`, a larger `maintenance_work_mem` for
+    /// index builds), and analyze with `vacuumdb -j` (default true; listed in the outputs).
+    #[serde(default = "yes")]
+    pub tune_session: bool,
     /// Restore as one transaction (`--single-transaction`); not with `jobs`.
     #[serde(default)]
     pub single_transaction: bool,
@@ -125,7 +137,6 @@ impl StepKind for PgRestore {
     no_owner: true
     no_privileges: true
     schema: public
-    jobs: 2
     allow_errors: ['role "rdsadmin" does not exist']
 "#;
     const OUTPUTS: &'static [OutputDoc] = &[
@@ -144,6 +155,15 @@ impl StepKind for PgRestore {
             "Number of restore errors that matched `allow_errors`.",
         ),
         output("warnings", "The allowed errors, as text."),
+        output("jobs", "Parallel jobs the restore ran with."),
+        output(
+            "jobs_reason",
+            "Why that many: set by the playbook, or what `auto` went by.",
+        ),
+        output(
+            "session_settings",
+            "Settings the restore's sessions ran with (`synchronous_commit=off`, ...).",
+        ),
         output("tables", "Number of tables in the restored schemas."),
         output("size_bytes", "Size of the restored database."),
         output(
@@ -153,7 +173,7 @@ impl StepKind for PgRestore {
     ];
 
     const EVIDENCE: Evidence = Evidence {
-        summary: Some(summary),
+        summary: Some(super::describe::summary),
         ..Evidence::NONE
     };
 
@@ -182,13 +202,13 @@ impl StepKind for PgRestore {
             .map(|m| ConfigIssue::new("", m))
             .into_iter()
             .collect();
-        if self.jobs.is_some() && self.single_transaction {
+        if matches!(self.jobs, Jobs::Fixed(n) if n > 1) && self.single_transaction {
             issues.push(ConfigIssue::new(
                 "jobs",
                 "`jobs` and `single_transaction` cannot be combined",
             ));
         }
-        if self.jobs == Some(0) {
+        if self.jobs == Jobs::Fixed(0) {
             issues.push(ConfigIssue::new("jobs", "`jobs` must be at least 1"));
         }
         if self.if_exists && !self.clean {
@@ -209,7 +229,7 @@ impl StepKind for PgRestore {
     }
 
     async fn preview(&self, ctx: &PreviewCtx) -> Preview {
-        preview(self, ctx).await
+        super::describe::preview(self, ctx).await
     }
 
     async fn run(&self, ctx: &StepCtx) -> Result<Outputs, Failure> {
@@ -265,6 +285,7 @@ async fn restore_file(
     let started = Instant::now();
 
     let mut entries = None;
+    let mut data_items = 0;
     if format.uses_pg_restore() {
         ctx.phase("reading the archive's table of contents");
         let toc = list_archive(&path, cfg.pg_bin.as_deref(), &ctx.cancel).await?;
@@ -289,6 +310,7 @@ async fn restore_file(
             .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
             .count();
         entries = Some(count);
+        data_items = toc.lines().filter(|l| l.contains(" TABLE DATA ")).count();
         ctx.note(format!(
             "archive: {} format, {count} TOC entries",
             format.as_str()
@@ -313,12 +335,30 @@ async fn restore_file(
 
     ctx.phase(format!("preparing the database `{}`", conn.database));
     prepare_target(cfg, ctx, conn, maintenance, target).await?;
+    let parallel = matches!(format, Format::Custom | Format::Directory) && !cfg.single_transaction;
+    let tuning = if parallel {
+        let choice = choose_jobs(
+            cfg.jobs,
+            cfg.server_cores,
+            data_items,
+            conn,
+            cfg.pg_bin.as_deref(),
+            ctx,
+        )
+        .await;
+        Tuning::new(cfg.tune_session, choice.jobs, choice.why)
+    } else {
+        Tuning::new(
+            cfg.tune_session,
+            1,
+            format!("one job: a {} archive restores serially", format.as_str()),
+        )
+    };
+    ctx.note(tuning.describe());
     // From here on the target holds whatever the restore got to: say so if it stops.
     let restored = async {
-        let jobs_allowed = matches!(format, Format::Custom | Format::Directory);
         let out = if format.uses_pg_restore() {
-            let jobs = cfg.jobs.filter(|_| jobs_allowed);
-            let mut cmd = pg_restore_command(cfg, conn, jobs);
+            let mut cmd = pg_restore_command(cfg, conn, &tuning);
             // -v names each TOC entry as it is restored: the progress counts them, and
             // the lines stay out of what the errors are judged by.
             cmd.arg("--verbose").arg(&path);
@@ -328,6 +368,7 @@ async fn restore_file(
             super::confirm_if_cancelled(ctx, maintenance, cfg.pg_bin.as_deref(), ran).await?
         } else {
             let mut cmd = conn.command(cfg.pg_bin.as_deref(), "psql");
+            apply_settings(&mut cmd, &tuning.settings);
             cmd.args(["-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=0"]);
             if cfg.single_transaction {
                 cmd.arg("--single-transaction");
@@ -358,96 +399,16 @@ async fn restore_file(
             super::confirm_if_cancelled(ctx, maintenance, cfg.pg_bin.as_deref(), ran).await?
         };
 
-        finish_restore(cfg, ctx, conn, &out, format.as_str(), "file", started).await
+        let how = HowRestored {
+            format: format.as_str(),
+            mode: "file",
+            started,
+            tuning: &tuning,
+        };
+        finish_restore(cfg, ctx, conn, &out, how).await
     }
     .await;
     restored.map_err(|e| e.leaving(left_behind(cfg, &conn.database, target)))
-}
-
-/// Read-only preview: the target (exists? how big?), what would happen to it, and the
-/// archive's table of contents when the file is already there.
-async fn preview(cfg: &PgRestore, ctx: &PreviewCtx) -> Preview {
-    // Offline, the URL is still a secret's marker: describe what is known.
-    let conn = match Conn::from_settings(&cfg.connection) {
-        _ if ["url", "host", "port", "user", "database"]
-            .iter()
-            .any(|f| ctx.is_pending(f)) =>
-        {
-            None
-        }
-        Ok(c) => Some(c),
-        Err(e) => return Preview::failure(e),
-    };
-    if let Some(conn) = &conn
-        && let Err(e) = ctx.guards.check_pg(&conn.host_for_guard(), &conn.database)
-    {
-        return Preview::failure(e);
-    }
-    let mut lines = vec![match &conn {
-        Some(c) => format!("target database: {}{}", c.describe(), c.origins()),
-        None => format!(
-            "target database: {}",
-            cfg.connection.url.as_deref().unwrap_or_default()
-        ),
-    }];
-    if cfg.recreate {
-        lines.push("would terminate other sessions, drop and recreate it".into());
-    }
-    let cancel = tokio_util::sync::CancellationToken::new();
-    if ctx.is_pending("archive") {
-        lines.push(format!("archive: {} (known only at run time)", cfg.archive));
-    } else {
-        let path = {
-            let p = crate::util::expand_home(&cfg.archive);
-            if p.is_absolute() {
-                p
-            } else {
-                ctx.base_dir.join(p)
-            }
-        };
-        match detect_format(&path) {
-            Ok(format) if format.uses_pg_restore() => {
-                match list_archive(&path, cfg.pg_bin.as_deref(), &cancel).await {
-                    Ok(toc) => lines.push(format!(
-                        "archive: {} format; {}",
-                        format.as_str(),
-                        toc_summary(&toc)
-                    )),
-                    Err(e) => lines.push(format!("archive: {}", e.message)),
-                }
-            }
-            Ok(format) => lines.push(format!(
-                "archive: {} format (SQL script, restored with psql)",
-                format.as_str()
-            )),
-            Err(e) => lines.push(format!("archive: {}", e.message)),
-        }
-    }
-    if ctx.offline {
-        return Preview::partial(lines, "target not inspected (--offline)");
-    }
-    let Some(conn) = conn else {
-        return Preview::partial(lines, "the connection is known only at run time");
-    };
-    let maintenance = match &cfg.maintenance_url {
-        Some(url) => match parse_url(url) {
-            Ok(c) => c,
-            Err(e) => return Preview::failure(e),
-        },
-        None => conn.with_database("postgres"),
-    };
-    let sql = format!(
-        "SELECT coalesce((SELECT pg_size_pretty(pg_database_size(datname)) FROM pg_database WHERE datname = {}), 'absent')",
-        literal(&conn.database)
-    );
-    match psql(&maintenance, cfg.pg_bin.as_deref(), &sql, &cancel, true).await {
-        Ok(size) if size.trim() == "absent" => lines.push("target does not exist yet".into()),
-        Ok(size) => lines.push(format!("target exists ({})", size.trim())),
-        Err(e) => {
-            return Preview::partial_failure(lines, e);
-        }
-    }
-    Preview::lines(lines)
 }
 
 /// `pg_restore` into `conn`'s database with the playbook's options; the archive (or
@@ -455,9 +416,10 @@ async fn preview(cfg: &PgRestore, ctx: &PreviewCtx) -> Preview {
 pub(super) fn pg_restore_command(
     cfg: &PgRestore,
     conn: &Conn,
-    jobs: Option<u32>,
+    tuning: &Tuning,
 ) -> tokio::process::Command {
     let mut cmd = conn.command(cfg.pg_bin.as_deref(), "pg_restore");
+    apply_settings(&mut cmd, &tuning.settings);
     cmd.args(["--no-password", "-d", &conn.database]);
     if cfg.no_owner {
         cmd.arg("--no-owner");
@@ -479,8 +441,8 @@ pub(super) fn pg_restore_command(
     if cfg.if_exists {
         cmd.arg("--if-exists");
     }
-    if let Some(j) = jobs {
-        cmd.args(["--jobs", &j.to_string()]);
+    if tuning.jobs > 1 {
+        cmd.args(["--jobs", &tuning.jobs.to_string()]);
     }
     if cfg.single_transaction {
         cmd.arg("--single-transaction");
@@ -489,16 +451,30 @@ pub(super) fn pg_restore_command(
     cmd
 }
 
+/// How a restore ran: what its outputs say besides the database's figures.
+pub(super) struct HowRestored<'a> {
+    /// `custom`, `plain`, ...
+    pub format: &'a str,
+    /// `file` or `stream`.
+    pub mode: &'a str,
+    pub started: Instant,
+    pub tuning: &'a Tuning,
+}
+
 /// Judges the restore's errors, analyzes, and gathers the outputs.
 pub(super) async fn finish_restore(
     cfg: &PgRestore,
     ctx: &StepCtx,
     conn: &Conn,
     out: &Finished,
-    format: &str,
-    mode: &str,
-    started: Instant,
+    how: HowRestored<'_>,
 ) -> Result<Outputs, Failure> {
+    let HowRestored {
+        format,
+        mode,
+        started,
+        tuning,
+    } = how;
     let stderr = out.stderr_text();
     let errors = restore_errors(&stderr);
     if errors.is_empty() && out.code() != Some(0) {
@@ -540,7 +516,7 @@ pub(super) async fn finish_restore(
     let duration = started.elapsed().as_secs_f64();
     if cfg.analyze {
         ctx.phase("analyzing (planner statistics for the restored tables)");
-        psql(conn, cfg.pg_bin.as_deref(), "ANALYZE;", &ctx.cancel, false).await?;
+        analyze(conn, cfg.pg_bin.as_deref(), tuning, ctx).await?;
     }
     let top = cfg.top_tables.unwrap_or(10);
     let stats_sql = format!(
@@ -573,40 +549,22 @@ pub(super) async fn finish_restore(
         "duration".into(),
         json!((duration * 1000.0).round() / 1000.0),
     );
+    outputs.insert("jobs".into(), json!(tuning.jobs));
+    outputs.insert("jobs_reason".into(), json!(tuning.why));
+    outputs.insert(
+        "session_settings".into(),
+        json!(
+            tuning
+                .settings
+                .iter()
+                .map(|(n, v)| format!("{n}={v}"))
+                .collect::<Vec<_>>()
+        ),
+    );
     outputs.insert("errors_ignored".into(), json!(allowed.len()));
     outputs.insert("warnings".into(), json!(allowed));
     outputs.insert("tables".into(), stats["tables"].clone());
     outputs.insert("size_bytes".into(), stats["size_bytes"].clone());
     outputs.insert("largest_tables".into(), stats["largest_tables"].clone());
     Ok(outputs)
-}
-
-/// The report's lines: where, how much, and the largest tables.
-fn summary(o: &Outputs) -> Vec<String> {
-    let n = |k: &str| o.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
-    let mut lines = vec![format!(
-        "restored into `{}`: {} tables, {}",
-        o.get("database").and_then(|v| v.as_str()).unwrap_or("?"),
-        n("tables"),
-        crate::util::human_bytes(n("size_bytes"))
-    )];
-    let largest: Vec<String> = o
-        .get("largest_tables")
-        .and_then(|v| v.as_array())
-        .into_iter()
-        .flatten()
-        .take(5)
-        .map(|t| {
-            format!(
-                "`{}` ({} rows, {})",
-                t["table"].as_str().unwrap_or("?"),
-                t["rows_estimate"].as_u64().unwrap_or(0),
-                crate::util::human_bytes(t["bytes"].as_u64().unwrap_or(0))
-            )
-        })
-        .collect();
-    if !largest.is_empty() {
-        lines.push(format!("largest tables: {}", largest.join(", ")));
-    }
-    lines
 }

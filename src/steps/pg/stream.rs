@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use super::restore::{PgRestore, finish_restore, pg_restore_command};
+use super::restore::{HowRestored, PgRestore, finish_restore, pg_restore_command};
 use super::target::{left_behind, prepare_target};
 use crate::outcome::{Failure, FailureClass, Outputs};
 use crate::services::pg::{Conn, run_client_with};
@@ -39,7 +39,7 @@ pub(super) async fn restore_streamed(
         )));
     }
     let stream = tokio::io::AsyncReadExt::chain(std::io::Cursor::new(first), stream);
-    let note = if cfg.jobs.is_some_and(|j| j > 1) {
+    let note = if matches!(cfg.jobs, super::tuning::Jobs::Fixed(n) if n > 1) {
         " (`jobs` ignored: parallel restore needs a file)"
     } else {
         ""
@@ -50,7 +50,13 @@ pub(super) async fn restore_streamed(
     ));
     let started = Instant::now();
     prepare_target(cfg, ctx, conn, maintenance, target).await?;
-    let mut cmd = pg_restore_command(cfg, conn, None);
+    let tuning = super::tuning::Tuning::new(
+        cfg.tune_session,
+        1,
+        "one job: a streamed archive is read once, in order".into(),
+    );
+    ctx.note(tuning.describe());
+    let mut cmd = pg_restore_command(cfg, conn, &tuning);
     cmd.arg("--verbose");
     let lines = ctx.output_lines("pg_restore", Some(super::progress::toc_progress(ctx, None)));
     let progress_ctx = ctx.clone();
@@ -65,7 +71,13 @@ pub(super) async fn restore_streamed(
         )
         .await;
         let out = super::confirm_if_cancelled(ctx, maintenance, cfg.pg_bin.as_deref(), ran).await?;
-        finish_restore(cfg, ctx, conn, &out, "custom", "stream", started).await
+        let how = HowRestored {
+            format: "custom",
+            mode: "stream",
+            started,
+            tuning: &tuning,
+        };
+        finish_restore(cfg, ctx, conn, &out, how).await
     }
     .await;
     restored.map_err(|e| e.leaving(left_behind(cfg, &conn.database, target)))

@@ -1,0 +1,147 @@
+//! What `pg.restore` says before it runs (the read-only preview `drrun plan` shows) and
+//! after (the evidence the report lists).
+
+use super::archive::{detect_format, toc_summary};
+use super::restore::PgRestore;
+use super::tuning::Jobs;
+use crate::outcome::Outputs;
+use crate::services::pg::{Conn, list_archive, literal, parse_url, psql};
+use crate::steps::{Preview, PreviewCtx};
+
+/// Read-only preview: the target (exists? how big?), what would happen to it, and the
+/// archive's table of contents when the file is already there.
+pub(super) async fn preview(cfg: &PgRestore, ctx: &PreviewCtx) -> Preview {
+    // Offline, the URL is still a secret's marker: describe what is known.
+    let conn = match Conn::from_settings(&cfg.connection) {
+        _ if ["url", "host", "port", "user", "database"]
+            .iter()
+            .any(|f| ctx.is_pending(f)) =>
+        {
+            None
+        }
+        Ok(c) => Some(c),
+        Err(e) => return Preview::failure(e),
+    };
+    if let Some(conn) = &conn
+        && let Err(e) = ctx.guards.check_pg(&conn.host_for_guard(), &conn.database)
+    {
+        return Preview::failure(e);
+    }
+    let mut lines = vec![match &conn {
+        Some(c) => format!("target database: {}{}", c.describe(), c.origins()),
+        None => format!(
+            "target database: {}",
+            cfg.connection.url.as_deref().unwrap_or_default()
+        ),
+    }];
+    if cfg.recreate {
+        lines.push("would terminate other sessions, drop and recreate it".into());
+    }
+    lines.push(format!(
+        "jobs: {}; session: {}",
+        match cfg.jobs {
+            Jobs::Auto =>
+                "auto (chosen when it runs: local and server cores, tables with data)".to_string(),
+            Jobs::Fixed(n) => n.to_string(),
+        },
+        if cfg.tune_session {
+            super::tuning::settings_text(&super::tuning::session_settings(2))
+                .replace("512MB", "512MB (256MB each above 4 jobs)")
+        } else {
+            "server defaults".into()
+        }
+    ));
+    let cancel = tokio_util::sync::CancellationToken::new();
+    if ctx.is_pending("archive") {
+        lines.push(format!("archive: {} (known only at run time)", cfg.archive));
+    } else {
+        let path = {
+            let p = crate::util::expand_home(&cfg.archive);
+            if p.is_absolute() {
+                p
+            } else {
+                ctx.base_dir.join(p)
+            }
+        };
+        match detect_format(&path) {
+            Ok(format) if format.uses_pg_restore() => {
+                match list_archive(&path, cfg.pg_bin.as_deref(), &cancel).await {
+                    Ok(toc) => lines.push(format!(
+                        "archive: {} format; {}",
+                        format.as_str(),
+                        toc_summary(&toc)
+                    )),
+                    Err(e) => lines.push(format!("archive: {}", e.message)),
+                }
+            }
+            Ok(format) => lines.push(format!(
+                "archive: {} format (SQL script, restored with psql)",
+                format.as_str()
+            )),
+            Err(e) => lines.push(format!("archive: {}", e.message)),
+        }
+    }
+    if ctx.offline {
+        return Preview::partial(lines, "target not inspected (--offline)");
+    }
+    let Some(conn) = conn else {
+        return Preview::partial(lines, "the connection is known only at run time");
+    };
+    let maintenance = match &cfg.maintenance_url {
+        Some(url) => match parse_url(url) {
+            Ok(c) => c,
+            Err(e) => return Preview::failure(e),
+        },
+        None => conn.with_database("postgres"),
+    };
+    let sql = format!(
+        "SELECT coalesce((SELECT pg_size_pretty(pg_database_size(datname)) FROM pg_database WHERE datname = {}), 'absent')",
+        literal(&conn.database)
+    );
+    match psql(&maintenance, cfg.pg_bin.as_deref(), &sql, &cancel, true).await {
+        Ok(size) if size.trim() == "absent" => lines.push("target does not exist yet".into()),
+        Ok(size) => lines.push(format!("target exists ({})", size.trim())),
+        Err(e) => {
+            return Preview::partial_failure(lines, e);
+        }
+    }
+    Preview::lines(lines)
+}
+
+/// The report's lines: where, how much, and the largest tables.
+pub(super) fn summary(o: &Outputs) -> Vec<String> {
+    let n = |k: &str| o.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+    let mut lines = vec![format!(
+        "restored into `{}`: {} tables, {}, with {} job(s) ({})",
+        o.get("database").and_then(|v| v.as_str()).unwrap_or("?"),
+        n("tables"),
+        crate::util::human_bytes(n("size_bytes")),
+        n("jobs").max(1),
+        o.get("jobs_reason").and_then(|v| v.as_str()).unwrap_or("")
+    )];
+    if let Some(settings) = o.get("session_settings").and_then(|v| v.as_array())
+        && !settings.is_empty()
+    {
+        let list: Vec<&str> = settings.iter().filter_map(|v| v.as_str()).collect();
+        lines.push(format!("session: {}", list.join(", ")));
+    }
+    let largest: Vec<String> = o
+        .get("largest_tables")
+        .and_then(|v| v.as_array())
+        .into_iter()
+        .flatten()
+        .take(5)
+        .map(|t| {
+            format!(
+                "`{}` ({} rows, {})",
+                t["table"].as_str().unwrap_or("?"),
+                t["rows_estimate"].as_u64().unwrap_or(0),
+                crate::util::human_bytes(t["bytes"].as_u64().unwrap_or(0))
+            )
+        })
+        .collect();
+    if !largest.is_empty() {
+        lines.push(format!("largest tables: {}", largest.join(", ")));
+    }
+    lines
+}
