@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::support::{journal, lines, run_in, spawn_in, succeeded, wait_for};
+use crate::support::{journal, lines, run_cmd, run_in, spawn_in, succeeded, wait_for};
 
 fn write(dir: &Path, name: &str, text: &str) {
     std::fs::write(dir.join(name), text).unwrap();
@@ -779,4 +779,99 @@ finally:
         "{records:?}"
     );
     assert_eq!(records.last().unwrap()["status"], "interrupted");
+}
+
+#[test]
+fn verbose_shows_program_output_live_redacted_and_every_step_keeps_a_log() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "v.yaml",
+        r#"version: 1
+name: verbose
+secrets:
+  token: { env: DRRUN_TEST_TOKEN }
+steps:
+  talk:
+    kind: exec
+    with:
+      argv: [sh, -c, 'echo "using $0"; echo "warning: slow disk" >&2', "{{ secrets.token }}"]
+"#,
+    );
+    let token = "tok-3f9a1c7e5b";
+    let out = run_cmd(
+        crate::support::drrun()
+            .current_dir(dir.path())
+            .env("DRRUN_TEST_TOKEN", token)
+            .args(["v.yaml", "-v"]),
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("  talk | using <secret:token>"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("  talk ! warning: slow disk"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains(token));
+    // Without -v the output is not shown, but the step's log keeps it, redacted.
+    let quiet = run_cmd(
+        crate::support::drrun()
+            .current_dir(dir.path())
+            .env("DRRUN_TEST_TOKEN", token)
+            .args(["v.yaml"]),
+    );
+    assert!(!quiet.stderr.contains("using "), "{}", quiet.stderr);
+    let log = run_in(dir.path(), &["status", "--log", "talk"]);
+    assert_eq!(log.code, 0, "{}", log.stderr);
+    assert!(
+        log.stdout.contains("sh out| using <secret:token>"),
+        "{}",
+        log.stdout
+    );
+    assert!(
+        log.stdout.contains("sh err| warning: slow disk"),
+        "{}",
+        log.stdout
+    );
+    assert!(!log.stdout.contains(token));
+    let missing = run_in(dir.path(), &["status", "--log", "tlak"]);
+    assert_eq!(missing.code, 2);
+    assert!(
+        missing.stderr.contains("steps with logs: talk"),
+        "{}",
+        missing.stderr
+    );
+    // JSON lines say when, and carry the output only with -v.
+    let json = run_cmd(
+        crate::support::drrun()
+            .current_dir(dir.path())
+            .env("DRRUN_TEST_TOKEN", token)
+            .args(["v.yaml", "--output", "json", "-v"]),
+    );
+    let events: Vec<serde_json::Value> = json
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        events
+            .iter()
+            .all(|e| e["ts"].as_str().is_some_and(|t| t.ends_with('Z')))
+    );
+    let output: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["event"] == "step_output")
+        .collect();
+    assert_eq!(output.len(), 2, "{}", json.stdout);
+    // stdout and stderr are read side by side: their order between them is not promised.
+    assert!(
+        output
+            .iter()
+            .any(|e| e["line"] == "using <secret:token>" && e["stream"] == "stdout")
+    );
+    assert!(!json.stdout.contains(token));
 }
