@@ -799,12 +799,16 @@ steps:
 "#,
     );
     let token = "tok-3f9a1c7e5b";
-    let out = run_cmd(
-        crate::support::drrun()
-            .current_dir(dir.path())
-            .env("DRRUN_TEST_TOKEN", token)
-            .args(["v.yaml", "-v"]),
-    );
+    let drill = |args: &[&str]| {
+        run_cmd(
+            crate::support::drrun()
+                .current_dir(dir.path())
+                .env("DRRUN_TEST_TOKEN", token)
+                .arg("v.yaml")
+                .args(args),
+        )
+    };
+    let out = drill(&["-v"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(
         out.stderr.contains("  talk | using <secret:token>"),
@@ -818,12 +822,7 @@ steps:
     );
     assert!(!out.stderr.contains(token));
     // Without -v the output is not shown, but the step's log keeps it, redacted.
-    let quiet = run_cmd(
-        crate::support::drrun()
-            .current_dir(dir.path())
-            .env("DRRUN_TEST_TOKEN", token)
-            .args(["v.yaml"]),
-    );
+    let quiet = drill(&[]);
     assert!(!quiet.stderr.contains("using "), "{}", quiet.stderr);
     let log = run_in(dir.path(), &["status", "--log", "talk"]);
     assert_eq!(log.code, 0, "{}", log.stderr);
@@ -846,12 +845,7 @@ steps:
         missing.stderr
     );
     // JSON lines say when, and carry the output only with -v.
-    let json = run_cmd(
-        crate::support::drrun()
-            .current_dir(dir.path())
-            .env("DRRUN_TEST_TOKEN", token)
-            .args(["v.yaml", "--output", "json", "-v"]),
-    );
+    let json = drill(&["--output", "json", "-v"]);
     let events: Vec<serde_json::Value> = json
         .stdout
         .lines()
