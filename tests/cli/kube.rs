@@ -427,6 +427,36 @@ steps:
         started.elapsed() < std::time::Duration::from_secs(240),
         "{all}"
     );
+
+    // A rollout there: the hardened template comes up, the plain one fails with the
+    // admission message as soon as its ReplicaSet is refused pods.
+    let deploy = |from: &str| {
+        write(
+            dir.path(),
+            &format!("deploy-{from}.yaml"),
+            &format!(
+                "version: 1\nname: psa-deploy-{from}\nsteps:\n  deploy:\n    kind: kube.deploy\n    with: {{ namespace: \"{}\", deployments: [{from}], tag: \"1.37\", replicas: 1, wait: 5m }}\n",
+                ns.name
+            ),
+        )
+    };
+    let dir3 = tempfile::tempdir().unwrap();
+    let out = drrun_kube(dir3.path(), &c.kubeconfig, &[], &deploy("hardened"));
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let dir4 = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let out = drrun_kube(dir4.path(), &c.kubeconfig, &[], &deploy("plain"));
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        all.contains("cannot create its pods") && all.contains("violates PodSecurity"),
+        "{all}"
+    );
+    assert!(!all.contains("did not finish within"), "{all}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(240),
+        "{all}"
+    );
 }
 
 #[test]

@@ -273,10 +273,40 @@ impl Kube {
     /// a `FailedCreate` event whose message is Pod Security's (`violates PodSecurity`) or a
     /// webhook's denial. A quota or a missing ServiceAccount may clear up, so those wait.
     pub(crate) async fn pod_refusal(&self, namespace: &str, owner: &str) -> Option<String> {
-        let events: Api<Event> = self.api(namespace);
         let field = format!("involvedObject.name={owner},reason=FailedCreate");
+        self.refusal(namespace, &field).await
+    }
+
+    /// The ReplicaSet of a Deployment's current revision (the one its rollout waits
+    /// for), by the `deployment.kubernetes.io/revision` annotation both carry.
+    pub(crate) async fn current_replicaset(
+        &self,
+        namespace: &str,
+        d: &Deployment,
+    ) -> Option<String> {
+        const REVISION: &str = "deployment.kubernetes.io/revision";
+        let revision = d.metadata.annotations.as_ref()?.get(REVISION)?.clone();
+        let sets: Api<k8s_openapi::api::apps::v1::ReplicaSet> = self.api(namespace);
+        let list = sets
+            .list(&ListParams::default().labels(&selector_string(d)))
+            .await
+            .ok()?;
+        list.items.into_iter().find_map(|rs| {
+            let owned = rs
+                .metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| o.kind == "Deployment" && Some(&o.name) == d.metadata.name.as_ref());
+            let same = rs.metadata.annotations.as_ref()?.get(REVISION) == Some(&revision);
+            (owned && same).then_some(rs.metadata.name?)
+        })
+    }
+
+    async fn refusal(&self, namespace: &str, field: &str) -> Option<String> {
+        let events: Api<Event> = self.api(namespace);
         let list = events
-            .list(&ListParams::default().fields(&field))
+            .list(&ListParams::default().fields(field))
             .await
             .ok()?;
         list.items.into_iter().find_map(|e| {

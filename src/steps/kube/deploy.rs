@@ -454,7 +454,18 @@ async fn wait_rollout(
                     ctx.phase(format!("rollout of {name}: {waiting}"));
                     last = waiting;
                 }
-                if Instant::now() < deadline {
+                // Pods the namespace's admission refuses (Pod Security) never come:
+                // say so now rather than at the deadline.
+                let refusal = match kube.current_replicaset(namespace, &d).await {
+                    Some(rs) => kube.pod_refusal(namespace, &rs).await,
+                    None => None,
+                };
+                if let Some(refusal) = refusal {
+                    Some((
+                        FailureClass::Config,
+                        format!("cannot create its pods: {refusal}"),
+                    ))
+                } else if Instant::now() < deadline {
                     None
                 } else {
                     Some((
