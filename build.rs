@@ -1,5 +1,6 @@
 //! Stamps the commit drrun is built from into `--version` (DRRUN_COMMIT): `abc1234 2026-12-02`,
-//! with `-dirty` when the tree had changes, or `unknown commit` outside a git checkout.
+//! or `unknown commit` outside a git checkout. No `-dirty` mark: build scripts rerun only
+//! when the files they name change, so it would be stale after the next edit.
 
 use std::process::Command;
 
@@ -12,19 +13,14 @@ fn git(args: &[&str]) -> Option<String> {
 }
 
 fn main() {
-    // Rebuild when HEAD moves (a commit, a checkout), not on every build.
-    for path in [".git/HEAD", ".git/index"] {
-        println!("cargo:rerun-if-changed={path}");
-    }
-    if let Some(head) = git(&["symbolic-ref", "-q", "HEAD"]) {
-        println!("cargo:rerun-if-changed=.git/{head}");
-    }
-    let commit = match git(&["log", "-1", "--format=%h %cs"]) {
-        Some(c) => {
-            let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some();
-            if dirty { format!("{c}-dirty") } else { c }
+    // Rerun when HEAD moves, not on every build. HEAD's reflog moves on every commit,
+    // checkout and reset, whether the branch is a loose ref or packed (a fresh clone).
+    // Only files that exist are named: a missing one would rerun this on every build.
+    for path in [".git/HEAD", ".git/logs/HEAD"] {
+        if std::path::Path::new(path).is_file() {
+            println!("cargo:rerun-if-changed={path}");
         }
-        None => "unknown commit".to_string(),
-    };
+    }
+    let commit = git(&["log", "-1", "--format=%h %cs"]).unwrap_or_else(|| "unknown commit".into());
     println!("cargo:rustc-env=DRRUN_COMMIT={commit}");
 }

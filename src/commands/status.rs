@@ -13,87 +13,57 @@ use crate::steps::step_log_path;
 
 pub(super) fn status(args: StatusArgs) -> Result<ExitCode> {
     if let Some(step) = &args.log {
-        let (dir, id) = find_run(&args.state, args.run_id.as_deref(), false)?;
-        let state = StateDir::new(&dir);
-        let path = step_log_path(&state.run_dir(&id).join("work"), step);
-        return match std::fs::read_to_string(&path) {
-            Ok(text) => {
-                out(&text);
-                Ok(ExitCode::SUCCESS)
-            }
-            Err(_) => {
-                let logs: Vec<String> = std::fs::read_dir(state.run_dir(&id).join("logs"))
-                    .map(|d| {
-                        d.filter_map(Result::ok)
-                            .filter_map(|e| e.file_name().into_string().ok())
-                            .filter_map(|n| n.strip_suffix(".log").map(str::to_string))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                Err(Error::Usage(format!(
-                    "run {id} has no log for step `{step}` ({}); steps with logs: {}",
-                    path.display(),
-                    if logs.is_empty() {
-                        "none".into()
-                    } else {
-                        logs.join(", ")
-                    }
-                ))
-                .into())
-            }
-        };
+        return print_log(&args, step);
     }
     let Some(id) = args.run_id.as_deref() else {
         return list_runs(&args);
     };
     let (dir, _) = find_run(&args.state, Some(id), false)?;
     let state = StateDir::new(&dir);
-    {
-        let summary = state.summary(id)?;
-        match args.output {
-            Output::Json => out(&serde_json::to_string_pretty(&summary)?),
-            Output::Human => {
-                let mut text = format!(
-                    "run {} of {} ({}): {}\nstarted {}{}\n\n",
-                    summary.run_id,
-                    summary.playbook_name,
-                    summary.playbook,
-                    summary.status,
-                    summary.started_at,
-                    summary
-                        .finished_at
-                        .as_deref()
-                        .map(|f| format!(", finished {f}"))
-                        .unwrap_or_default()
-                );
-                let w = summary
-                    .steps
-                    .keys()
-                    .map(String::len)
-                    .max()
-                    .unwrap_or(4)
-                    .max(4);
+    let summary = state.summary(id)?;
+    match args.output {
+        Output::Json => out(&serde_json::to_string_pretty(&summary)?),
+        Output::Human => {
+            let mut text = format!(
+                "run {} of {} ({}): {}\nstarted {}{}\n\n",
+                summary.run_id,
+                summary.playbook_name,
+                summary.playbook,
+                summary.status,
+                summary.started_at,
+                summary
+                    .finished_at
+                    .as_deref()
+                    .map(|f| format!(", finished {f}"))
+                    .unwrap_or_default()
+            );
+            let w = summary
+                .steps
+                .keys()
+                .map(String::len)
+                .max()
+                .unwrap_or(4)
+                .max(4);
+            text.push_str(&format!(
+                "{:w$}  {:9}  {:>8}  {:>8}  NOTE\n",
+                "STEP", "STATE", "ATTEMPTS", "TIME"
+            ));
+            for (step, s) in &summary.steps {
                 text.push_str(&format!(
-                    "{:w$}  {:9}  {:>8}  {:>8}  NOTE\n",
-                    "STEP", "STATE", "ATTEMPTS", "TIME"
+                    "{step:w$}  {:9}  {:>8}  {:>8}  {}\n",
+                    s.state.as_str(),
+                    s.attempts,
+                    human(Duration::from_millis(s.duration_ms)),
+                    s.reason.as_deref().unwrap_or("")
                 ));
-                for (step, s) in &summary.steps {
-                    text.push_str(&format!(
-                        "{step:w$}  {:9}  {:>8}  {:>8}  {}\n",
-                        s.state.as_str(),
-                        s.attempts,
-                        human(Duration::from_millis(s.duration_ms)),
-                        s.reason.as_deref().unwrap_or("")
-                    ));
-                }
-                text.push_str(&format!("\nstate directory: {}\n", dir.display()));
-                text.push_str(&format!(
-                    "step logs: {} (`drrun status {} --log STEP`)\n",
-                    state.run_dir(&summary.run_id).join("logs").display(),
-                    summary.run_id
-                ));
-                out(&text);
             }
+            text.push_str(&format!("\nstate directory: {}\n", dir.display()));
+            text.push_str(&format!(
+                "step logs: {} (`drrun status {} --log STEP`)\n",
+                state.run_dir(&summary.run_id).join("logs").display(),
+                summary.run_id
+            ));
+            out(&text);
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -149,4 +119,37 @@ fn list_runs(args: &StatusArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `status --log STEP`: what the step's programs printed in the run (default: the newest).
+fn print_log(args: &StatusArgs, step: &str) -> Result<ExitCode> {
+    let (dir, id) = find_run(&args.state, args.run_id.as_deref(), false)?;
+    let state = StateDir::new(&dir);
+    let path = step_log_path(&state.run_dir(&id).join("work"), step);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            out(&text);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(_) => {
+            let logs: Vec<String> = std::fs::read_dir(state.run_dir(&id).join("logs"))
+                .map(|d| {
+                    d.filter_map(Result::ok)
+                        .filter_map(|e| e.file_name().into_string().ok())
+                        .filter_map(|n| n.strip_suffix(".log").map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            Err(Error::Usage(format!(
+                "run {id} has no log for step `{step}` ({}); steps with logs: {}",
+                path.display(),
+                if logs.is_empty() {
+                    "none".into()
+                } else {
+                    logs.join(", ")
+                }
+            ))
+            .into())
+        }
+    }
 }

@@ -605,15 +605,20 @@ steps:
         ),
     )
     .unwrap();
-    let out = run_cmd(
-        drrun()
-            .current_dir(dir.path())
-            .env("APP_URL", as_role("drapp", "acme_dr"))
-            .env("ADMIN_URL", as_role("dradmin", "postgres"))
-            .arg(&pb)
-            .arg("--state-dir")
-            .arg(dir.path().join("state")),
-    );
+    // The drill as the roles a managed server gives: an application role, and an
+    // admin that is not a superuser.
+    let run_split = || {
+        run_cmd(
+            drrun()
+                .current_dir(dir.path())
+                .env("APP_URL", as_role("drapp", "acme_dr"))
+                .env("ADMIN_URL", as_role("dradmin", "postgres"))
+                .arg(&pb)
+                .arg("--state-dir")
+                .arg(dir.path().join("state")),
+        )
+    };
+    let out = run_split();
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     assert!(out.stderr.contains("(owner drapp)"), "{}", out.stderr);
     assert_eq!(fingerprint(&c, "acme_dr"), expected);
@@ -647,15 +652,7 @@ steps:
         text.replace("      recreate: true\n", "      restore_into: temporary\n"),
     )
     .unwrap();
-    let out = run_cmd(
-        drrun()
-            .current_dir(dir.path())
-            .env("APP_URL", as_role("drapp", "acme_dr"))
-            .env("ADMIN_URL", as_role("dradmin", "postgres"))
-            .arg(&pb)
-            .arg("--state-dir")
-            .arg(dir.path().join("state")),
-    );
+    let out = run_split();
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     assert!(
         out.stderr.contains("acme_dr_drrun_new is now acme_dr"),

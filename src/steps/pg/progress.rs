@@ -5,10 +5,16 @@ use std::time::Instant;
 use crate::steps::StepCtx;
 use crate::util::process::{LineObserver, Stream};
 
+/// The observer for a `pg_restore` run by [`super::restore::pg_restore_command`]: its
+/// output goes to the step's log, its progress into the step's phase.
+pub(super) fn restore_lines(ctx: &StepCtx, total: Option<usize>) -> LineObserver {
+    ctx.output_lines("pg_restore", Some(toc_progress(ctx, total)))
+}
+
 /// Counts the TOC entries `pg_restore --verbose` reports (`creating TABLE`, `processing
 /// data for table`, `executing SEQUENCE SET`) into the step's phase, at most twice a
 /// second, and drops those chatter lines from the kept standard error.
-pub(super) fn toc_progress(ctx: &StepCtx, total: Option<usize>) -> LineObserver {
+fn toc_progress(ctx: &StepCtx, total: Option<usize>) -> LineObserver {
     let ctx = ctx.clone();
     let state = std::sync::Mutex::new((0usize, None::<Instant>));
     std::sync::Arc::new(move |stream: Stream, line: &str| {

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::archive::{Format, detect_format, restore_errors};
-use super::progress::toc_progress;
+use super::progress::restore_lines;
 use super::target::{
     PreSqlAs, RestoreInto, left_behind, prepare_target, swap_into_place, temporary_name,
 };
@@ -364,11 +364,9 @@ async fn restore_file(
     let restored = async {
         let out = if format.uses_pg_restore() {
             let mut cmd = pg_restore_command(cfg, conn, &tuning);
-            // -v names each TOC entry as it is restored: the progress counts them, and
-            // the lines stay out of what the errors are judged by.
-            cmd.arg("--verbose").arg(&path);
+            cmd.arg(&path);
             ctx.phase("restoring");
-            let lines = ctx.output_lines("pg_restore", Some(toc_progress(ctx, entries)));
+            let lines = restore_lines(ctx, entries);
             let ran = run_client_with(cmd, "pg_restore", None, &ctx.cancel, Some(lines)).await;
             super::confirm_if_cancelled(ctx, maintenance, cfg.pg_bin.as_deref(), ran).await?
         } else {
@@ -425,6 +423,9 @@ pub(super) fn pg_restore_command(
 ) -> tokio::process::Command {
     let mut cmd = conn.command(cfg.pg_bin.as_deref(), "pg_restore");
     apply_settings(&mut cmd, &tuning.settings);
+    // --verbose names each TOC entry as it is restored: `progress::restore_lines` counts
+    // them, and keeps those lines out of what the errors are judged by.
+    cmd.arg("--verbose");
     cmd.args(["--no-password", "-d", &conn.database]);
     if cfg.no_owner {
         cmd.arg("--no-owner");

@@ -56,9 +56,8 @@ pub(super) async fn restore_streamed(
         "one job: a streamed archive is read once, in order".into(),
     );
     ctx.note(tuning.describe());
-    let mut cmd = pg_restore_command(cfg, conn, &tuning);
-    cmd.arg("--verbose");
-    let lines = ctx.output_lines("pg_restore", Some(super::progress::toc_progress(ctx, None)));
+    let cmd = pg_restore_command(cfg, conn, &tuning);
+    let lines = super::progress::restore_lines(ctx, None);
     let progress_ctx = ctx.clone();
     let progress = Box::new(move |done: u64| progress_ctx.progress(done, Some(size)));
     let restored = async {
