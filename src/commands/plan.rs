@@ -25,6 +25,7 @@ pub(super) fn plan(args: PlanArgs) -> Result<ExitCode> {
         offline: args.offline,
         guards: Arc::new(plan.guards.clone()),
         base_dir: plan.base_dir.clone(),
+        work_dir: crate::state::runs::default_state_dir(&args.playbook),
         pending: Vec::new(),
     };
     // A live preview connects, so it needs the secrets; they are only ever shown as markers.

@@ -308,19 +308,53 @@ pub(crate) async fn head(
     })
 }
 
-/// Opens `s3://bucket/key` as a byte stream (for restoring straight from S3).
+/// `s3://bucket/key` split into its bucket and key.
+pub(crate) fn split_url(url: &str) -> Result<(&str, &str), Failure> {
+    let rest = url
+        .strip_prefix("s3://")
+        .ok_or_else(|| Failure::config(format!("not an s3:// URL: {url}")))?;
+    rest.split_once('/')
+        .filter(|(b, k)| !b.is_empty() && !k.is_empty())
+        .ok_or_else(|| Failure::config(format!("an S3 URL is s3://bucket/key, not {url}")))
+}
+
+/// The first `n` bytes of `s3://bucket/key` and the object's whole size, with one ranged
+/// GET (what `plan` reads to say how an archive would be restored).
+pub(crate) async fn peek(access: &S3Access, url: &str, n: u64) -> Result<(Vec<u8>, u64), Failure> {
+    let (bucket, key) = split_url(url)?;
+    let client = client(access).await?;
+    let out = client
+        .s3
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .range(format!("bytes=0-{}", n.max(1) - 1))
+        .send()
+        .await
+        .map_err(|e| classify(&e, url, &client, bucket))?;
+    // `bytes 0-4/12345`; a store that ignores the range sends the whole object.
+    let total = out
+        .content_range()
+        .and_then(|r| r.rsplit('/').next())
+        .and_then(|t| t.parse::<u64>().ok());
+    let length = out.content_length().unwrap_or(0).max(0) as u64;
+    let bytes = out
+        .body
+        .collect()
+        .await
+        .map_err(|e| Failure::new(FailureClass::Connection, format!("reading {url}: {e}")))?
+        .into_bytes();
+    let mut head = bytes.to_vec();
+    head.truncate(n as usize);
+    Ok((head, total.unwrap_or(length)))
+}
+
 /// Opens `s3://bucket/key` as a byte stream (for restoring straight from S3).
 pub(crate) async fn open_object(
     access: &S3Access,
     url: &str,
 ) -> Result<(Box<dyn tokio::io::AsyncRead + Send + Unpin>, u64), Failure> {
-    let rest = url
-        .strip_prefix("s3://")
-        .ok_or_else(|| Failure::config(format!("not an s3:// URL: {url}")))?;
-    let (bucket, key) = rest
-        .split_once('/')
-        .filter(|(b, k)| !b.is_empty() && !k.is_empty())
-        .ok_or_else(|| Failure::config(format!("an S3 URL is s3://bucket/key, not {url}")))?;
+    let (bucket, key) = split_url(url)?;
     let client = client(access).await?;
     let out = client
         .s3

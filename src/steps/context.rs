@@ -173,6 +173,9 @@ pub(crate) struct PreviewCtx {
     pub offline: bool,
     pub guards: Arc<Guards>,
     pub base_dir: PathBuf,
+    /// Where a run would keep its working files (the playbook's default state
+    /// directory): what a preview measures free disk on.
+    pub work_dir: PathBuf,
     /// Setting paths under `with` (`archive`, `requests[0].url`) whose values are known
     /// only later: at run time, or (offline) once secrets are read.
     pub pending: Vec<String>,

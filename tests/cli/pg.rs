@@ -442,8 +442,11 @@ steps:
     assert_eq!(c.sql("busy", "SELECT count(*) FROM users"), "3000");
 }
 
+/// An `s3://` archive is streamed into pg_restore or downloaded first, as `transfer`
+/// says (`auto` decides, and the plan shows the same decision); a downloaded copy never
+/// outlives the step, and only a custom-format archive can stream.
 #[test]
-fn restores_straight_from_s3_without_a_temporary_file() {
+fn restores_from_s3_streamed_or_downloaded_as_transfer_says() {
     let c = Cluster::start();
     c.sql("postgres", "CREATE DATABASE src");
     c.sql("src", SOURCE_SQL);
@@ -466,12 +469,16 @@ fn restores_straight_from_s3_without_a_temporary_file() {
         s3.put_object()
             .bucket("dumps")
             .key("acme/plain.sql")
-            .body(b"SELECT 1;".to_vec().into())
+            .body(
+                b"CREATE TABLE from_sql (id int); INSERT INTO from_sql VALUES (7);"
+                    .to_vec()
+                    .into(),
+            )
             .send()
             .await
             .unwrap();
     });
-    let body = |key: &str| {
+    let body = |key: &str, extra: &str| {
         format!(
             r#"
 steps:
@@ -484,60 +491,119 @@ steps:
       pg_bin: "{{{{ vars.pg_bin }}}}"
       recreate: true
       no_owner: true
-      jobs: 2
+      {extra}
 "#,
             server.endpoint()
         )
     };
-    let restore_from = |pb: &Path| {
+    let state = dir.path().join("state");
+    let drrun_with = |args: &[&str], pb: &Path| {
         let mut cmd = drrun();
         crate::support::s3::with_credentials(&mut cmd, dir.path())
             .current_dir(dir.path())
             .env("DRRUN_TEST_DB_URL", c.url("dr_stream"))
-            .arg(pb)
-            .arg("--state-dir")
-            .arg(dir.path().join("state"));
+            .args(args)
+            .arg(pb);
         run_cmd(&mut cmd)
     };
-    let pb = playbook(dir.path(), &c, &body("acme/daily-acme.pgdump"));
+    let restore_from = |pb: &Path| {
+        let _ = std::fs::remove_dir_all(&state);
+        let state = state.to_str().unwrap();
+        drrun_with(&["run", "--state-dir", state], pb)
+    };
+    let work_files = || {
+        let run = std::fs::read_dir(state.join("runs"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        std::fs::read_dir(run.join("work")).map_or(0, Iterator::count)
+    };
+
+    // Streamed: one job whatever `jobs` says, and no file.
+    let pb = playbook(
+        dir.path(),
+        &c,
+        &body("acme/daily-acme.pgdump", "transfer: stream\n      jobs: 2"),
+    );
     let out = restore_from(&pb);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(
         out.stderr
-            .contains("`jobs` ignored: parallel restore needs a file"),
+            .contains("`jobs` does not apply: parallel restore needs a file"),
         "{}",
         out.stderr
     );
     let restored = outputs(dir.path(), "restore");
     assert_eq!(restored["mode"], "stream");
+    assert_eq!(restored["jobs"], 1);
     assert_eq!(fingerprint(&c, "dr_stream"), expected);
-    let work = std::fs::read_dir(dir.path().join("state/runs"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path()
-        .join("work");
-    assert_eq!(
-        std::fs::read_dir(work).unwrap().count(),
-        0,
-        "no temporary file"
+    assert_eq!(work_files(), 0, "no temporary file");
+
+    // Downloaded: restored from a file with parallel jobs; the copy is gone afterwards.
+    let pb = playbook(
+        dir.path(),
+        &c,
+        &body(
+            "acme/daily-acme.pgdump",
+            "transfer: download\n      jobs: 2",
+        ),
+    );
+    let out = restore_from(&pb);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let restored = outputs(dir.path(), "restore");
+    assert_eq!(restored["mode"], "download", "{restored}");
+    assert_eq!(restored["jobs"], 2, "{restored}");
+    assert_eq!(fingerprint(&c, "dr_stream"), expected);
+    assert_eq!(work_files(), 0, "the downloaded copy was removed");
+
+    // `auto` (the default) streams a small archive, and says why, in the plan as in the run.
+    let pb = playbook(dir.path(), &c, &body("acme/daily-acme.pgdump", ""));
+    let plan = drrun_with(&["plan"], &pb);
+    assert_eq!(plan.code, 0, "{}", plan.stderr);
+    assert!(
+        plan.stdout
+            .contains("custom format): would be streamed into pg_restore (auto: ")
+            && plan
+                .stdout
+                .contains("too small for parallel jobs to repay a copy"),
+        "{}",
+        plan.stdout
+    );
+    let out = restore_from(&pb);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let restored = outputs(dir.path(), "restore");
+    assert_eq!(restored["mode"], "stream");
+    assert!(
+        restored["mode_reason"]
+            .as_str()
+            .unwrap()
+            .contains("too small"),
+        "{restored}"
     );
 
-    // Only custom-format archives stream; anything else is refused before touching the target.
-    std::fs::remove_dir_all(dir.path().join("state")).unwrap();
-    let pb = playbook(dir.path(), &c, &body("acme/plain.sql"));
+    // A plain SQL script cannot stream: `auto` downloads it and restores it with psql...
+    let pb = playbook(dir.path(), &c, &body("acme/plain.sql", ""));
+    let out = restore_from(&pb);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let restored = outputs(dir.path(), "restore");
+    assert_eq!(restored["mode"], "download");
+    assert_eq!(restored["format"], "plain");
+    assert_eq!(c.sql("dr_stream", "SELECT id FROM from_sql"), "7");
+    // ...and `transfer: stream` refuses it before the target is touched.
+    let pb = playbook(dir.path(), &c, &body("acme/plain.sql", "transfer: stream"));
     let out = restore_from(&pb);
     assert_eq!(out.code, 1);
     assert!(
         out.stderr
-            .contains("is not a custom-format (pg_dump -Fc) archive"),
+            .contains("only a custom-format (pg_dump -Fc) archive can be streamed"),
         "{}",
         out.stderr
     );
     assert_eq!(
-        fingerprint(&c, "dr_stream"),
-        expected,
+        c.sql("dr_stream", "SELECT id FROM from_sql"),
+        "7",
         "the target was not touched"
     );
 }

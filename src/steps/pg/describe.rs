@@ -3,7 +3,8 @@
 
 use super::archive::{detect_format, toc_summary};
 use super::restore::PgRestore;
-use super::tuning::Jobs;
+use super::transfer::decide;
+use super::tuning::{Jobs, choose_jobs};
 use crate::outcome::Outputs;
 use crate::services::pg::{Conn, list_archive, literal, parse_url, psql};
 use crate::steps::{Preview, PreviewCtx};
@@ -54,6 +55,12 @@ pub(super) async fn preview(cfg: &PgRestore, ctx: &PreviewCtx) -> Preview {
     let cancel = tokio_util::sync::CancellationToken::new();
     if ctx.is_pending("archive") {
         lines.push(format!("archive: {} (known only at run time)", cfg.archive));
+    } else if cfg.archive.starts_with("s3://") {
+        if ctx.offline {
+            lines.push(format!("archive: {} (not read offline)", cfg.archive));
+        } else {
+            lines.push(s3_archive(cfg, ctx, conn.as_ref(), &cancel).await);
+        }
     } else {
         let path = {
             let p = crate::util::expand_home(&cfg.archive);
@@ -106,6 +113,65 @@ pub(super) async fn preview(cfg: &PgRestore, ctx: &PreviewCtx) -> Preview {
         }
     }
     Preview::lines(lines)
+}
+
+/// How an `s3://` archive would be read (`transfer`), decided as the run would decide:
+/// from the object's header and size, the jobs possible and the free disk.
+async fn s3_archive(
+    cfg: &PgRestore,
+    ctx: &PreviewCtx,
+    conn: Option<&Conn>,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> String {
+    let access = cfg.s3.clone().unwrap_or_default();
+    let (head, size) = match crate::services::s3::peek(&access, &cfg.archive, 5).await {
+        Ok(got) => got,
+        Err(e) => return format!("archive: {}", e.message),
+    };
+    let custom = head == b"PGDMP";
+    let jobs = match conn {
+        Some(conn) => {
+            let maintenance = match &cfg.maintenance_url {
+                Some(url) => parse_url(url).unwrap_or_else(|_| conn.with_database("postgres")),
+                None => conn.with_database("postgres"),
+            };
+            let bin = cfg.pg_bin.as_deref();
+            choose_jobs(
+                cfg.jobs,
+                cfg.server_cores,
+                usize::MAX,
+                &maintenance,
+                bin,
+                cancel,
+            )
+            .await
+            .jobs
+        }
+        None => match cfg.jobs {
+            Jobs::Fixed(n) => n,
+            Jobs::Auto => std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+        },
+    };
+    let dir = &ctx.work_dir;
+    let free = crate::util::fs::free_bytes(dir);
+    let what = format!(
+        "archive: {} ({}, {})",
+        cfg.archive,
+        crate::util::human_bytes(size),
+        if custom {
+            "custom format"
+        } else {
+            "not custom format"
+        }
+    );
+    match decide(cfg.transfer, custom, size, jobs, free, dir) {
+        Ok(c) if c.download => format!(
+            "{what}: would be downloaded first, for up to {jobs} job(s) ({})",
+            c.why
+        ),
+        Ok(c) => format!("{what}: would be streamed into pg_restore ({})", c.why),
+        Err(e) => format!("{what}: cannot be restored as set: {e}"),
+    }
 }
 
 /// The report's lines: where, how much, and the largest tables.

@@ -2,11 +2,13 @@
 
 mod archive;
 mod describe;
+mod finish;
 mod progress;
 mod restore;
 mod sql;
 mod stream;
 mod target;
+mod transfer;
 mod tuning;
 
 pub(crate) use restore::PgRestore;

@@ -5,18 +5,19 @@ use std::time::Instant;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
-use super::archive::{Format, detect_format, restore_errors};
+use super::archive::{Format, detect_format};
+use super::finish::{HowRestored, finish_restore};
 use super::progress::restore_lines;
 use super::target::{
     PreSqlAs, RestoreInto, left_behind, prepare_target, swap_into_place, temporary_name,
 };
-use super::tuning::{Jobs, Tuning, analyze, apply_settings, choose_jobs};
+use super::transfer::Transfer;
+use super::tuning::{Jobs, Tuning, apply_settings, choose_jobs};
 use crate::outcome::{Failure, FailureClass, Outputs};
 use crate::services::pg::{
-    Conn, PgConnection, clean, connection_error, list_archive, local_version, major_version,
-    parse_url, psql, run_client, run_client_with,
+    Conn, PgConnection, clean, list_archive, local_version, major_version, parse_url, run_client,
+    run_client_with,
 };
 use crate::services::s3::S3Access;
 use crate::steps::guard::Touch;
@@ -24,7 +25,6 @@ use crate::steps::{
     ConfigIssue, Effect, OutputDoc, Preview, PreviewCtx, StepCtx, StepKind, output,
 };
 use crate::util::OneOrMany;
-use crate::util::process::Finished;
 
 /// Restores a `pg_dump` archive (custom, directory, tar, plain SQL or gzip'd SQL,
 /// detected from the file's header) into a database, optionally recreating it first.
@@ -32,8 +32,15 @@ use crate::util::process::Finished;
 #[serde(deny_unknown_fields)]
 pub(crate) struct PgRestore {
     /// The archive: a local path (usually `{{ steps.backup.outputs.path }}`) or an
-    /// `s3://bucket/key` object streamed straight into `pg_restore`.
+    /// `s3://bucket/key` object, read as `transfer` says.
     pub archive: String,
+    /// How an `s3://` archive is read: `auto` (the default: downloaded first when the
+    /// restore could run parallel jobs, the archive is over 16 MiB and the disk has room
+    /// for a copy, else streamed; the choice and why are in the plan and the outputs),
+    /// `stream` (straight into `pg_restore`, one job, custom format only) or `download`
+    /// (to the run's work directory, deleted after the restore).
+    #[serde(default)]
+    pub transfer: Transfer,
     /// Target database connection.
     #[serde(flatten)]
     pub connection: PgConnection,
@@ -149,7 +156,11 @@ impl StepKind for PgRestore {
         ),
         output(
             "mode",
-            "How the archive was read: file, or stream (from S3 into stdin).",
+            "How the archive was read: file, stream (from S3 into stdin) or download (from S3 to a file first).",
+        ),
+        output(
+            "mode_reason",
+            "Why it was read that way (what `transfer: auto` went by).",
         ),
         output("duration", "Restore duration in seconds."),
         output(
@@ -260,9 +271,15 @@ async fn restore(cfg: &PgRestore, ctx: &StepCtx) -> Result<Outputs, Failure> {
         }
     };
     let outputs = if cfg.archive.starts_with("s3://") {
-        super::stream::restore_streamed(cfg, ctx, &into, &maintenance, &conn.database).await?
+        super::transfer::restore_from_s3(cfg, ctx, &into, &maintenance, &conn.database).await?
     } else {
-        restore_file(cfg, ctx, &into, &maintenance, &conn.database).await?
+        let path = ctx.resolve_path(&cfg.archive);
+        let how = FileRead {
+            path: &path,
+            mode: "file",
+            why: "a local file",
+        };
+        restore_file(cfg, ctx, how, &into, &maintenance, &conn.database).await?
     };
     if into.database != conn.database {
         ctx.phase(format!(
@@ -274,23 +291,32 @@ async fn restore(cfg: &PgRestore, ctx: &StepCtx) -> Result<Outputs, Failure> {
     Ok(outputs)
 }
 
-/// Restores a local archive into `conn`'s database (the target, or its temporary).
-async fn restore_file(
+/// The archive file a restore reads, and how it got there (for the outputs).
+pub(super) struct FileRead<'a> {
+    pub path: &'a std::path::Path,
+    /// `file` (the playbook's) or `download` (a copy of an `s3://` archive).
+    pub mode: &'static str,
+    pub why: &'a str,
+}
+
+/// Restores an archive file into `conn`'s database (the target, or its temporary).
+pub(super) async fn restore_file(
     cfg: &PgRestore,
     ctx: &StepCtx,
+    read: FileRead<'_>,
     conn: &Conn,
     maintenance: &Conn,
     target: &str,
 ) -> Result<Outputs, Failure> {
-    let path = ctx.resolve_path(&cfg.archive);
-    let format = detect_format(&path)?;
+    let path = read.path;
+    let format = detect_format(path)?;
     let started = Instant::now();
 
     let mut entries = None;
     let mut data_items = 0;
     if format.uses_pg_restore() {
         ctx.phase("reading the archive's table of contents");
-        let toc = list_archive(&path, cfg.pg_bin.as_deref(), &ctx.cancel).await?;
+        let toc = list_archive(path, cfg.pg_bin.as_deref(), &ctx.cancel).await?;
         if let (Some(dump), Some(local)) = (
             toc.lines()
                 .find(|l| l.contains("Dumped by pg_dump version"))
@@ -323,7 +349,7 @@ async fn restore_file(
         {
             ctx.phase("verifying the archive (reading it once before anything is dropped)");
             let mut cmd = Conn::default().command(cfg.pg_bin.as_deref(), "pg_restore");
-            cmd.args(["-f", "/dev/null"]).arg(&path);
+            cmd.args(["-f", "/dev/null"]).arg(path);
             let out = run_client(cmd, "pg_restore", None, &ctx.cancel).await?;
             if out.code() != Some(0) {
                 return Err(Failure::new(
@@ -348,7 +374,7 @@ async fn restore_file(
             data_items,
             conn,
             cfg.pg_bin.as_deref(),
-            ctx,
+            &ctx.cancel,
         )
         .await;
         Tuning::new(cfg.tune_session, choice.jobs, choice.why)
@@ -364,7 +390,7 @@ async fn restore_file(
     let restored = async {
         let out = if format.uses_pg_restore() {
             let mut cmd = pg_restore_command(cfg, conn, &tuning);
-            cmd.arg(&path);
+            cmd.arg(path);
             ctx.phase("restoring");
             let lines = restore_lines(ctx, entries);
             let ran = run_client_with(cmd, "pg_restore", None, &ctx.cancel, Some(lines)).await;
@@ -379,7 +405,7 @@ async fn restore_file(
             cmd.args(&cfg.extra_args);
             let input = if format == Format::PlainGzip {
                 use std::io::Read;
-                let file = std::fs::File::open(&path)
+                let file = std::fs::File::open(path)
                     .map_err(|e| Failure::config(format!("cannot open {}: {e}", path.display())))?;
                 let mut sql = Vec::new();
                 flate2::read::MultiGzDecoder::new(file)
@@ -393,7 +419,7 @@ async fn restore_file(
                 cmd.args(["-f", "-"]);
                 Some(sql)
             } else {
-                cmd.arg("-f").arg(&path);
+                cmd.arg("-f").arg(path);
                 None
             };
             ctx.phase("restoring (psql)");
@@ -404,7 +430,8 @@ async fn restore_file(
 
         let how = HowRestored {
             format: format.as_str(),
-            mode: "file",
+            mode: read.mode,
+            mode_reason: read.why,
             started,
             tuning: &tuning,
         };
@@ -455,122 +482,4 @@ pub(super) fn pg_restore_command(
     }
     cmd.args(&cfg.extra_args);
     cmd
-}
-
-/// How a restore ran: what its outputs say besides the database's figures.
-pub(super) struct HowRestored<'a> {
-    /// `custom`, `plain`, ...
-    pub format: &'a str,
-    /// `file` or `stream`.
-    pub mode: &'a str,
-    pub started: Instant,
-    pub tuning: &'a Tuning,
-}
-
-/// Judges the restore's errors, analyzes, and gathers the outputs.
-pub(super) async fn finish_restore(
-    cfg: &PgRestore,
-    ctx: &StepCtx,
-    conn: &Conn,
-    out: &Finished,
-    how: HowRestored<'_>,
-) -> Result<Outputs, Failure> {
-    let HowRestored {
-        format,
-        mode,
-        started,
-        tuning,
-    } = how;
-    let stderr = out.stderr_text();
-    let errors = restore_errors(&stderr);
-    if errors.is_empty() && out.code() != Some(0) {
-        if let Some(e) = connection_error(conn, &stderr) {
-            return Err(e);
-        }
-        return Err(Failure::new(
-            FailureClass::Other,
-            format!(
-                "restore into {} failed: {}",
-                conn.describe(),
-                clean(&stderr)
-            ),
-        ));
-    }
-    let allow: Vec<regex::Regex> = cfg
-        .allow_errors
-        .iter()
-        .filter_map(|p| regex::Regex::new(p).ok())
-        .collect();
-    let (allowed, unexpected): (Vec<String>, Vec<String>) = errors
-        .into_iter()
-        .partition(|e| allow.iter().any(|re| re.is_match(e)));
-    if !unexpected.is_empty() {
-        let shown: Vec<&str> = unexpected.iter().take(5).map(String::as_str).collect();
-        return Err(Failure::new(
-            FailureClass::Assertion,
-            format!(
-                "{} restore error(s) not matched by `allow_errors` ({} allowed): {}",
-                unexpected.len(),
-                allowed.len(),
-                shown.join(" | ")
-            ),
-        ));
-    }
-    for w in &allowed {
-        ctx.note(format!("allowed restore error: {w}"));
-    }
-    let duration = started.elapsed().as_secs_f64();
-    if cfg.analyze {
-        ctx.phase("analyzing (planner statistics for the restored tables)");
-        analyze(conn, cfg.pg_bin.as_deref(), tuning, ctx).await?;
-    }
-    let top = cfg.top_tables.unwrap_or(10);
-    let stats_sql = format!(
-        "SELECT json_build_object(\
-           'tables', (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-                      WHERE c.relkind IN ('r','p') AND n.nspname NOT IN ('pg_catalog','information_schema') AND n.nspname NOT LIKE 'pg_toast%'),\
-           'size_bytes', pg_database_size(current_database()),\
-           'largest_tables', (SELECT coalesce(json_agg(t), '[]'::json) FROM (\
-               SELECT n.nspname || '.' || c.relname AS table, greatest(c.reltuples, 0)::bigint AS rows_estimate, pg_total_relation_size(c.oid) AS bytes \
-               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-               WHERE c.relkind IN ('r','p') AND n.nspname NOT IN ('pg_catalog','information_schema') AND n.nspname NOT LIKE 'pg_toast%' \
-               ORDER BY pg_total_relation_size(c.oid) DESC, 1 LIMIT {top}) t))"
-    );
-    let stats: serde_json::Value = serde_json::from_str(
-        psql(conn, cfg.pg_bin.as_deref(), &stats_sql, &ctx.cancel, false)
-            .await?
-            .trim(),
-    )
-    .map_err(|e| {
-        Failure::new(
-            FailureClass::Other,
-            format!("reading restore statistics: {e}"),
-        )
-    })?;
-    let mut outputs = Outputs::new();
-    outputs.insert("database".into(), json!(conn.database));
-    outputs.insert("format".into(), json!(format));
-    outputs.insert("mode".into(), json!(mode));
-    outputs.insert(
-        "duration".into(),
-        json!((duration * 1000.0).round() / 1000.0),
-    );
-    outputs.insert("jobs".into(), json!(tuning.jobs));
-    outputs.insert("jobs_reason".into(), json!(tuning.why));
-    outputs.insert(
-        "session_settings".into(),
-        json!(
-            tuning
-                .settings
-                .iter()
-                .map(|(n, v)| format!("{n}={v}"))
-                .collect::<Vec<_>>()
-        ),
-    );
-    outputs.insert("errors_ignored".into(), json!(allowed.len()));
-    outputs.insert("warnings".into(), json!(allowed));
-    outputs.insert("tables".into(), stats["tables"].clone());
-    outputs.insert("size_bytes".into(), stats["size_bytes"].clone());
-    outputs.insert("largest_tables".into(), stats["largest_tables"].clone());
-    Ok(outputs)
 }

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::outcome::{Failure, FailureClass};
 use crate::services::pg::{Conn, clean, connection_error, psql, run_client_with};
 use crate::steps::StepCtx;
+use tokio_util::sync::CancellationToken;
 
 /// Parallel restore jobs: `auto` (the default) or a number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema, Default)]
@@ -67,7 +68,7 @@ pub(crate) async fn choose_jobs(
     data_items: usize,
     conn: &Conn,
     bin: Option<&str>,
-    ctx: &StepCtx,
+    cancel: &CancellationToken,
 ) -> JobsChoice {
     if let Jobs::Fixed(n) = jobs {
         return JobsChoice {
@@ -78,7 +79,7 @@ pub(crate) async fn choose_jobs(
     let local = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
     let (server, server_why) = match server_cores {
         Some(n) => (n, format!("server_cores {n}")),
-        None => match psql(conn, bin, "SHOW max_worker_processes", &ctx.cancel, true)
+        None => match psql(conn, bin, "SHOW max_worker_processes", cancel, true)
             .await
             .ok()
             .and_then(|s| s.trim().parse::<u32>().ok())
