@@ -14,7 +14,7 @@ const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("DRRUN_COMMI
     about = "Run disaster-recovery drills from YAML playbooks."
 )]
 #[command(after_help = "`drrun PLAYBOOK` is short for `drrun run PLAYBOOK`.\n\
-Exit codes: 0 drill passed, 1 drill failed, 2 playbook or usage error, 130 interrupted.")]
+Exit codes: 0 drill passed, 1 drill failed, 2 playbook or usage error, 130 interrupted (Ctrl-C), 143 stopped by SIGTERM.")]
 pub(crate) struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -43,6 +43,11 @@ pub(crate) enum Command {
         drrun graph playbooks/acme.yaml\n  \
         drrun graph playbooks/acme.yaml --format dot | dot -Tsvg > drill.svg")]
     Graph(GraphArgs),
+    /// Print the Kubernetes Roles and RoleBindings a playbook's kube steps need.
+    #[command(after_help = "Examples:\n  \
+        drrun rbac playbooks/acme.yaml -e project=acme | kubectl apply -f -\n  \
+        drrun rbac playbooks/acme.yaml --service-account drrun --service-account-namespace drrun")]
+    Rbac(RbacArgs),
     /// Continue the newest unfinished run (or RUN_ID).
     #[command(after_help = "Examples:\n  \
         drrun resume                          the newest unfinished run under .drrun/\n  \
@@ -126,8 +131,26 @@ pub(crate) struct RunArgs {
     #[command(flatten)]
     pub vars: VarArgs,
     /// State directory (default: `.drrun/<playbook name>/` next to the playbook).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", conflicts_with = "state")]
     pub state_dir: Option<PathBuf>,
+    /// A state store for many playbooks, each keeping its runs under its name: a
+    /// directory (like `.drrun/`), or `s3://BUCKET/PREFIX` (optionally
+    /// `?endpoint=URL&region=R&path_style=true&profile=P`): journals, leases and reports
+    /// in the object store, so another machine or pod can resume.
+    #[arg(long, value_name = "DIR|s3://BUCKET/PREFIX", env = "DRRUN_STATE")]
+    pub state: Option<String>,
+    /// Continue the newest run if it was interrupted or cut off and its last record is
+    /// younger than MAX_AGE (default 6h); otherwise start a new run. For scheduled runs:
+    /// the next pod picks up where an evicted one stopped.
+    #[arg(
+        long,
+        value_name = "MAX_AGE",
+        num_args = 0..=1,
+        default_missing_value = "6h",
+        value_parser = parse_duration,
+        conflicts_with = "resume"
+    )]
+    pub resume_interrupted: Option<std::time::Duration>,
     /// How many steps may run at once.
     #[arg(long, short = 'j', default_value_t = 4)]
     pub jobs: usize,
@@ -141,6 +164,11 @@ pub(crate) struct RunArgs {
     /// state directory).
     #[arg(long, value_name = "DIR")]
     pub report: Option<PathBuf>,
+    /// With S3 state held by another run: wait up to this long for its lease to be
+    /// released or to expire before giving up. A pod replacing one that was killed
+    /// outright (OOM, a lost node) waits out its lease instead of failing.
+    #[arg(long, value_name = "DURATION", env = "DRRUN_LEASE_WAIT", value_parser = parse_duration)]
+    pub lease_wait: Option<std::time::Duration>,
     /// `human` for people; `json` for programs (JSON lines while a drill runs).
     #[arg(long, value_enum, default_value_t)]
     pub output: Output,
@@ -163,6 +191,11 @@ pub(crate) struct ShowArgs {
         value_parser = parse_duration
     )]
     pub progress_every: std::time::Duration,
+    /// After a stop signal, abort a run still going this long (`finally` included), so
+    /// it ends before a scheduler's SIGKILL does (set it below the pod's
+    /// `terminationGracePeriodSeconds`). Default: `finally` runs to its end.
+    #[arg(long, value_name = "DURATION", env = "DRRUN_STOP_GRACE", value_parser = parse_duration)]
+    pub stop_grace: Option<std::time::Duration>,
 }
 
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
@@ -208,6 +241,20 @@ pub(crate) enum GraphFormat {
 }
 
 #[derive(Debug, Args)]
+pub(crate) struct RbacArgs {
+    /// The playbook (YAML) whose kube steps to grant.
+    pub playbook: PathBuf,
+    #[command(flatten)]
+    pub vars: VarArgs,
+    /// The ServiceAccount drrun runs as.
+    #[arg(long, value_name = "NAME", default_value = "drrun")]
+    pub service_account: String,
+    /// The namespace of that ServiceAccount (where the CronJob runs).
+    #[arg(long, value_name = "NAMESPACE", default_value = "drrun")]
+    pub service_account_namespace: String,
+}
+
+#[derive(Debug, Args)]
 pub(crate) struct GraphArgs {
     /// The playbook (YAML) whose steps to draw.
     pub playbook: PathBuf,
@@ -224,8 +271,12 @@ pub(crate) struct StateArgs {
     #[arg(long, short = 'p')]
     pub playbook: Option<PathBuf>,
     /// State directory (default: found from `--playbook`, or `.drrun/*` under the current directory).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", conflicts_with = "state")]
     pub state_dir: Option<PathBuf>,
+    /// A state store for many playbooks: a directory (like `.drrun/`) or
+    /// `s3://BUCKET/PREFIX` (see `drrun run --state`).
+    #[arg(long, value_name = "DIR|s3://BUCKET/PREFIX", env = "DRRUN_STATE")]
+    pub state: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -245,6 +296,10 @@ pub(crate) struct ResumeArgs {
     /// Also write report.json, report.md and junit.xml here.
     #[arg(long, value_name = "DIR")]
     pub report: Option<PathBuf>,
+    /// With S3 state held by another run: wait up to this long for its lease to be
+    /// released or to expire (see `drrun run --lease-wait`).
+    #[arg(long, value_name = "DURATION", env = "DRRUN_LEASE_WAIT", value_parser = parse_duration)]
+    pub lease_wait: Option<std::time::Duration>,
     /// `human` for people; `json` for programs (JSON lines while a drill runs).
     #[arg(long, value_enum, default_value_t)]
     pub output: Output,
@@ -305,6 +360,7 @@ const SUBCOMMANDS: &[&str] = &[
     "plan",
     "validate",
     "graph",
+    "rbac",
     "resume",
     "status",
     "report",

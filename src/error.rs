@@ -4,10 +4,10 @@ use crate::diag::Diagnostics;
 use crate::exec::EngineError;
 use crate::state::StateError;
 
-/// Exit codes: 0 drill passed, 1 drill failed, 2 playbook or usage error, 130 interrupted.
+/// Exit codes: 0 drill passed, 1 drill failed, 2 playbook or usage error, 128 + the
+/// signal when a signal stopped it (`exec::signals::exit_code`: 130 Ctrl-C, 143 SIGTERM).
 pub(crate) const EXIT_FAILED: u8 = 1;
 pub(crate) const EXIT_USAGE: u8 = 2;
-pub(crate) const EXIT_INTERRUPTED: u8 = 130;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum Error {

@@ -4,8 +4,10 @@ mod graph;
 mod help;
 mod kinds;
 mod plan;
+mod rbac;
 mod report;
 mod run;
+mod state;
 mod status;
 mod validate;
 
@@ -31,6 +33,7 @@ pub(crate) fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Plan(args) => plan::plan(args),
         Command::Validate(args) => validate::validate(args),
         Command::Graph(args) => graph::graph(args),
+        Command::Rbac(args) => rbac::rbac(&args),
         Command::Status(args) => status::status(args),
         Command::Report(args) => report::report(args),
         Command::Kinds(args) => kinds::kinds(args),
@@ -96,13 +99,13 @@ pub(crate) fn load_plan(path: &Path, opts: &CompileOptions) -> Result<Plan, Erro
 /// Finds the state directory and run: by `--state-dir`, by `--playbook`, or by looking
 /// through `.drrun/*/` and `*/.drrun/*/` under the current directory.
 pub(crate) fn find_run(
-    state: &StateArgs,
+    looked: &Looked,
     run_id: Option<&str>,
     resumable: bool,
 ) -> Result<(PathBuf, String), Error> {
-    let dirs = candidate_dirs(state);
+    let dirs = &looked.dirs;
     let mut best: Option<(String, PathBuf)> = None;
-    for dir in &dirs {
+    for dir in dirs {
         let sd = StateDir::new(dir);
         if let Some(id) = run_id {
             if sd.journal_path(id).exists() {
@@ -129,7 +132,7 @@ pub(crate) fn find_run(
         (Some((id, dir)), _) => Ok((dir, id)),
         (None, Some(id)) => Err(Error::Usage(format!(
             "no run `{id}`: {}",
-            describe_dirs(&dirs)
+            describe_dirs(dirs)
         ))),
         (None, None) if resumable => Err(StateError::NothingToResume(format!(
             "no unfinished run in {}",
@@ -140,8 +143,8 @@ pub(crate) fn find_run(
         ))
         .into()),
         (None, None) => Err(Error::Usage(format!(
-            "no runs found: {}; pass --playbook or --state-dir",
-            describe_dirs(&dirs)
+            "no runs found: {}; pass --playbook, --state or --state-dir",
+            describe_dirs(dirs)
         ))),
     }
 }
@@ -166,7 +169,46 @@ pub(crate) fn describe_dirs(dirs: &[PathBuf]) -> String {
     format!("looked in {}", listed.join("; "))
 }
 
-pub(crate) fn candidate_dirs(state: &StateArgs) -> Vec<PathBuf> {
+/// The state directories a command looks through, and the store they were read from.
+pub(crate) struct Looked {
+    pub dirs: Vec<PathBuf>,
+    /// With `--state`: the store (for S3, its mirror, removed when this is dropped).
+    pub store: Option<state::Readable>,
+}
+
+/// Where `status`, `report` and `resume` look: `--state-dir`, `--state` (every playbook
+/// in the store, or `--playbook`'s), `--playbook`'s default directory, or `.drrun/*/`
+/// here and one level down.
+pub(crate) fn look(state: &StateArgs) -> Result<Looked, Error> {
+    if let Some(store) = &state.state {
+        let readable = state::readable(store, state.playbook.as_deref())?;
+        let dirs = match &state.playbook {
+            Some(p) => vec![readable.root.join(state::store_name(p))],
+            None => {
+                let mut dirs: Vec<PathBuf> = std::fs::read_dir(&readable.root)
+                    .map(|d| {
+                        d.filter_map(Result::ok)
+                            .map(|e| e.path())
+                            .filter(|p| p.join("runs").is_dir())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                dirs.sort();
+                dirs
+            }
+        };
+        return Ok(Looked {
+            dirs,
+            store: Some(readable),
+        });
+    }
+    Ok(Looked {
+        dirs: candidate_dirs(state),
+        store: None,
+    })
+}
+
+fn candidate_dirs(state: &StateArgs) -> Vec<PathBuf> {
     if let Some(dir) = &state.state_dir {
         return vec![dir.clone()];
     }

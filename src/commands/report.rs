@@ -14,7 +14,8 @@ use crate::state::journal;
 use crate::state::runs::StateDir;
 
 pub(super) fn report(args: ReportArgs) -> Result<ExitCode> {
-    let (dir, run_id) = find_run(&args.state, args.run_id.as_deref(), false)?;
+    let looked = super::look(&args.state)?;
+    let (dir, run_id) = find_run(&looked, args.run_id.as_deref(), false)?;
     let state = StateDir::new(&dir);
     let replay = journal::read(&state.journal_path(&run_id))?;
     let report = DrillReport::from_records(&replay.records)

@@ -8,7 +8,7 @@ use anyhow::Result;
 
 use super::{compile_options, find_run, load_plan};
 use crate::cli::{Output, ResumeArgs, RunArgs, ShowArgs};
-use crate::error::{EXIT_FAILED, EXIT_INTERRUPTED, Error};
+use crate::error::{EXIT_FAILED, Error};
 use crate::events::Reporter;
 use crate::exec::{Resume, RunOptions, signals};
 use crate::outcome::RunStatus;
@@ -16,33 +16,36 @@ use crate::plan::Plan;
 use crate::report::printer::{Printer, PrinterOptions};
 use crate::state::history::RunHistory;
 use crate::state::journal;
-use crate::state::runs::{StateDir, default_state_dir};
+use crate::state::runs::StateDir;
 
 pub(super) fn run(args: RunArgs) -> Result<ExitCode> {
     let opts = compile_options(&args.vars)?;
     let plan = load_plan(&args.playbook, &opts)?;
-    let state_dir = args
-        .state_dir
-        .clone()
-        .unwrap_or_else(|| default_state_dir(&args.playbook));
-    let resume = if args.resume {
-        Resume::Newest
-    } else {
-        Resume::No
+    let state = super::state::run_state(
+        args.state.as_deref(),
+        args.state_dir.as_deref(),
+        &args.playbook,
+    )?;
+    let resume = match (args.resume, args.resume_interrupted) {
+        (true, _) => Resume::Newest,
+        (false, Some(max_age)) => Resume::IfInterrupted(max_age),
+        (false, None) => Resume::No,
     };
     let opts = RunOptions {
-        state_dir,
+        state,
         jobs: args.jobs,
         fail_fast: args.fail_fast,
         resume,
         overrides: opts.var_overrides.into_iter().collect(),
         report_dir: args.report.clone(),
+        lease_wait: args.lease_wait.unwrap_or_default(),
     };
     execute(plan, opts, args.output, &args.show)
 }
 
 pub(super) fn resume(args: ResumeArgs) -> Result<ExitCode> {
-    let (state_dir, run_id) = find_run(&args.state, args.run_id.as_deref(), true)?;
+    let looked = super::look(&args.state)?;
+    let (state_dir, run_id) = find_run(&looked, args.run_id.as_deref(), true)?;
     let state = StateDir::new(&state_dir);
     let replay = journal::read(&state.journal_path(&run_id))?;
     let Some(history) = RunHistory::replay(&replay.records) else {
@@ -71,13 +74,26 @@ pub(super) fn resume(args: ResumeArgs) -> Result<ExitCode> {
     }
     let opts = compile_options(&vars)?;
     let plan = load_plan(&playbook, &opts)?;
+    // With an S3 store, the run is continued in the store (under its lease), not in
+    // the mirror it was found in.
+    let state = match looked.store.as_ref().and_then(|s| s.s3.as_ref()) {
+        Some(loc) => {
+            let name = state_dir
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default();
+            super::state::s3_run_state(&loc.join(&name))?
+        }
+        None => state,
+    };
     let opts = RunOptions {
-        state_dir,
+        state,
         jobs: args.jobs,
         fail_fast: args.fail_fast,
         resume: Resume::Id(run_id),
         overrides: opts.var_overrides.into_iter().collect(),
         report_dir: args.report.clone(),
+        lease_wait: args.lease_wait.unwrap_or_default(),
     };
     execute(plan, opts, args.output, &args.show)
 }
@@ -94,7 +110,7 @@ fn execute(plan: Plan, opts: RunOptions, output: Output, show: &ShowArgs) -> Res
     }));
     let outcome = runtime.block_on(async {
         let stop = tokio_util::sync::CancellationToken::new();
-        signals::install(stop.clone(), printer.clone())
+        signals::install(stop.clone(), printer.clone(), show.stop_grace)
             .map_err(|e| Error::Usage(format!("cannot install signal handlers: {e}")))?;
         crate::exec::run(Arc::new(plan), opts, printer.clone(), stop)
             .await
@@ -105,7 +121,7 @@ fn execute(plan: Plan, opts: RunOptions, output: Output, show: &ShowArgs) -> Res
     Ok(match outcome {
         RunStatus::Passed => ExitCode::SUCCESS,
         RunStatus::Failed => ExitCode::from(EXIT_FAILED),
-        RunStatus::Interrupted => ExitCode::from(EXIT_INTERRUPTED),
+        RunStatus::Interrupted => ExitCode::from(signals::exit_code()),
         // A run that returns has finished one way or another.
         RunStatus::Unfinished => ExitCode::from(EXIT_FAILED),
     })

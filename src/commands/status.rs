@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use super::{candidate_dirs, describe_dirs, find_run};
+use super::{describe_dirs, find_run};
 use crate::cli::{Output, StatusArgs};
 use crate::duration::human;
 use crate::error::Error;
@@ -18,7 +18,8 @@ pub(super) fn status(args: StatusArgs) -> Result<ExitCode> {
     let Some(id) = args.run_id.as_deref() else {
         return list_runs(&args);
     };
-    let (dir, _) = find_run(&args.state, Some(id), false)?;
+    let looked = super::look(&args.state)?;
+    let (dir, _) = find_run(&looked, Some(id), false)?;
     let state = StateDir::new(&dir);
     let summary = state.summary(id)?;
     match args.output {
@@ -72,9 +73,10 @@ pub(super) fn status(args: StatusArgs) -> Result<ExitCode> {
 /// Every state directory found (`--state-dir`, `--playbook`'s, or `.drrun/*` here and one
 /// level down) with the runs of each, newest last, naming the directories it read.
 fn list_runs(args: &StatusArgs) -> Result<ExitCode> {
-    let dirs = candidate_dirs(&args.state);
+    let looked = super::look(&args.state)?;
+    let dirs = &looked.dirs;
     let mut found = Vec::new();
-    for dir in &dirs {
+    for dir in dirs {
         let state = StateDir::new(dir);
         let mut runs = Vec::new();
         for id in state.list()? {
@@ -84,8 +86,8 @@ fn list_runs(args: &StatusArgs) -> Result<ExitCode> {
     }
     if found.iter().all(|(_, runs)| runs.is_empty()) {
         return Err(Error::Usage(format!(
-            "no runs found: {}; pass --playbook or --state-dir",
-            describe_dirs(&dirs)
+            "no runs found: {}; pass --playbook, --state or --state-dir",
+            describe_dirs(dirs)
         ))
         .into());
     }
@@ -123,7 +125,8 @@ fn list_runs(args: &StatusArgs) -> Result<ExitCode> {
 
 /// `status --log STEP`: what the step's programs printed in the run (default: the newest).
 fn print_log(args: &StatusArgs, step: &str) -> Result<ExitCode> {
-    let (dir, id) = find_run(&args.state, args.run_id.as_deref(), false)?;
+    let looked = super::look(&args.state)?;
+    let (dir, id) = find_run(&looked, args.run_id.as_deref(), false)?;
     let state = StateDir::new(&dir);
     let path = step_log_path(&state.run_dir(&id).join("work"), step);
     match std::fs::read_to_string(&path) {

@@ -53,6 +53,8 @@ pub(super) struct Engine {
     templates: Templates,
     run: RunInfo,
     work_dir: PathBuf,
+    /// With S3 state: the store, which keeps each step's log once the step ends.
+    store: Option<Arc<crate::state::s3::S3State>>,
     /// Shared by every step's context (built once, not per step).
     guards: Arc<Guards>,
     jobs: usize,
@@ -89,6 +91,7 @@ impl Engine {
                 status: "running".into(),
             },
             work_dir: session.state.run_dir(&session.run_id).join("work"),
+            store: session.state.remote.clone(),
             guards: Arc::new(plan.guards.clone()),
             jobs: opts.jobs.max(1),
             fail_fast: opts.fail_fast,
@@ -523,8 +526,24 @@ impl Engine {
                 }
             }
         };
+        self.keep_log(i);
         self.report_finished(i);
         Ok(())
+    }
+
+    /// With S3 state, the ended step's log goes to the store.
+    fn keep_log(&self, i: usize) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        let step = &self.plan.steps[i].id;
+        let path = crate::steps::step_log_path(&self.work_dir, step);
+        let rel = format!("runs/{}/logs/{step}.log", self.run.id);
+        if let Err(e) = store.upload_file(&path, &rel) {
+            self.reporter.event(&Event::Notice {
+                text: format!("could not keep the log of `{step}` in the state store: {e}"),
+            });
+        }
     }
 
     fn report_finished(&self, i: usize) {

@@ -50,6 +50,15 @@ pub(super) fn conclude(
             }
         }
     }
+    // The journal is in the store record by record already; the report and the step
+    // logs go there now, so `report` and an auditor can read them from any machine.
+    if let Some(store) = &state.remote {
+        for problem in store.upload_run_files(run_id, &state.run_dir(run_id)) {
+            reporter.event(&Event::Notice {
+                text: format!("could not keep the report in the state store: {problem}"),
+            });
+        }
+    }
     reporter.event(&Event::RunFinished {
         run_id: run_id.clone(),
         status,

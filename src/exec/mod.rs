@@ -33,11 +33,16 @@ pub(crate) enum Resume {
     Newest,
     /// Continue this run.
     Id(String),
+    /// Continue the newest run when it was interrupted or cut off (no `run_finished`)
+    /// and its last record is younger than this; otherwise start a new run. What a
+    /// scheduled run does, so the next pod picks up where an evicted one stopped.
+    IfInterrupted(std::time::Duration),
 }
 
 #[derive(Debug, Clone)]
 pub(crate) struct RunOptions {
-    pub state_dir: PathBuf,
+    /// Where the runs are kept (a directory, or the local mirror of an S3 store).
+    pub state: crate::state::runs::StateDir,
     pub jobs: usize,
     pub fail_fast: bool,
     pub resume: Resume,
@@ -45,6 +50,8 @@ pub(crate) struct RunOptions {
     pub overrides: serde_json::Map<String, serde_json::Value>,
     /// `--report DIR`: where else to write the drill report.
     pub report_dir: Option<PathBuf>,
+    /// How long to wait for another run's lease on S3 state.
+    pub lease_wait: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]

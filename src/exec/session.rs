@@ -14,6 +14,7 @@ use crate::plan::{Plan, Unknown};
 use crate::playbook::template::Templates;
 use crate::secrets::Redactor;
 use crate::state::journal::{Journal, PlannedStep, Record, now};
+use crate::state::lease::Lease;
 use crate::state::lock::{Holder, StateLock};
 use crate::state::runs::{StateDir, new_run_id};
 use crate::state::{StateError, io_err};
@@ -22,7 +23,7 @@ use crate::state::{StateError, io_err};
 pub(super) struct Session {
     pub(super) state: StateDir,
     /// Held until the session is dropped.
-    _lock: StateLock,
+    _lock: RunLock,
     pub(super) run_id: String,
     pub(super) journal: Arc<Journal>,
     /// Checkpoints from earlier sessions of this run: step -> (fingerprint, outputs).
@@ -34,6 +35,75 @@ pub(super) struct Session {
     pub(super) resumed: bool,
     pub(super) secrets: IndexMap<String, String>,
     pub(super) redactor: Arc<Redactor>,
+}
+
+/// The state's lock: a `flock` on a local directory, a lease in an S3 store.
+enum RunLock {
+    Local(StateLock),
+    Lease(Lease),
+}
+
+impl RunLock {
+    fn acquire(
+        state: &StateDir,
+        holder: &Holder,
+        wait: std::time::Duration,
+    ) -> Result<(Self, Option<String>), StateError> {
+        match &state.remote {
+            None => StateLock::acquire(&state.root, holder).map(|(l, stale)| {
+                (
+                    Self::Local(l),
+                    stale.map(|h| format!("{h}: that process is gone")),
+                )
+            }),
+            Some(store) => {
+                let (lease, stale) = Lease::acquire(store.clone(), holder, wait)?;
+                // Only the lease holder writes the local mirror: pull it now.
+                store.pull(&state.root)?;
+                Ok((
+                    Self::Lease(lease),
+                    stale.map(|h| format!("{h}: it stopped renewing")),
+                ))
+            }
+        }
+    }
+
+    fn write(&self, holder: &Holder) -> Result<(), StateError> {
+        match self {
+            Self::Local(l) => l.write(holder),
+            Self::Lease(l) => l.write(holder),
+        }
+    }
+}
+
+/// The newest run, when it did not finish or was interrupted and its last record is
+/// younger than `max_age`, with that age.
+fn interrupted_run(
+    state: &StateDir,
+    max_age: std::time::Duration,
+) -> Result<Option<(String, std::time::Duration)>, StateError> {
+    let Some(id) = state.list()?.pop() else {
+        return Ok(None);
+    };
+    let replay = crate::state::journal::read(&state.journal_path(&id))?;
+    let summary = crate::state::runs::summarize(&id, &replay.records, replay.torn_tail);
+    if !matches!(
+        summary.status,
+        RunStatus::Interrupted | RunStatus::Unfinished
+    ) {
+        return Ok(None);
+    }
+    let last = replay
+        .records
+        .last()
+        .and_then(|r| chrono::DateTime::parse_from_rfc3339(r.at()).ok());
+    let Some(last) = last else {
+        return Ok(None);
+    };
+    let age = (chrono::Utc::now() - last.with_timezone(&chrono::Utc))
+        .to_std()
+        .unwrap_or_default();
+    Ok((age <= max_age).then_some((id, age)))
 }
 
 /// Every step of the plan as the journal records it.
@@ -92,7 +162,7 @@ pub(super) fn open(
     opts: &RunOptions,
     reporter: &dyn Reporter,
 ) -> Result<Session, EngineError> {
-    let state = StateDir::new(&opts.state_dir);
+    let state = opts.state.clone();
     let mut holder = Holder {
         pid: std::process::id(),
         host: crate::util::hostname(),
@@ -100,10 +170,10 @@ pub(super) fn open(
         started_at: now(),
         playbook: plan.file.display().to_string(),
     };
-    let (lock, stale) = StateLock::acquire(&state.root, &holder)?;
+    let (lock, stale) = RunLock::acquire(&state, &holder, opts.lease_wait)?;
     if let Some(old) = stale {
         reporter.event(&Event::Notice {
-            text: format!("took over a stale lock left by {old}: that process is gone"),
+            text: format!("took over a stale lock left by {old}"),
         });
     }
     let secrets =
@@ -116,7 +186,22 @@ pub(super) fn open(
         return Err(EngineError::Refused(refused));
     }
 
-    let (run_id, journal, checkpoints, cut_short, started_at, resumed) = match &opts.resume {
+    let resume = match &opts.resume {
+        Resume::IfInterrupted(max_age) => match interrupted_run(&state, *max_age)? {
+            Some((id, age)) => {
+                reporter.event(&Event::Notice {
+                    text: format!(
+                        "continuing run {id}, interrupted {} ago",
+                        crate::duration::HumanDuration(age)
+                    ),
+                });
+                Resume::Id(id)
+            }
+            None => Resume::No,
+        },
+        other => other.clone(),
+    };
+    let (run_id, journal, checkpoints, cut_short, started_at, resumed) = match &resume {
         Resume::No => {
             let run_id = new_run_id();
             let at = now();
@@ -156,7 +241,7 @@ pub(super) fn open(
                     StateError::NothingToResume(format!("run {} passed", summary.run_id)).into(),
                 );
             }
-            let journal = Journal::reopen(&state.journal_path(&summary.run_id))?;
+            let journal = state.reopen_run(&summary.run_id)?;
             if summary.torn_tail {
                 reporter.event(&Event::Notice {
                     text: "the journal ended in a torn record (the process died while writing it); it was ignored".into(),

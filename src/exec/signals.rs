@@ -24,8 +24,24 @@ pub(crate) fn entering_finally() {
     IN_FINALLY.store(true, Ordering::SeqCst);
 }
 
-/// Installs the handlers; `stop` is cancelled on the first signal.
-pub(crate) fn install(stop: CancellationToken, reporter: Arc<dyn Reporter>) -> std::io::Result<()> {
+/// The exit code of a run a signal stopped: 128 + its number, as shells report it (130
+/// for Ctrl-C, 143 for the SIGTERM of a pod's eviction or `kubectl delete`).
+pub(crate) fn exit_code() -> u8 {
+    match received() {
+        Some("SIGTERM") => 143,
+        _ => 130,
+    }
+}
+
+/// Installs the handlers; `stop` is cancelled on the first signal. With `grace`, a run
+/// still going that long after the first signal (its `finally` included) is aborted as
+/// by a second one: a pod's `terminationGracePeriodSeconds` ends in SIGKILL, and an
+/// abort before it still kills the steps' processes and says so.
+pub(crate) fn install(
+    stop: CancellationToken,
+    reporter: Arc<dyn Reporter>,
+    grace: Option<std::time::Duration>,
+) -> std::io::Result<()> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     tokio::spawn(async move {
@@ -49,12 +65,26 @@ pub(crate) fn install(stop: CancellationToken, reporter: Arc<dyn Reporter>) -> s
                 };
                 reporter.event(&Event::Notice { text });
                 stop.cancel();
+                if let Some(grace) = grace {
+                    let reporter = reporter.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(grace).await;
+                        reporter.event(&Event::Notice {
+                            text: format!(
+                                "still running {} after {name} (--stop-grace): aborting",
+                                crate::duration::HumanDuration(grace)
+                            ),
+                        });
+                        crate::util::process::kill_all_groups();
+                        std::process::exit(i32::from(exit_code()));
+                    });
+                }
             } else {
                 reporter.event(&Event::Notice {
                     text: format!("{name} received again: aborting"),
                 });
                 crate::util::process::kill_all_groups();
-                std::process::exit(130);
+                std::process::exit(i32::from(exit_code()));
             }
         }
     });

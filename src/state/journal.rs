@@ -130,6 +130,26 @@ pub(crate) struct PlannedStep {
     pub phase: String,
 }
 
+impl Record {
+    /// When the record was written (every record says).
+    pub(crate) fn at(&self) -> &str {
+        match self {
+            Self::RunStarted { at, .. }
+            | Self::Resumed { at, .. }
+            | Self::PhaseStarted { at, .. }
+            | Self::StepStarted { at, .. }
+            | Self::StepRetrying { at, .. }
+            | Self::StepSucceeded { at, .. }
+            | Self::StepFailed { at, .. }
+            | Self::StepSkipped { at, .. }
+            | Self::StepReused { at, .. }
+            | Self::StepCancelled { at, .. }
+            | Self::Interrupted { at, .. }
+            | Self::RunFinished { at, .. } => at,
+        }
+    }
+}
+
 pub(crate) fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
@@ -209,6 +229,8 @@ fn scan(bytes: &[u8]) -> Scan {
 pub(crate) struct Journal {
     path: PathBuf,
     file: Mutex<File>,
+    /// With S3 state: the store, where each record is made durable first.
+    mirror: Option<super::s3::Mirror>,
 }
 
 impl Journal {
@@ -225,7 +247,20 @@ impl Journal {
         Ok(Self {
             path: path.to_path_buf(),
             file: Mutex::new(file),
+            mirror: None,
         })
+    }
+
+    /// Makes every record durable in the store before it is written here.
+    pub(crate) fn mirrored(mut self, mirror: super::s3::Mirror) -> Self {
+        self.mirror = Some(mirror);
+        self
+    }
+
+    /// How many whole records the journal holds (the next record's number).
+    pub(crate) fn count(path: &Path) -> Result<u64, StateError> {
+        let bytes = std::fs::read(path).map_err(io_err(path))?;
+        Ok(scan(&bytes).records.len() as u64)
     }
 
     /// Opens an existing journal for appending, cutting off a torn last line.
@@ -248,6 +283,7 @@ impl Journal {
         Ok(Self {
             path: path.to_path_buf(),
             file: Mutex::new(file),
+            mirror: None,
         })
     }
 
@@ -267,9 +303,15 @@ impl Journal {
         let mut line = serde_json::to_string(record).expect("records serialize");
         line.push('\n');
         let mut file = self.file.lock().unwrap();
+        // In the store, every record is durable before it is acted on (lazy ones too: a
+        // record is one object, and their order is the journal's). The local copy is
+        // then only a cache, rebuilt from the store by the next `pull`.
+        if let Some(mirror) = &self.mirror {
+            mirror.put(&line)?;
+        }
         file.write_all(line.as_bytes())
             .map_err(io_err(&self.path))?;
-        if sync {
+        if sync && self.mirror.is_none() {
             file.sync_data().map_err(io_err(&self.path))?;
         }
         Ok(())

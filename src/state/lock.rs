@@ -59,7 +59,7 @@ impl StateLock {
                     .map(|h| h.to_string())
                     .unwrap_or_else(|_| "a process that has not written its details yet".into());
                 return Err(StateError::Locked {
-                    dir: dir.to_path_buf(),
+                    dir: dir.display().to_string(),
                     holder,
                 });
             }

@@ -6,8 +6,10 @@
 pub(crate) mod fingerprint;
 pub(crate) mod history;
 pub(crate) mod journal;
+pub(crate) mod lease;
 pub(crate) mod lock;
 pub(crate) mod runs;
+pub(crate) mod s3;
 
 use std::path::PathBuf;
 
@@ -25,8 +27,14 @@ pub(crate) enum StateError {
         line: usize,
         message: String,
     },
-    #[error("another drill is running with this state directory ({dir}): {holder}")]
-    Locked { dir: PathBuf, holder: String },
+    #[error("another drill is running with this state ({dir}): {holder}")]
+    Locked { dir: String, holder: String },
+    #[error("state store {url}: {message}")]
+    Store { url: String, message: String },
+    #[error(
+        "state store {url}: the lease was taken over by another holder; this run writes nothing more"
+    )]
+    LeaseLost { url: String },
     #[error("no run `{0}` in this state directory")]
     NoSuchRun(String),
     #[error("nothing to resume: {0}")]

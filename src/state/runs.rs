@@ -17,6 +17,8 @@ const UNBORN_PREFIX: &str = ".new-";
 #[derive(Debug, Clone)]
 pub(crate) struct StateDir {
     pub root: PathBuf,
+    /// With S3 state: the store `root` mirrors (pulled into it before use).
+    pub remote: Option<std::sync::Arc<super::s3::S3State>>,
 }
 
 /// What a journal says about one step.
@@ -48,7 +50,36 @@ pub(crate) struct RunSummary {
 
 impl StateDir {
     pub(crate) fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self {
+            root: root.into(),
+            remote: None,
+        }
+    }
+
+    /// A local mirror of an S3 state store.
+    pub(crate) fn mirroring(
+        root: impl Into<PathBuf>,
+        remote: std::sync::Arc<super::s3::S3State>,
+    ) -> Self {
+        Self {
+            root: root.into(),
+            remote: Some(remote),
+        }
+    }
+
+    /// Opens a run's journal to append to it (with S3 state, mirrored to the store from
+    /// the record after the last one there).
+    pub(crate) fn reopen_run(&self, run_id: &str) -> Result<Journal, StateError> {
+        let path = self.journal_path(run_id);
+        let journal = Journal::reopen(&path)?;
+        Ok(match &self.remote {
+            Some(store) => journal.mirrored(super::s3::Mirror {
+                store: store.clone(),
+                run: run_id.to_string(),
+                next: std::sync::Mutex::new(Journal::count(&path)?),
+            }),
+            None => journal,
+        })
     }
 
     pub(crate) fn run_dir(&self, run_id: &str) -> PathBuf {
@@ -78,7 +109,12 @@ impl StateDir {
         let dir = self.run_dir(run_id);
         std::fs::rename(&unborn, &dir).map_err(io_err(&dir))?;
         sync_dir(&runs);
-        Journal::reopen(&self.journal_path(run_id))
+        // In a store the run exists once its first record does.
+        if let Some(store) = &self.remote {
+            let line = serde_json::to_string(first).expect("records serialize");
+            store.put_record(run_id, 0, &format!("{line}\n"))?;
+        }
+        self.reopen_run(run_id)
     }
 
     /// Removes what runs killed before their first record left behind.

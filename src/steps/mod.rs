@@ -10,6 +10,7 @@ use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+pub(crate) mod access;
 mod context;
 mod exec;
 pub(crate) mod guard;
@@ -154,6 +155,11 @@ pub(crate) trait StepKind:
         Vec::new()
     }
 
+    /// What the step's requests ask of the Kubernetes API, for `drrun rbac`.
+    fn api_rules(&self) -> Vec<access::ApiRule> {
+        Vec::new()
+    }
+
     /// The effect of this step as configured (a `pg.sql` that only reads is `read`);
     /// decides retries and what `plan` may use. Default: the kind's [`StepKind::EFFECT`].
     fn effect(&self) -> Effect {
@@ -262,6 +268,12 @@ macro_rules! registry {
                 match kind {
                     $($name => serde_path_to_error::deserialize(with).map(Self::$variant),)*
                     other => unreachable!("kind `{other}` was checked at compile time"),
+                }
+            }
+
+            pub(crate) fn api_rules(&self) -> Vec<access::ApiRule> {
+                match self {
+                    $(Self::$variant(c) => c.api_rules(),)*
                 }
             }
 

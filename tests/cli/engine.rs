@@ -764,7 +764,7 @@ finally:
     }
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert_eq!(out.status.code(), Some(143), "{stderr}");
     assert!(
         stderr.contains("SIGTERM received during `finally`"),
         "{stderr}"

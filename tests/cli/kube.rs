@@ -742,3 +742,246 @@ steps:
         .unwrap();
     assert_eq!(failed["class"], "connection", "{failed}");
 }
+
+/// `drrun rbac` grants exactly what the drill's kube steps use: with only its Roles, a
+/// ServiceAccount's bound token runs the reference drill's kube steps (read production's
+/// tag, deploy and migrate in DR, scale DR down) and is refused by RBAC anything else in
+/// production, guards or not.
+#[test]
+fn drrun_rbac_grants_a_service_account_the_drill_and_nothing_more_in_production() {
+    let c = cluster();
+    let prod = c.namespace("rbac-prod");
+    let dr = c.namespace("rbac-dr");
+    let runner = c.namespace("rbac-runner");
+    let prod_image = format!("registry.k8s.io/pause:{PAUSE_NEW_TAG}");
+    prod.create_deployment("app", &prod_image, 1, &[]);
+    dr.create_deployment("app", BUSYBOX, 0, &["sleep", "3600"]);
+    let dir = tempfile::tempdir().unwrap();
+    let pb = write(
+        dir.path(),
+        "rbac.yaml",
+        &format!(
+            r#"
+version: 1
+name: rbac-drill
+vars: {{ dr_ns: "{dr}" }}
+guards:
+  kube_namespaces: ["{prod}"]
+steps:
+  prod_tag:
+    kind: kube.image
+    with: {{ namespace: "{prod}", deployment: app }}
+  migrate:
+    kind: kube.job
+    with:
+      namespace: "{{{{ vars.dr_ns }}}}"
+      from_deployment: app
+      command: [sh, -c, "echo migrated"]
+      wait: 60s
+  deploy:
+    kind: kube.deploy
+    needs: [migrate]
+    with:
+      namespace: "{{{{ vars.dr_ns }}}}"
+      deployments: [app]
+      image: "{prod_image}"
+      wait: 60s
+finally:
+  down:
+    kind: kube.scale
+    with: {{ namespace: "{{{{ vars.dr_ns }}}}", all: true, replicas: 0 }}
+"#,
+            prod = prod.name,
+            dr = dr.name
+        ),
+    );
+    let rbac = run_cmd(drrun().arg("rbac").arg(&pb).args([
+        "--service-account",
+        "drrun",
+        "--service-account-namespace",
+        &runner.name,
+    ]));
+    assert_eq!(rbac.code, 0, "{}", rbac.stderr);
+    // Production gets read access to Deployments and nothing else.
+    let docs: Vec<&str> = rbac.stdout.split("\n---\n").collect();
+    let prod_role = docs
+        .iter()
+        .find(|d| d.contains("kind: Role\n") && d.contains(&format!("namespace: {}\n", prod.name)))
+        .expect("a Role in production");
+    assert!(
+        prod_role.contains("- deployments\n  verbs:\n  - get\n  - list")
+            && !prod_role.contains("patch")
+            && !prod_role.contains("create"),
+        "{prod_role}"
+    );
+    crate::support::kube::apply_rbac(&rbac.stdout);
+
+    let (kubeconfig, _) = runner.unbound_service_account(dir.path(), "drrun");
+    let p = plan(dir.path(), &kubeconfig, &pb);
+    assert_eq!(p.code, 0, "{}{}", p.stdout, p.stderr);
+    let out = drrun_kube(dir.path(), &kubeconfig, &[], &pb);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert_eq!(dr.deployment_state("app").0, prod_image);
+
+    // The same token in production, without guards to stop it first: RBAC refuses.
+    let write_prod = write(
+        dir.path(),
+        "prod.yaml",
+        &format!(
+            "version: 1\nname: prod-write\nsteps:\n  down:\n    kind: kube.scale\n    with: {{ namespace: \"{}\", all: true, replicas: 0 }}\n",
+            prod.name
+        ),
+    );
+    let out = run_cmd(
+        drrun()
+            .current_dir(dir.path())
+            .env("KUBECONFIG", &kubeconfig)
+            .arg(&write_prod)
+            .arg("--state-dir")
+            .arg(dir.path().join("state-prod")),
+    );
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("forbidden")
+            && out
+                .stderr
+                .contains(&format!("system:serviceaccount:{}:drrun", runner.name)),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(prod.deployment_state("app").1, 1, "production untouched");
+}
+
+/// Every leaf of `want` is in `got` with the same value: the API server kept each field
+/// the manifest sets (it drops fields it does not know, so a misspelt one shows here).
+fn missing_fields(want: &serde_json::Value, got: &serde_json::Value, path: &str) -> Vec<String> {
+    match (want, got) {
+        (serde_json::Value::Object(w), serde_json::Value::Object(g)) => w
+            .iter()
+            .flat_map(|(k, v)| match g.get(k) {
+                Some(gv) => missing_fields(v, gv, &format!("{path}.{k}")),
+                None => vec![format!("{path}.{k}")],
+            })
+            .collect(),
+        (serde_json::Value::Array(w), serde_json::Value::Array(g)) if w.len() == g.len() => w
+            .iter()
+            .zip(g)
+            .enumerate()
+            .flat_map(|(i, (a, b))| missing_fields(a, b, &format!("{path}[{i}]")))
+            .collect(),
+        (w, g) if w == g => Vec::new(),
+        // Quantities and the like come back normalised; numbers as numbers.
+        (w, g) if w.to_string().trim_matches('"') == g.to_string().trim_matches('"') => Vec::new(),
+        _ => vec![format!("{path}: {want} became {got}")],
+    }
+}
+
+/// The manifests in deploy/kubernetes are accepted by the API server as written (server-
+/// side dry runs in a namespace of the test's, every field kept), and the CronJob's pod
+/// meets the restricted Pod Security Standard its namespace enforces.
+#[test]
+fn the_kubernetes_manifests_are_accepted_with_every_field_and_their_pods_are_restricted() {
+    use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
+    let c = cluster();
+    let ns = c.namespace_labelled(
+        "manifests",
+        &serde_json::json!({ "pod-security.kubernetes.io/enforce": "restricted" }),
+    );
+    let dir = crate::support::root().join("deploy/kubernetes");
+    let mut docs = Vec::new();
+    for file in [
+        "namespace.yaml",
+        "serviceaccount.yaml",
+        "secret-acme.example.yaml",
+        "cronjob-acme.yaml",
+    ] {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        for d in serde_yaml_ng::Deserializer::from_str(&text) {
+            let v: serde_json::Value = serde::Deserialize::deserialize(d).unwrap();
+            if !v.is_null() {
+                docs.push((file, v));
+            }
+        }
+    }
+    let kinds: Vec<&str> = docs
+        .iter()
+        .map(|(_, d)| d["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["Namespace", "ServiceAccount", "Secret", "Secret", "CronJob"]
+    );
+    let ns_name = ns.name.clone();
+    let problems = c.client(|client| async move {
+        let dry = PostParams {
+            dry_run: true,
+            ..PostParams::default()
+        };
+        let mut problems = Vec::new();
+        for (file, mut doc) in docs {
+            let (group, version) = match doc["apiVersion"].as_str().unwrap().split_once('/') {
+                Some((g, v)) => (g.to_string(), v.to_string()),
+                None => (
+                    String::new(),
+                    doc["apiVersion"].as_str().unwrap().to_string(),
+                ),
+            };
+            let kind = doc["kind"].as_str().unwrap().to_string();
+            let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(&group, &version, &kind));
+            let api: Api<DynamicObject> = if kind == "Namespace" {
+                Api::all_with(client.clone(), &resource)
+            } else {
+                doc["metadata"]["namespace"] = serde_json::json!(ns_name);
+                Api::namespaced_with(client.clone(), &ns_name, &resource)
+            };
+            let obj: DynamicObject = serde_json::from_value(doc.clone()).unwrap();
+            match api.create(&dry, &obj).await {
+                Ok(created) => {
+                    let got = serde_json::to_value(&created).unwrap();
+                    // The server keeps a Secret's stringData as base64 data.
+                    if let Some(strings) = doc.as_object_mut().unwrap().remove("stringData") {
+                        use base64::Engine as _;
+                        let data: serde_json::Map<String, serde_json::Value> = strings
+                            .as_object()
+                            .unwrap()
+                            .iter()
+                            .map(|(k, v)| {
+                                let b64 = base64::engine::general_purpose::STANDARD
+                                    .encode(v.as_str().unwrap());
+                                (k.clone(), serde_json::json!(b64))
+                            })
+                            .collect();
+                        doc["data"] = serde_json::Value::Object(data);
+                    }
+                    for m in missing_fields(&doc, &got, "") {
+                        problems.push(format!("{file} {kind}: {m}"));
+                    }
+                    if kind == "CronJob" {
+                        // The pod it would create, admitted under `restricted`.
+                        let template = &doc["spec"]["jobTemplate"]["spec"]["template"];
+                        let pod = serde_json::json!({
+                            "apiVersion": "v1",
+                            "kind": "Pod",
+                            "metadata": { "name": "drrun-acme-check", "namespace": ns_name },
+                            "spec": template["spec"],
+                        });
+                        let pods: Api<DynamicObject> = Api::namespaced_with(
+                            client.clone(),
+                            &ns_name,
+                            &ApiResource::from_gvk(&GroupVersionKind::gvk("", "v1", "Pod")),
+                        );
+                        if let Err(e) = pods
+                            .create(&dry, &serde_json::from_value(pod).unwrap())
+                            .await
+                        {
+                            problems.push(format!("{file}: its pod is refused: {e}"));
+                        }
+                    }
+                }
+                Err(e) => problems.push(format!("{file} {kind}: refused: {e}")),
+            }
+        }
+        problems
+    });
+    assert!(problems.is_empty(), "{problems:#?}");
+}

@@ -8,6 +8,7 @@ mod kube;
 mod output;
 mod pg;
 mod s3;
+mod state;
 mod support;
 mod validate;
 mod wagtail;

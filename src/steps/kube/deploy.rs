@@ -192,6 +192,23 @@ impl StepKind for KubeDeploy {
         }]
     }
 
+    fn api_rules(&self) -> Vec<crate::steps::access::ApiRule> {
+        use crate::steps::access::rule;
+        let ns = &self.namespace;
+        // The image patch (and its server-side dry run in `plan`), the rollout read from
+        // the Deployment and its current ReplicaSet, and why pods fail from their events.
+        let mut rules = vec![
+            rule(ns, "apps", "deployments", &["get", "list", "patch"]),
+            rule(ns, "apps", "replicasets", &["list"]),
+            rule(ns, "", "pods", &["list"]),
+            rule(ns, "", "events", &["list"]),
+        ];
+        if !self.pre_jobs.is_empty() {
+            rules.extend(crate::steps::access::job_rules(ns));
+        }
+        rules
+    }
+
     fn check(&self) -> Vec<ConfigIssue> {
         let mut issues = Vec::new();
         match (&self.image, &self.tag) {

@@ -61,6 +61,17 @@ impl StepKind for KubeImage {
         ..Evidence::NONE
     };
 
+    fn api_rules(&self) -> Vec<crate::steps::access::ApiRule> {
+        // Read only, as production should be: the Deployment, and the list of them to
+        // name the right one when it is missing.
+        vec![crate::steps::access::rule(
+            &self.namespace,
+            "apps",
+            "deployments",
+            &["get", "list"],
+        )]
+    }
+
     async fn preview(&self, ctx: &PreviewCtx) -> Preview {
         if ctx.offline {
             return Preview::offline();

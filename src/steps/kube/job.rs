@@ -58,6 +58,10 @@ impl StepKind for KubeJob {
         }]
     }
 
+    fn api_rules(&self) -> Vec<crate::steps::access::ApiRule> {
+        crate::steps::access::job_rules(&self.namespace)
+    }
+
     fn check(&self) -> Vec<ConfigIssue> {
         self.job
             .problem()

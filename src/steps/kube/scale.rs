@@ -235,6 +235,24 @@ impl StepKind for KubeScale {
         }]
     }
 
+    fn api_rules(&self) -> Vec<crate::steps::access::ApiRule> {
+        use crate::steps::access::rule;
+        // The workloads listed (and polled while waiting), and their scale subresource.
+        self.kinds
+            .iter()
+            .flat_map(|k| match k {
+                ScaleKind::Deployments => [
+                    rule(&self.namespace, "apps", "deployments", &["list"]),
+                    rule(&self.namespace, "apps", "deployments/scale", &["patch"]),
+                ],
+                ScaleKind::Statefulsets => [
+                    rule(&self.namespace, "apps", "statefulsets", &["list"]),
+                    rule(&self.namespace, "apps", "statefulsets/scale", &["patch"]),
+                ],
+            })
+            .collect()
+    }
+
     fn check(&self) -> Vec<ConfigIssue> {
         let chosen = [self.all, !self.names.is_empty(), self.selector.is_some()]
             .iter()

@@ -196,6 +196,41 @@ impl Drop for TestNamespace {
     }
 }
 
+/// Creates what a multi-document YAML holds (Roles and RoleBindings, as `drrun rbac`
+/// prints), as `kubectl apply -f` would, each in its own namespace; the API server
+/// validates them.
+pub(crate) fn apply_rbac(yaml: &str) {
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+    use serde::Deserialize;
+    let docs: Vec<serde_json::Value> = serde_yaml_ng::Deserializer::from_str(yaml)
+        .map(|d| serde_json::Value::deserialize(d).unwrap())
+        .filter(|v| !v.is_null())
+        .collect();
+    cluster().client(|c| async move {
+        let pp = PostParams::default();
+        for doc in docs {
+            let ns = doc["metadata"]["namespace"].as_str().unwrap().to_string();
+            match doc["kind"].as_str().unwrap() {
+                "Role" => {
+                    let role: Role = serde_json::from_value(doc).unwrap();
+                    Api::<Role>::namespaced(c.clone(), &ns)
+                        .create(&pp, &role)
+                        .await
+                        .unwrap();
+                }
+                "RoleBinding" => {
+                    let b: RoleBinding = serde_json::from_value(doc).unwrap();
+                    Api::<RoleBinding>::namespaced(c.clone(), &ns)
+                        .create(&pp, &b)
+                        .await
+                        .unwrap();
+                }
+                other => panic!("drrun rbac printed a {other}"),
+            }
+        }
+    });
+}
+
 impl TestNamespace {
     fn client<T, F: Future<Output = T>>(&self, f: impl FnOnce(Client) -> F) -> T {
         with_client(&self.kubeconfig, f)
@@ -317,6 +352,16 @@ impl TestNamespace {
     /// ServiceAccount `name` of this namespace, bound to the built-in `edit` role here only:
     /// what a pod (a CronJob running drrun) holds. Returns the path and the token.
     pub(crate) fn service_account_kubeconfig(&self, dir: &Path, name: &str) -> (PathBuf, String) {
+        self.service_account_with(dir, name, true)
+    }
+
+    /// A ServiceAccount `name` bound to nothing (its grants are the test's to make), and
+    /// a kubeconfig with a TokenRequest token for it.
+    pub(crate) fn unbound_service_account(&self, dir: &Path, name: &str) -> (PathBuf, String) {
+        self.service_account_with(dir, name, false)
+    }
+
+    fn service_account_with(&self, dir: &Path, name: &str, edit: bool) -> (PathBuf, String) {
         use k8s_openapi::api::authentication::v1::TokenRequest;
         use k8s_openapi::api::core::v1::ServiceAccount;
         use k8s_openapi::api::rbac::v1::RoleBinding;
@@ -329,6 +374,7 @@ impl TestNamespace {
                 .create(&pp, &account)
                 .await
                 .unwrap();
+            if edit {
             let binding: RoleBinding = serde_json::from_value(json!({
                 "metadata": { "name": format!("{sa}-edit") },
                 "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit" },
@@ -339,6 +385,7 @@ impl TestNamespace {
                 .create(&pp, &binding)
                 .await
                 .unwrap();
+            }
             let request: TokenRequest = serde_json::from_value(json!({
                 "spec": { "audiences": [], "expirationSeconds": 3600 }
             }))
