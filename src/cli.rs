@@ -338,6 +338,15 @@ pub(crate) struct StatusArgs {
     pub log: Option<String>,
     #[command(flatten)]
     pub state: StateArgs,
+    /// The fleet view: one line a playbook (its last drill, RTO and RPO against the
+    /// objectives, whether it is overdue); the default with `--state` and no run.
+    /// Exits 1 when a playbook's last drill failed or it is overdue.
+    #[arg(long)]
+    pub fleet: bool,
+    /// With the fleet view: how often each drill must pass, e.g. `7d` (instead of the
+    /// playbooks' `objectives.every`).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub every: Option<std::time::Duration>,
     /// `human` for people; `json` for programs (JSON lines while a drill runs).
     #[arg(long, value_enum, default_value_t)]
     pub output: Output,

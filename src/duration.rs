@@ -149,6 +149,19 @@ pub(crate) fn human(d: Duration) -> String {
     }
 }
 
+/// [`human`] for intervals of days (how often a drill is due, how long ago it passed):
+/// `7d`, `2d 5h`, else as [`human`].
+pub(crate) fn human_days(d: Duration) -> String {
+    let hours = d.as_secs() / 3600;
+    if hours < 24 {
+        return human(d);
+    }
+    match hours % 24 {
+        0 => format!("{}d", hours / 24),
+        h => format!("{}d {h}h", hours / 24),
+    }
+}
+
 /// [`human`] of a number of milliseconds.
 pub(crate) fn human_ms(ms: u64) -> String {
     human(Duration::from_millis(ms))

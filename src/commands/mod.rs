@@ -1,5 +1,6 @@
 //! One module per command. This is the binary's edge: `anyhow` is used here only.
 
+mod fleet;
 mod graph;
 mod help;
 mod kinds;

@@ -70,6 +70,9 @@ fn cache_root() -> PathBuf {
         .unwrap_or_else(|| crate::util::expand_home("~/.cache/drrun"))
 }
 
+/// Where a readable copy of a store keeps a playbook's lease, when one is held.
+pub(crate) const LEASE_COPY: &str = "lease.json";
+
 /// A store's runs made readable as state directories: for S3, pulled into a temporary
 /// directory (removed when this is dropped), one subdirectory a playbook.
 pub(crate) struct Readable {
@@ -113,7 +116,13 @@ pub(crate) fn readable(store: &str, playbook: Option<&Path>) -> Result<Readable,
             };
             for name in names {
                 let one = S3State::connect(&loc.join(&name))?;
-                one.pull(&root.join(&name))?;
+                let dir = root.join(&name);
+                one.pull(&dir)?;
+                // Whether a run is alive is its lease's to say (the fleet view reads it).
+                if let Some((lease, _)) = one.get("lock")? {
+                    let path = dir.join(LEASE_COPY);
+                    std::fs::write(&path, lease).map_err(crate::state::io_err(&path))?;
+                }
             }
             Ok(readable)
         }

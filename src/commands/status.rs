@@ -75,6 +75,9 @@ pub(super) fn status(args: StatusArgs) -> Result<ExitCode> {
 fn list_runs(args: &StatusArgs) -> Result<ExitCode> {
     let looked = super::look(&args.state)?;
     let dirs = &looked.dirs;
+    if args.fleet || (args.state.state.is_some() && args.state.playbook.is_none()) {
+        return super::fleet::fleet(args, dirs);
+    }
     let mut found = Vec::new();
     for dir in dirs {
         let state = StateDir::new(dir);

@@ -29,6 +29,10 @@ pub(crate) struct Objectives {
     /// Recovery time objective: the drill must have the service back within this time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rto: Option<HumanDuration>,
+    /// How often a drill must pass: `drrun status --state` (the fleet view) calls the
+    /// playbook overdue when its last passed drill started longer ago, e.g. `7d`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every: Option<HumanDuration>,
     /// The step whose success ends the measured RTO (default: the last main step to succeed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rto_until: Option<String>,

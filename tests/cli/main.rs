@@ -4,6 +4,7 @@ mod cancel;
 mod drill;
 mod engine;
 mod http;
+mod image;
 mod kube;
 mod output;
 mod pg;

@@ -25,6 +25,7 @@ fn playbook(config: &Path, side: &Path) -> std::path::PathBuf {
         format!(
             r#"version: 1
 name: fleet-a
+objectives: {{ rto: 1h, every: 7d }}
 secrets:
   token: {{ env: DRRUN_TEST_TOKEN }}
 steps:
@@ -197,12 +198,45 @@ fn a_drill_killed_on_one_machine_resumes_on_another_from_the_store_alone() {
     // Completed steps ran once; the one cut short ran again; finally once, at the end.
     assert_eq!(lines(&side), ["s1", "s2", "s3", "s3", "s4", "cleanup"]);
 
-    // Any machine reads the store: status and report from a third directory.
+    // Any machine reads the store: the fleet view and the report from a third directory.
     let third = tempfile::tempdir().unwrap();
     let status = run_cmd(&mut fleet.cmd(third.path(), &["status"]));
     assert_eq!(status.code, 0, "{}", status.stderr);
-    assert!(status.stdout.contains("passed"), "{}", status.stdout);
-    assert!(status.stdout.contains("fleet-a"), "{}", status.stdout);
+    assert!(
+        status.stdout.contains("fleet-a   passed")
+            && status.stdout.contains("ok (every 7d)")
+            && status.stdout.contains("RTO ")
+            && status.stdout.contains("(objective 1h): met"),
+        "{}",
+        status.stdout
+    );
+    // Another project in the same store, whose drill fails: the fleet view says so, and
+    // exits 1 so it can be the alert.
+    let other = config.path().join("fleet-b.yaml");
+    std::fs::write(
+        &other,
+        "version: 1\nname: fleet-b\nsteps:\n  broken: { kind: exec, with: { argv: [sh, -c, 'exit 3'] } }\n",
+    )
+    .unwrap();
+    let failed = run_cmd(&mut fleet.cmd(third.path(), &["run", other.to_str().unwrap()]));
+    assert_eq!(failed.code, 1, "{}", failed.stderr);
+    let status = run_cmd(&mut fleet.cmd(third.path(), &["status", "--output", "json"]));
+    assert_eq!(status.code, 1, "{}", status.stderr);
+    let rows: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    assert_eq!(rows[0]["playbook"], "fleet-a");
+    assert_eq!(rows[0]["status"], "passed");
+    assert_eq!(rows[0]["overdue"], false);
+    assert_eq!(rows[0]["rto"]["met"], true);
+    assert_eq!(rows[1]["playbook"], "fleet-b");
+    assert_eq!(rows[1]["status"], "failed");
+    assert_eq!(rows[1]["overdue_reason"], "never passed");
+    // `--every` overrides the playbooks' `every`: by it, fleet-a's pass is too old.
+    let strict = run_cmd(&mut fleet.cmd(
+        third.path(),
+        &["status", "--every", "1ms", "--output", "json"],
+    ));
+    let rows: serde_json::Value = serde_json::from_str(&strict.stdout).unwrap();
+    assert_eq!(rows[0]["overdue"], true, "{}", strict.stdout);
     let report = run_cmd(&mut fleet.cmd(third.path(), &["report", "-p", pb]));
     assert_eq!(report.code, 0, "{}", report.stderr);
     assert!(report.stdout.contains("PASSED"), "{}", report.stdout);
@@ -261,6 +295,10 @@ fn the_lease_refuses_a_second_run_is_renewed_and_an_expired_one_is_taken_over() 
         "{}",
         second.stderr
     );
+    // The fleet view knows it is running (its lease is live), not cut off.
+    let view = run_cmd(&mut fleet.cmd(elsewhere.path(), &["status", "--output", "json"]));
+    let rows: serde_json::Value = serde_json::from_str(&view.stdout).unwrap();
+    assert_eq!(rows[0]["status"], "running", "{}", view.stdout);
     // The holder renews its lease while it runs.
     let first_expiry = fleet.lease().unwrap()["expires_at"].clone();
     assert!(
