@@ -458,6 +458,53 @@ finally:
     );
 }
 
+/// What a pod gets: SIGTERM, then SIGKILL at the end of its grace period. `--stop-grace`
+/// ends a `finally` that would outlast it, kills its processes and exits 143 itself.
+#[test]
+fn stop_grace_ends_a_slow_finally_after_sigterm_with_143() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "p.yaml",
+        r"
+version: 1
+name: grace
+steps:
+  long:
+    kind: exec
+    with: { argv: [sh, -c, 'echo $$ > long.pid; sleep 30'] }
+finally:
+  slow_cleanup:
+    kind: exec
+    with: { argv: [sh, -c, 'echo $$ > cleanup.pid; sleep 60'] }
+",
+    );
+    let child = spawn_in(dir.path(), &["p.yaml", "--stop-grace", "6s"]);
+    assert!(
+        wait_for(Duration::from_secs(10), || dir
+            .path()
+            .join("long.pid")
+            .exists()),
+        "the long step started"
+    );
+    // SAFETY: signalling our own child process.
+    unsafe { libc_kill(child.id() as i32, 15) };
+    let cleanup_pid = dir.path().join("cleanup.pid");
+    assert!(
+        wait_for(Duration::from_secs(10), || cleanup_pid.exists()),
+        "finally started after SIGTERM"
+    );
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(143), "{stderr}");
+    assert!(stderr.contains("(--stop-grace): aborting"), "{stderr}");
+    let sh = pid_in(&cleanup_pid);
+    assert!(
+        wait_for(Duration::from_secs(5), || !alive(sh)),
+        "the finally step's process was killed"
+    );
+}
+
 /// Waits for an interrupted `drrun` and checks it exited with 130.
 fn expect_exit_130(child: std::process::Child) {
     let out = child.wait_with_output().unwrap();
