@@ -13,7 +13,7 @@ use super::restore::PgRestore;
 use super::tuning::choose_jobs;
 use crate::outcome::{Failure, FailureClass, Outputs};
 use crate::services::pg::Conn;
-use crate::services::s3::open_object;
+use crate::services::s3::open_parallel;
 use crate::steps::StepCtx;
 use crate::util::human_bytes;
 
@@ -124,7 +124,7 @@ pub(super) async fn restore_from_s3(
 ) -> Result<Outputs, Failure> {
     let access = cfg.s3.clone().unwrap_or_default();
     ctx.phase(format!("opening {}", cfg.archive));
-    let (mut stream, size) = open_object(&access, &cfg.archive).await?;
+    let (mut stream, size) = open_parallel(&access, &cfg.archive).await?;
     let mut first = [0u8; 5];
     stream.read_exact(&mut first).await.map_err(|e| {
         Failure::new(
