@@ -386,9 +386,9 @@ pub(crate) async fn open_parallel(
         .map(move |(start, end)| {
             let (s3, object, url) = (s3.clone(), object.clone(), url.clone());
             async move {
-                fetch_part(&s3, &object, start, end)
-                    .await
-                    .map_err(|e| std::io::Error::other(format!("reading {url} bytes {start}-{end}: {e}")))
+                fetch_part(&s3, &object, start, end).await.map_err(|e| {
+                    std::io::Error::other(format!("reading {url} bytes {start}-{end}: {e}"))
+                })
             }
         })
         .buffered(STREAM_PARTS);

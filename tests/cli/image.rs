@@ -85,7 +85,7 @@ fn the_image_layout_runs_drrun_and_a_newer_pg_restore_as_its_non_root_user() {
     let inside = |p: &str| format!("/var/cache/drrun/{tag}/{p}");
     let drrun = format!("/usr/local/bin/drrun-{tag}");
 
-    let checks = (|| {
+    let checks = || {
         let (code, text) = as_drrun_user(&root, &["id", "-u"]);
         assert_eq!(
             (code, text.trim()),
@@ -118,7 +118,7 @@ fn the_image_layout_runs_drrun_and_a_newer_pg_restore_as_its_non_root_user() {
         // Nothing outside its own directories is writable to it.
         let (code, _) = as_drrun_user(&root, &["touch", "/usr/local/bin/x"]);
         assert_ne!(code, 0, "the user can write to /usr/local/bin");
-    });
+    };
     let result = std::panic::catch_unwind(checks);
     let _ = std::fs::remove_file(&bin);
     let _ = std::fs::remove_dir_all(&work);
