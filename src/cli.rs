@@ -174,6 +174,21 @@ pub(crate) struct RunArgs {
     pub output: Output,
     #[command(flatten)]
     pub show: ShowArgs,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
+}
+
+#[derive(Debug, Args, Clone)]
+pub(crate) struct MetricsArgs {
+    /// Write the drill's Prometheus metrics to this file when the run ends (atomically,
+    /// for node_exporter's textfile collector: a `.prom` file in its directory).
+    #[arg(long, value_name = "FILE", env = "DRRUN_METRICS_TEXTFILE")]
+    pub metrics_textfile: Option<PathBuf>,
+    /// Push the drill's Prometheus metrics to this Pushgateway when the run ends, grouped
+    /// by playbook (`/metrics/job/drrun/playbook/NAME`); credentials in the URL are never
+    /// shown. A failed push is a warning: it never changes the drill's result.
+    #[arg(long, value_name = "URL", env = "DRRUN_PUSHGATEWAY")]
+    pub pushgateway: Option<String>,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -305,6 +320,8 @@ pub(crate) struct ResumeArgs {
     pub output: Output,
     #[command(flatten)]
     pub show: ShowArgs,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 #[derive(Debug, Args)]

@@ -38,6 +38,22 @@ ensure_wagtail() {
   export DRRUN_TEST_WAGTAIL_VENV=$WAGTAIL_VENV
 }
 
+# A real Pushgateway (Debian's prometheus-pushgateway) and a real Prometheus text parser
+# (prometheus-client from PyPI) for tests/cli/metrics.rs.
+PROM_CLIENT_VERSION=0.26.0
+ensure_metrics_tools() {
+  command -v prometheus-pushgateway >/dev/null ||
+    { apt-get update -qq && apt-get install -y -qq prometheus-pushgateway >/dev/null; }
+  local dir=$HOME/.cache/drrun/prometheus-client-$PROM_CLIENT_VERSION
+  if [ ! -f "$dir/.complete" ]; then
+    rm -rf "$dir"
+    python3 -m pip install --quiet --disable-pip-version-check --target "$dir" \
+      "prometheus-client==$PROM_CLIENT_VERSION"
+    touch "$dir/.complete"
+  fi
+  export DRRUN_TEST_PROM_CLIENT=$dir
+}
+
 _as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 
 # start_postgres DIR PASSWORD [extra server options]: a cluster on a unix socket in DIR/sock.

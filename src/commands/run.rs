@@ -39,6 +39,10 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode> {
         overrides: opts.var_overrides.into_iter().collect(),
         report_dir: args.report.clone(),
         lease_wait: args.lease_wait.unwrap_or_default(),
+        metrics: crate::exec::MetricsOptions {
+            textfile: args.metrics.metrics_textfile.clone(),
+            pushgateway: args.metrics.pushgateway.clone(),
+        },
     };
     execute(plan, opts, args.output, &args.show)
 }
@@ -94,6 +98,10 @@ pub(super) fn resume(args: ResumeArgs) -> Result<ExitCode> {
         overrides: opts.var_overrides.into_iter().collect(),
         report_dir: args.report.clone(),
         lease_wait: args.lease_wait.unwrap_or_default(),
+        metrics: crate::exec::MetricsOptions {
+            textfile: args.metrics.metrics_textfile.clone(),
+            pushgateway: args.metrics.pushgateway.clone(),
+        },
     };
     execute(plan, opts, args.output, &args.show)
 }

@@ -17,7 +17,7 @@ pub(super) fn conclude(
     started: Instant,
     summary: Vec<SummaryRow>,
     reporter: &dyn Reporter,
-) -> Result<RunStatus, EngineError> {
+) -> Result<(RunStatus, Option<DrillReport>), EngineError> {
     let state = &session.state;
     let run_id = &session.run_id;
     // The report is built from the journal alone; read it once and add the last record.
@@ -73,5 +73,5 @@ pub(super) fn conclude(
             .find(|p| p.extension().is_some_and(|e| e == "md"))
             .map(|p| p.display().to_string()),
     });
-    Ok(status)
+    Ok((status, report))
 }

@@ -7,6 +7,7 @@
 mod attempt;
 mod engine;
 mod finish;
+mod metrics;
 mod session;
 pub(crate) mod signals;
 
@@ -52,6 +53,15 @@ pub(crate) struct RunOptions {
     pub report_dir: Option<PathBuf>,
     /// How long to wait for another run's lease on S3 state.
     pub lease_wait: std::time::Duration,
+    /// Where the drill's metrics go when it ends.
+    pub metrics: MetricsOptions,
+}
+
+/// `--metrics-textfile` and `--pushgateway`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct MetricsOptions {
+    pub textfile: Option<PathBuf>,
+    pub pushgateway: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -135,7 +145,11 @@ pub(crate) async fn run(
         s => s,
     };
     let summary = engine.summary();
-    let finished = finish::conclude(&session, &opts, status, started, summary, reporter.as_ref())?;
+    let (finished, report) =
+        finish::conclude(&session, &opts, status, started, summary, reporter.as_ref())?;
+    if let Some(report) = &report {
+        metrics::publish(&session.state, &opts.metrics, report, reporter.as_ref()).await;
+    }
     drop(session);
     Ok(finished)
 }

@@ -4,6 +4,7 @@
 
 pub(crate) mod junit;
 pub(crate) mod markdown;
+pub(crate) mod metrics;
 pub(crate) mod model;
 pub(crate) mod printer;
 

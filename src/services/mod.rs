@@ -5,4 +5,5 @@
 pub(crate) mod http;
 pub(crate) mod kube;
 pub(crate) mod pg;
+pub(crate) mod pushgateway;
 pub(crate) mod s3;

@@ -6,6 +6,7 @@ mod engine;
 mod http;
 mod image;
 mod kube;
+mod metrics;
 mod output;
 mod pg;
 mod s3;
