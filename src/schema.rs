@@ -4,7 +4,7 @@ use indexmap::IndexMap;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use crate::playbook::model::{Defaults, Guards, Objectives, SecretRef, StepCommon};
+use crate::playbook::model::{Defaults, Guards, Notify, Objectives, SecretRef, StepCommon};
 use crate::steps::StepConfig;
 
 /// A drrun playbook (format v1): a disaster-recovery drill as a DAG of steps.
@@ -34,6 +34,9 @@ struct PlaybookDoc {
     /// What no step may ever touch.
     #[serde(default)]
     guards: Guards,
+    /// Who hears about a drill: heartbeat pings, a Slack message, a JSON webhook.
+    #[serde(default)]
+    notify: Notify,
     /// Defaults for every step.
     #[serde(default)]
     defaults: Defaults,

@@ -54,7 +54,7 @@ pub(super) async fn publish(
         match crate::services::pushgateway::push(url, &group, text).await {
             Ok(()) => warn(format!(
                 "metrics pushed to {}",
-                crate::services::pushgateway::shown(url)
+                crate::services::webhook::shown(url)
             )),
             Err(e) => warn(format!(
                 "could not push the metrics: {e} (the drill's result stands)"

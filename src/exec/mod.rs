@@ -8,6 +8,7 @@ mod attempt;
 mod engine;
 mod finish;
 mod metrics;
+mod notify;
 mod session;
 pub(crate) mod signals;
 
@@ -91,6 +92,10 @@ pub(crate) async fn run(
         resumed: session.resumed,
         steps: plan.steps.len(),
     });
+    let notifier = notify::Notifier::new(&plan, &session.secrets);
+    if let Some(n) = &notifier {
+        n.started(reporter.as_ref()).await;
+    }
     let mut engine = Engine::new(plan.clone(), &session, &opts, reporter.clone());
 
     let main_ok = engine
@@ -149,6 +154,29 @@ pub(crate) async fn run(
         finish::conclude(&session, &opts, status, started, summary, reporter.as_ref())?;
     if let Some(report) = &report {
         metrics::publish(&session.state, &opts.metrics, report, reporter.as_ref()).await;
+    }
+    if let Some(n) = &notifier {
+        let exit_code = match finished {
+            RunStatus::Passed => 0,
+            RunStatus::Interrupted => signals::exit_code(),
+            _ => crate::error::EXIT_FAILED,
+        };
+        let report_at = match &session.state.remote {
+            Some(store) => format!("{}/runs/{}/report.md", store.url(), session.run_id),
+            None => session
+                .state
+                .run_dir(&session.run_id)
+                .join("report.md")
+                .display()
+                .to_string(),
+        };
+        let end = notify::Ending {
+            status: finished,
+            exit_code,
+            report: report.as_ref(),
+            report_at,
+        };
+        n.ended(&end, reporter.as_ref()).await;
     }
     drop(session);
     Ok(finished)

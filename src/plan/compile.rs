@@ -84,6 +84,7 @@ pub(crate) fn compile(
     );
     checker.vars = vars.keys().map(String::as_str).collect();
     let guards = compile_guards(&raw, &templates, &checker, &static_ctx, &mut sink);
+    super::templates::check_notify(&raw.notify, &templates, &checker, &mut sink);
 
     // Every step id with its kind, so references can be checked in any order.
     let all_steps: Vec<(Phase, &String, &RawStep)> = raw
@@ -163,6 +164,7 @@ pub(crate) fn compile(
         secrets: raw.secrets.clone(),
         objectives: raw.objectives.clone(),
         guards,
+        notify: raw.notify.clone(),
         env,
         steps,
         main_levels,

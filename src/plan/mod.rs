@@ -140,6 +140,9 @@ pub(crate) struct Plan {
     pub secrets: IndexMap<String, SecretRef>,
     pub objectives: Objectives,
     pub guards: Guards,
+    /// Who hears about the drill; its URLs are templates over secrets, rendered when the
+    /// run starts.
+    pub notify: crate::playbook::model::Notify,
     /// Environment variables exposed as `env` (`--env-allow`).
     pub env: IndexMap<String, String>,
     /// Main steps first, then finally steps, each in playbook order.

@@ -19,6 +19,8 @@ pub(super) enum Site<'a> {
     Var,
     /// A guard pattern: vars and env only.
     Guard,
+    /// A notification URL: vars, env and secrets (it is known when the run starts).
+    Notify,
     /// A step's `with` or `when`.
     Step {
         id: &'a str,
@@ -110,6 +112,10 @@ impl RefChecker<'_> {
             "secrets" | "steps" | "run" if matches!(site, Site::Var | Site::Guard) => Err(err(
                 format!("`{reference}` cannot be used here"),
                 Some("vars and guards are resolved before the run starts: they can use `vars` and `env` only".into()),
+            )),
+            "steps" | "run" if matches!(site, Site::Notify) => Err(err(
+                format!("`{reference}` cannot be used here"),
+                Some("notification URLs are known when the run starts: they can use `secrets`, `vars` and `env`".into()),
             )),
             "secrets" => {
                 let Some(name) = second else {

@@ -113,6 +113,47 @@ pub(super) fn compile_vars(
     vars
 }
 
+/// Each notification URL may use `secrets`, `vars` and `env`, and must use a secret: a
+/// URL written in the playbook would be a credential kept in plain text (in git).
+pub(super) fn check_notify(
+    notify: &crate::playbook::model::Notify,
+    templates: &Templates,
+    checker: &RefChecker,
+    sink: &mut Sink,
+) {
+    for (field, url) in [
+        ("heartbeat", &notify.heartbeat),
+        ("slack", &notify.slack),
+        ("webhook", &notify.webhook),
+    ] {
+        let Some(url) = url else { continue };
+        let path = format!("notify.{field}");
+        let mut dynamic = Vec::new();
+        let broken = check_templates(
+            &Json::String(url.clone()),
+            &path,
+            Site::Notify,
+            templates,
+            checker,
+            sink,
+            &mut Vec::new(),
+            &mut dynamic,
+        );
+        if broken.is_empty() && !dynamic.iter().any(|(_, u)| *u == Unknown::Secret) {
+            sink.at_value(
+                Diagnostic::new(
+                    path,
+                    "a notification URL is a credential: take it from `secrets`, not the playbook",
+                )
+                .with_help(format!(
+                    "declare it, e.g. `secrets: {{ {field}_url: {{ env: DRRUN_{}_URL }} }}`, and write `{field}: \"{{{{ secrets.{field}_url }}}}\"`",
+                    field.to_uppercase()
+                )),
+            );
+        }
+    }
+}
+
 pub(super) fn compile_guards(
     raw: &RawPlaybook,
     templates: &Templates,

@@ -263,6 +263,9 @@ pub(crate) fn parse(source: &Source, spans: &SpanIndex) -> (Option<RawPlaybook>,
     if let Some(v) = section("guards") {
         pb.guards = sink.deserialize("guards", v).unwrap_or_default();
     }
+    if let Some(v) = section("notify") {
+        pb.notify = sink.deserialize("notify", v).unwrap_or_default();
+    }
     if let Some(v) = section("defaults") {
         pb.defaults = sink.deserialize("defaults", v).unwrap_or_default();
     }

@@ -60,6 +60,36 @@ pub(crate) struct Guards {
     pub pg_databases: Vec<String>,
 }
 
+/// Who hears about a drill. Every URL is a secret (a ping URL or webhook lets anyone post
+/// as you): it must come from `secrets`, and is never shown, logged or stored. Delivery
+/// has a timeout and bounded retries, and a failed notification is a note: it never
+/// changes the drill's result.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Notify {
+    /// A heartbeat check in the healthchecks.io style: `URL/start` when a run starts,
+    /// `URL` when the drill passed, `URL/<exit code>` with a short log when it did not
+    /// (failed, missed an objective, interrupted), so the check alerts when drills fail
+    /// and when they stop arriving. E.g. `{{ secrets.healthcheck_url }}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat: Option<String>,
+    /// A Slack-compatible incoming webhook: one message when the drill ends (project,
+    /// passed or failed, RTO/RPO against the objectives, the failed step and its error,
+    /// where the report is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slack: Option<String>,
+    /// A generic JSON webhook: the drill's report (report.json) with its status and exit
+    /// code, POSTed when the drill ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<String>,
+    /// How long one delivery may take (default `10s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<HumanDuration>,
+    /// Further attempts after a failed delivery (default 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+}
+
 /// Defaults for every step that does not set its own.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -143,6 +173,7 @@ pub(crate) struct RawPlaybook {
     /// Objectives written but invalid (already reported): what uses them stays quiet.
     pub invalid_objectives: Vec<String>,
     pub guards: Guards,
+    pub notify: Notify,
     pub defaults: Defaults,
     pub steps: IndexMap<String, RawStep>,
     pub finally: IndexMap<String, RawStep>,
@@ -157,6 +188,7 @@ pub(crate) const TOP_LEVEL_KEYS: &[&str] = &[
     "secrets",
     "objectives",
     "guards",
+    "notify",
     "defaults",
     "steps",
     "finally",

@@ -7,3 +7,4 @@ pub(crate) mod kube;
 pub(crate) mod pg;
 pub(crate) mod pushgateway;
 pub(crate) mod s3;
+pub(crate) mod webhook;

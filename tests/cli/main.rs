@@ -7,6 +7,7 @@ mod http;
 mod image;
 mod kube;
 mod metrics;
+mod notify;
 mod output;
 mod pg;
 mod s3;
