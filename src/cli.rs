@@ -60,6 +60,18 @@ pub(crate) enum Command {
         drrun status -p playbooks/acme.yaml\n  \
         drrun status RUN_ID --log restore     one run's steps, and a step's output")]
     Status(StatusArgs),
+    /// List a playbook's drills with their RTO, restore time and backup age, and how the
+    /// newest compares with the ones before.
+    #[command(after_help = "Examples:\n  \
+        drrun history playbooks/acme.yaml\n  \
+        drrun history playbooks/acme.yaml --state s3://drills/fleet --output json")]
+    History(HistoryArgs),
+    /// Write an audit bundle of the drills in a period: results, measurements, who ran
+    /// them, the reports and journals, and a manifest of sha256 sums.
+    #[command(after_help = "Examples:\n  \
+        drrun evidence --since 90d --out evidence-2026q4 --state s3://drills/fleet\n  \
+        (cd evidence-2026q4 && sha256sum -c SHA256SUMS)")]
+    Evidence(EvidenceArgs),
     /// Print a run's drill report (RTO/RPO, timeline) again.
     #[command(after_help = "Examples:\n  \
         drrun report                          the newest run's report.md\n  \
@@ -256,6 +268,33 @@ pub(crate) enum GraphFormat {
 }
 
 #[derive(Debug, Args)]
+pub(crate) struct HistoryArgs {
+    /// The playbook whose drills to list (default: every state directory found).
+    pub playbook: Option<PathBuf>,
+    /// State directory (default: the playbook's).
+    #[arg(long, value_name = "DIR", conflicts_with = "state")]
+    pub state_dir: Option<PathBuf>,
+    /// A state store for many playbooks: a directory or `s3://BUCKET/PREFIX`.
+    #[arg(long, value_name = "DIR|s3://BUCKET/PREFIX", env = "DRRUN_STATE")]
+    pub state: Option<String>,
+    /// `human` for people; `json` for programs (JSON lines while a drill runs).
+    #[arg(long, value_enum, default_value_t)]
+    pub output: Output,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct EvidenceArgs {
+    /// Drills that started within this long before now (e.g. `90d`).
+    #[arg(long, value_name = "DURATION", default_value = "90d", value_parser = parse_duration)]
+    pub since: std::time::Duration,
+    /// The bundle's directory (must not exist yet).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub state: StateArgs,
+}
+
+#[derive(Debug, Args)]
 pub(crate) struct RbacArgs {
     /// The playbook (YAML) whose kube steps to grant.
     pub playbook: PathBuf,
@@ -387,6 +426,8 @@ const SUBCOMMANDS: &[&str] = &[
     "validate",
     "graph",
     "rbac",
+    "history",
+    "evidence",
     "resume",
     "status",
     "report",

@@ -76,6 +76,8 @@ fn row(dir: &Path, every: Option<Duration>, now: DateTime<Utc>) -> Result<Row> {
             reports.push((r, every_objective.flatten().map(|e| e.0)));
         }
     }
+    // Run ids sort by the second only: order by when they started.
+    reports.sort_by(|a, b| a.0.started_at.cmp(&b.0.started_at));
     let every = every.or_else(|| reports.last().and_then(|(_, e)| *e));
     let last_passed = reports
         .iter()

@@ -1,8 +1,10 @@
 //! One module per command. This is the binary's edge: `anyhow` is used here only.
 
+mod evidence;
 mod fleet;
 mod graph;
 mod help;
+mod history;
 mod kinds;
 mod plan;
 mod rbac;
@@ -35,6 +37,8 @@ pub(crate) fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Validate(args) => validate::validate(args),
         Command::Graph(args) => graph::graph(args),
         Command::Rbac(args) => rbac::rbac(&args),
+        Command::History(args) => history::history(&args),
+        Command::Evidence(args) => evidence::evidence(&args),
         Command::Status(args) => status::status(args),
         Command::Report(args) => report::report(args),
         Command::Kinds(args) => kinds::kinds(args),

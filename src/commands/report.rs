@@ -18,8 +18,12 @@ pub(super) fn report(args: ReportArgs) -> Result<ExitCode> {
     let (dir, run_id) = find_run(&looked, args.run_id.as_deref(), false)?;
     let state = StateDir::new(&dir);
     let replay = journal::read(&state.journal_path(&run_id))?;
-    let report = DrillReport::from_records(&replay.records)
+    let mut report = DrillReport::from_records(&replay.records)
         .ok_or_else(|| Error::Usage(format!("run {run_id} has no start record")))?;
+    report.history = Some(crate::report::history::compare(
+        &report,
+        &crate::report::history::earlier(&state, &report),
+    ));
     let text = match args.format {
         ReportFormat::Md => markdown::render(&report),
         ReportFormat::Json => serde_json::to_string_pretty(&report)?,

@@ -37,7 +37,17 @@ pub(super) fn conclude(
     };
     session.journal.append(&finished)?;
     records.push(finished);
-    let report = DrillReport::from_records(&records);
+    let report = DrillReport::from_records(&records).map(|mut r| {
+        let history =
+            crate::report::history::compare(&r, &crate::report::history::earlier(state, &r));
+        for w in &history.warnings {
+            reporter.event(&Event::Notice {
+                text: format!("history: {w}"),
+            });
+        }
+        r.history = Some(history);
+        r
+    });
     let mut report_files = Vec::new();
     if let Some(report) = &report {
         let dirs = std::iter::once(state.run_dir(run_id)).chain(opts.report_dir.clone());

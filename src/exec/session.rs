@@ -217,6 +217,7 @@ pub(super) fn open(
                     .to_string(),
                 host: holder.host.clone(),
                 user: crate::util::user_name(),
+                service_account: crate::util::service_account(),
                 pid: holder.pid,
                 at: at.clone(),
                 vars: plan

@@ -78,6 +78,7 @@ pub(crate) fn render(r: &DrillReport) -> String {
     objective_row(&mut out, "RTO", &r.rto);
     objective_row(&mut out, "RPO", &r.rpo);
     out.push('\n');
+    history(&mut out, r);
 
     if let Some(b) = &r.backup {
         let e = &b.evidence;
@@ -152,6 +153,51 @@ pub(crate) fn render(r: &DrillReport) -> String {
 }
 
 /// `succeeded`, `skipped: dependency `migrate` failed`, `failed`.
+/// This drill against the earlier ones: the trends, and the warnings first.
+fn history(out: &mut String, r: &DrillReport) {
+    let Some(h) = &r.history else { return };
+    if h.earlier_drills == 0 {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "## History
+"
+    );
+    for w in &h.warnings {
+        let _ = writeln!(out, "- **Warning:** {w}");
+    }
+    let _ = writeln!(
+        out,
+        "- {} earlier drill(s) of this playbook in the state; {}",
+        h.earlier_drills,
+        match h.consecutive_failures {
+            0 => "this one passed".to_string(),
+            1 => "this one did not pass".to_string(),
+            n => format!("{n} in a row have not passed"),
+        }
+    );
+    for (name, t) in [
+        ("RTO", &h.rto),
+        ("Restore time", &h.restore),
+        ("Backup age", &h.backup_age),
+    ] {
+        if let Some(t) = t {
+            let earlier: Vec<String> = t.earlier_ms.iter().map(|v| dur(*v)).collect();
+            let _ = writeln!(
+                out,
+                "- {name}: {} ({:.2}x the median {} of the last {} passed: {})",
+                dur(t.current_ms),
+                t.ratio,
+                dur(t.median_ms),
+                t.earlier_ms.len(),
+                earlier.join(", ")
+            );
+        }
+    }
+    out.push('\n');
+}
+
 fn result_text(s: &StepReport) -> String {
     match (s.state, &s.error) {
         (StepState::Skipped, Some(why)) => format!("skipped: {why}"),

@@ -2,6 +2,7 @@
 //! journal alone, and its renderings) and the printer, the only place that writes to the
 //! terminal.
 
+pub(crate) mod history;
 pub(crate) mod junit;
 pub(crate) mod markdown;
 pub(crate) mod metrics;

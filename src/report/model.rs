@@ -33,6 +33,9 @@ pub(crate) struct DrillReport {
     /// Who started the run (empty for journals written before drrun recorded it).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub user: String,
+    /// The Kubernetes ServiceAccount it ran as (`namespace/name`), inside a pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<String>,
     /// The vars the drill ran with (secrets redacted), and which of them the command line set.
     #[serde(default)]
     pub vars: serde_json::Map<String, Json>,
@@ -55,6 +58,13 @@ pub(crate) struct DrillReport {
     /// The run's phases and interruptions: started, interrupted, resumed, finally, finished.
     pub timeline: Vec<Mark>,
     pub steps: Vec<StepReport>,
+    /// How long the restore took (the first successful step of a restoring kind).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_ms: Option<u64>,
+    /// This drill against the playbook's earlier ones in the same state (set when the
+    /// report is written; `None` for a report rebuilt from one journal alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<super::history::History>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -280,6 +290,11 @@ impl DrillReport {
                 outputs: s.outputs.clone().map_or(Json::Null, Json::Object),
             })
             .collect();
+        let restore_ms = h
+            .steps
+            .values()
+            .filter(|s| s.state.is_success() && evidence(s).restores)
+            .find_map(|s| s.duration_ms);
         Some(Self {
             report_version: REPORT_VERSION,
             run_id: h.run_id.clone(),
@@ -291,6 +306,7 @@ impl DrillReport {
             drrun_version: h.drrun_version.clone(),
             host: h.host.clone(),
             user: h.user.clone(),
+            service_account: h.service_account.clone(),
             vars: h.vars.clone(),
             overrides: h.overrides.clone(),
             status: h.status,
@@ -305,6 +321,8 @@ impl DrillReport {
             image,
             timeline,
             steps,
+            restore_ms,
+            history: None,
         })
     }
 

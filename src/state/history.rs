@@ -20,6 +20,7 @@ pub(crate) struct RunHistory {
     pub host: String,
     /// Who started the run.
     pub user: String,
+    pub service_account: Option<String>,
     /// The vars as rendered when the run started (secrets redacted).
     pub vars: serde_json::Map<String, serde_json::Value>,
     pub started_at: String,
@@ -93,6 +94,7 @@ impl RunHistory {
             drrun_version,
             host,
             user,
+            service_account,
             at,
             vars,
             overrides,
@@ -111,6 +113,7 @@ impl RunHistory {
             drrun_version: drrun_version.clone(),
             host: host.clone(),
             user: user.clone(),
+            service_account: service_account.clone(),
             vars: vars.clone(),
             started_at: at.clone(),
             status: RunStatus::Unfinished,

@@ -29,6 +29,9 @@ pub(crate) enum Record {
         /// Who ran it (the login name, or `uid N`); absent in older journals.
         #[serde(default)]
         user: String,
+        /// The Kubernetes ServiceAccount it ran as (`namespace/name`), inside a pod.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        service_account: Option<String>,
         pid: u32,
         at: String,
         vars: serde_json::Map<String, serde_json::Value>,

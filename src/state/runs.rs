@@ -259,6 +259,7 @@ mod tests {
             drrun_version: "0".into(),
             host: "host".into(),
             user: "ops".into(),
+            service_account: None,
             pid: 1,
             at: "2026-12-02T00:00:00Z".into(),
             vars: serde_json::Map::default(),

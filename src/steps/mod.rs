@@ -91,6 +91,8 @@ pub(crate) struct Evidence {
     pub deployed_image: Option<DeployedImage>,
     /// What the step proved, in a few lines for the report ("restored 53 tables, 14.2 MiB").
     pub summary: Option<fn(&Outputs) -> Vec<String>>,
+    /// This kind's duration is the drill's restore time, which history compares.
+    pub restores: bool,
 }
 
 /// Checks that a checkpoint's outputs still hold: `Err(why)` when they do not.
@@ -108,6 +110,7 @@ impl Evidence {
         backup: None,
         deployed_image: None,
         summary: None,
+        restores: false,
     };
 }
 

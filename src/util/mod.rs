@@ -199,9 +199,42 @@ pub(crate) fn user_name() -> String {
         .unwrap_or_else(|| format!("uid {}", unsafe { libc::getuid() }))
 }
 
+/// Inside a Kubernetes pod, the ServiceAccount it runs as (`namespace/name`), read from
+/// the subject of its mounted token; only that name is kept, never the token.
+pub(crate) fn service_account() -> Option<String> {
+    let path = std::env::var_os("DRRUN_SERVICE_ACCOUNT_TOKEN").map_or_else(
+        || std::path::PathBuf::from("/var/run/secrets/kubernetes.io/serviceaccount/token"),
+        Into::into,
+    );
+    service_account_of(&std::fs::read_to_string(path).ok()?)
+}
+
+fn service_account_of(token: &str) -> Option<String> {
+    use base64::Engine as _;
+    let payload = token.trim().split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let sub = claims["sub"].as_str()?;
+    let rest = sub.strip_prefix("system:serviceaccount:")?;
+    let (ns, name) = rest.split_once(':')?;
+    Some(format!("{ns}/{name}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_service_account_is_read_from_its_token_subject() {
+        use base64::Engine as _;
+        let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(br#"{"sub":"system:serviceaccount:drrun:drrun","aud":["x"]}"#);
+        let token = format!("eyJhbGciOiJSUzI1NiJ9.{claims}.c2lnbmF0dXJl");
+        assert_eq!(service_account_of(&token).as_deref(), Some("drrun/drrun"));
+        assert_eq!(service_account_of("not a token"), None);
+    }
 
     #[test]
     fn setting_paths_overlap_only_at_boundaries() {

@@ -916,3 +916,161 @@ steps:
     );
     assert!(!json.stdout.contains(token));
 }
+
+/// History: each report compares the drill with the playbook's earlier ones (failures in
+/// a row are a warning, in the run's output and its report), and `drrun history` lists
+/// them in the order they ran.
+#[test]
+fn history_lists_the_drills_and_warns_of_failures_in_a_row() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "h.yaml",
+        "version: 1\nname: hist\nobjectives: { rto: 1h }\nsteps:\n  check: { kind: exec, with: { argv: [sh, -c, 'test ! -e fail'] } }\n",
+    );
+    for fail in [false, false, true, true] {
+        if fail {
+            write(dir.path(), "fail", "");
+        }
+        let out = run_in(dir.path(), &["h.yaml"]);
+        assert_eq!(out.code, i32::from(fail), "{}", out.stderr);
+        if fail && lines(&dir.path().join("seen")).is_empty() {
+            write(dir.path(), "seen", "one failure\n");
+        } else if fail {
+            assert!(
+                out.stderr
+                    .contains("history: 2 drills in a row have not passed"),
+                "{}",
+                out.stderr
+            );
+        }
+    }
+    let runs = state(dir.path(), "h.yaml").join("runs");
+    let newest = std::fs::read_dir(&runs)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            std::fs::read_to_string(p.join("report.json"))
+                .is_ok_and(|t| t.contains("\"consecutive_failures\": 2"))
+        })
+        .collect::<Vec<_>>();
+    assert_eq!(
+        newest.len(),
+        1,
+        "the last report counts two failures in a row"
+    );
+    let md = std::fs::read_to_string(newest[0].join("report.md")).unwrap();
+    assert!(
+        md.contains("## History")
+            && md.contains("**Warning:** 2 drills in a row have not passed")
+            && md.contains("3 earlier drill(s) of this playbook"),
+        "{md}"
+    );
+    let out = run_in(dir.path(), &["history", "h.yaml", "--output", "json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let statuses: Vec<&str> = v[0]["drills"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["passed", "passed", "failed", "failed"]);
+    assert_eq!(v[0]["newest"]["consecutive_failures"], 2);
+    assert_eq!(
+        v[0]["newest"]["rto"],
+        serde_json::Value::Null,
+        "a failed drill measures no RTO"
+    );
+    let human = run_in(dir.path(), &["history", "h.yaml"]);
+    assert!(
+        human.stdout.contains("drills of hist")
+            && human
+                .stdout
+                .contains("warning: 2 drills in a row have not passed"),
+        "{}",
+        human.stdout
+    );
+}
+
+/// The audit bundle: every drill of the period with who ran it and what it measured, the
+/// reports and journals, and a manifest `sha256sum -c` checks (and that catches a change).
+#[test]
+fn evidence_writes_a_bundle_that_sha256sum_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "e.yaml",
+        "version: 1\nname: evid\nobjectives: { rto: 1h }\nsteps:\n  check: { kind: exec, with: { argv: [sh, -c, 'test ! -e fail'] } }\n",
+    );
+    assert_eq!(run_in(dir.path(), &["e.yaml"]).code, 0);
+    write(dir.path(), "fail", "");
+    assert_eq!(run_in(dir.path(), &["e.yaml"]).code, 1);
+    let out = run_in(
+        dir.path(),
+        &[
+            "evidence", "--since", "1d", "--out", "bundle", "-p", "e.yaml",
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let bundle = dir.path().join("bundle");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(bundle.join("evidence.json")).unwrap())
+            .unwrap();
+    let drills = v["drills"].as_array().unwrap();
+    let statuses: Vec<&str> = drills
+        .iter()
+        .map(|d| d["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["passed", "failed"]);
+    assert_eq!(drills[0]["rto_met"], true);
+    assert_eq!(drills[0]["playbook_sha256"].as_str().unwrap().len(), 64);
+    assert!(!drills[0]["user"].as_str().unwrap().is_empty());
+    assert!(!drills[0]["drrun_version"].as_str().unwrap().is_empty());
+    let md = std::fs::read_to_string(bundle.join("evidence.md")).unwrap();
+    assert!(
+        md.contains("| evid |") && md.contains("PASSED") && md.contains("FAILED"),
+        "{md}"
+    );
+    let check = |dir: &Path| {
+        std::process::Command::new("sha256sum")
+            .args(["-c", "--quiet", "SHA256SUMS"])
+            .current_dir(dir)
+            .output()
+            .unwrap()
+    };
+    let ok = check(&bundle);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+    let listed = std::fs::read_to_string(bundle.join("SHA256SUMS")).unwrap();
+    assert_eq!(
+        listed.lines().count(),
+        2 * 3 + 2,
+        "3 files a drill, and the summaries: {listed}"
+    );
+    // A changed report no longer checks.
+    let report = bundle.join(drills[0]["files"][1].as_str().unwrap());
+    std::fs::write(&report, "edited\n").unwrap();
+    assert!(!check(&bundle).status.success());
+    // An existing directory is never written into; a period without drills says so.
+    let again = run_in(dir.path(), &["evidence", "--out", "bundle", "-p", "e.yaml"]);
+    assert_eq!(again.code, 2, "{}", again.stderr);
+    assert!(again.stderr.contains("exists already"), "{}", again.stderr);
+    let none = run_in(
+        dir.path(),
+        &[
+            "evidence", "--since", "1ms", "--out", "empty", "-p", "e.yaml",
+        ],
+    );
+    assert_eq!(none.code, 2, "{}", none.stderr);
+    assert!(
+        none.stderr.contains("no drills started since"),
+        "{}",
+        none.stderr
+    );
+    assert!(!dir.path().join("empty").exists());
+}

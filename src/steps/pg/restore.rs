@@ -187,6 +187,7 @@ impl StepKind for PgRestore {
 
     const EVIDENCE: Evidence = Evidence {
         summary: Some(super::describe::summary),
+        restores: true,
         ..Evidence::NONE
     };
 

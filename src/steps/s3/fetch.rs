@@ -146,6 +146,7 @@ impl StepKind for S3Fetch {
         backup: Some(backup_evidence),
         deployed_image: None,
         summary: Some(summary),
+        ..Evidence::NONE
     };
 
     fn check(&self) -> Vec<ConfigIssue> {
