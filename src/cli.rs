@@ -169,6 +169,11 @@ pub(crate) struct RunArgs {
     /// Cancel the other running steps as soon as one fails (`finally` still runs).
     #[arg(long)]
     pub fail_fast: bool,
+    /// A drill self-test: force STEP to fail as it starts, to show the rest reacts
+    /// (dependents skipped, `finally` runs, exit 1); the report and notifications say the
+    /// failure was deliberate.
+    #[arg(long = "break", value_name = "STEP")]
+    pub break_step: Option<String>,
     /// Continue the newest unfinished run of this playbook instead of starting a new one.
     #[arg(long)]
     pub resume: bool,

@@ -31,8 +31,21 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode> {
         (false, Some(max_age)) => Resume::IfInterrupted(max_age),
         (false, None) => Resume::No,
     };
+    if let Some(step) = &args.break_step
+        && !plan.steps.iter().any(|s| &s.id == step)
+    {
+        let hint = crate::diag::did_you_mean(step, plan.steps.iter().map(|s| s.id.as_str()))
+            .map(|h| format!("; {h}"))
+            .unwrap_or_default();
+        return Err(Error::Usage(format!(
+            "--break {step}: {} has no step `{step}`{hint}",
+            args.playbook.display()
+        ))
+        .into());
+    }
     let opts = RunOptions {
         state,
+        break_step: args.break_step.clone(),
         jobs: args.jobs,
         fail_fast: args.fail_fast,
         resume,
@@ -92,6 +105,7 @@ pub(super) fn resume(args: ResumeArgs) -> Result<ExitCode> {
     };
     let opts = RunOptions {
         state,
+        break_step: None,
         jobs: args.jobs,
         fail_fast: args.fail_fast,
         resume: Resume::Id(run_id),

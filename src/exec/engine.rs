@@ -59,6 +59,8 @@ pub(super) struct Engine {
     guards: Arc<Guards>,
     jobs: usize,
     fail_fast: bool,
+    /// `--break STEP`.
+    break_step: Option<String>,
     /// Checkpoints from earlier sessions of this run: step -> (fingerprint, outputs).
     checkpoints: HashMap<String, (String, Outputs)>,
     /// Steps an earlier session of this run left unfinished or cancelled.
@@ -95,6 +97,7 @@ impl Engine {
             guards: Arc::new(plan.guards.clone()),
             jobs: opts.jobs.max(1),
             fail_fast: opts.fail_fast,
+            break_step: opts.break_step.clone(),
             checkpoints: session.checkpoints.clone(),
             cut_short: session.cut_short.clone(),
             status: (0..n).map(|_| Status::Pending).collect(),
@@ -387,6 +390,22 @@ impl Engine {
             kind: step.kind.name.into(),
             attempt: 1,
         });
+        if self.break_step.as_deref() == Some(step.id.as_str()) {
+            // Started, then failed on purpose: what follows is the drill's reaction.
+            let message = format!(
+                "deliberate break (--break {}): the step was made to fail as it started, to show the drill goes red",
+                step.id
+            );
+            self.finish(
+                i,
+                TaskOutcome::Failed {
+                    error: Failure::new(FailureClass::Other, message),
+                    attempts: 1,
+                    duration: Duration::ZERO,
+                },
+            )?;
+            return Ok(None);
+        }
         let attempt = Attempt {
             step_id: step.id.clone(),
             fingerprint: fp,

@@ -47,6 +47,8 @@ pub(crate) struct RunOptions {
     pub state: crate::state::runs::StateDir,
     pub jobs: usize,
     pub fail_fast: bool,
+    /// `--break STEP`: that step fails on purpose as it starts (a drill self-test).
+    pub break_step: Option<String>,
     pub resume: Resume,
     /// Command-line var overrides, recorded so `drrun resume` can reuse them.
     pub overrides: serde_json::Map<String, serde_json::Value>,
@@ -163,12 +165,10 @@ pub(crate) async fn run(
         };
         let report_at = match &session.state.remote {
             Some(store) => format!("{}/runs/{}/report.md", store.url(), session.run_id),
-            None => session
-                .state
-                .run_dir(&session.run_id)
-                .join("report.md")
-                .display()
-                .to_string(),
+            None => {
+                let path = session.state.run_dir(&session.run_id).join("report.md");
+                std::fs::canonicalize(&path).unwrap_or(path).display().to_string()
+            }
         };
         let end = notify::Ending {
             status: finished,

@@ -165,9 +165,14 @@ fn summary(end: &Ending<'_>) -> String {
         return format!("DR drill: {} (exit {})", end.status.as_str(), end.exit_code);
     };
     let mut lines = vec![format!(
-        "DR drill {}: {} (run {}, exit {})",
+        "DR drill {}: {}{} (run {}, exit {})",
         r.playbook.name,
         end.status.as_str().to_uppercase(),
+        r.deliberate_break
+            .as_deref()
+            .map_or_else(String::new, |s| format!(
+                " (deliberate break of `{s}`, a self-test)"
+            )),
         r.run_id,
         end.exit_code
     )];

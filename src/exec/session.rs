@@ -218,6 +218,7 @@ pub(super) fn open(
                 host: holder.host.clone(),
                 user: crate::util::user_name(),
                 service_account: crate::util::service_account(),
+                break_step: opts.break_step.clone(),
                 pid: holder.pid,
                 at: at.clone(),
                 vars: plan

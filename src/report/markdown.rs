@@ -37,9 +37,14 @@ pub(crate) fn render(r: &DrillReport) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "# DR drill `{}`: {}\n",
+        "# DR drill `{}`: {}{}\n",
         r.playbook.name,
-        r.status.as_str().to_uppercase()
+        r.status.as_str().to_uppercase(),
+        r.deliberate_break
+            .as_deref()
+            .map_or_else(String::new, |s| format!(
+                " (deliberate break of `{s}`: a self-test that the drill can go red)"
+            ))
     );
     // A list, not a table: a two-column table would need a header row with nothing in it.
     let resumed = match r.resumed {

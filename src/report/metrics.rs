@@ -93,6 +93,11 @@ pub(crate) fn render(report: &DrillReport, past: &Past) -> String {
         &samples,
     );
     t.one(
+        "drrun_drill_deliberate_break",
+        "Whether the last drill failed a step on purpose (--break), a self-test: alerts may skip it.",
+        Some(if report.deliberate_break.is_some() { 1.0 } else { 0.0 }),
+    );
+    t.one(
         "drrun_drill_duration_seconds",
         "Wall-clock duration of the last drill, interruptions included.",
         ms(report.duration_ms),

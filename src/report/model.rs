@@ -36,6 +36,9 @@ pub(crate) struct DrillReport {
     /// The Kubernetes ServiceAccount it ran as (`namespace/name`), inside a pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account: Option<String>,
+    /// The step this drill failed on purpose (`--break`): a self-test, not a finding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deliberate_break: Option<String>,
     /// The vars the drill ran with (secrets redacted), and which of them the command line set.
     #[serde(default)]
     pub vars: serde_json::Map<String, Json>,
@@ -307,6 +310,7 @@ impl DrillReport {
             host: h.host.clone(),
             user: h.user.clone(),
             service_account: h.service_account.clone(),
+            deliberate_break: h.break_step.clone(),
             vars: h.vars.clone(),
             overrides: h.overrides.clone(),
             status: h.status,

@@ -21,6 +21,8 @@ pub(crate) struct RunHistory {
     /// Who started the run.
     pub user: String,
     pub service_account: Option<String>,
+    /// The step the run broke on purpose (`--break`).
+    pub break_step: Option<String>,
     /// The vars as rendered when the run started (secrets redacted).
     pub vars: serde_json::Map<String, serde_json::Value>,
     pub started_at: String,
@@ -95,6 +97,7 @@ impl RunHistory {
             host,
             user,
             service_account,
+            break_step,
             at,
             vars,
             overrides,
@@ -114,6 +117,7 @@ impl RunHistory {
             host: host.clone(),
             user: user.clone(),
             service_account: service_account.clone(),
+            break_step: break_step.clone(),
             vars: vars.clone(),
             started_at: at.clone(),
             status: RunStatus::Unfinished,

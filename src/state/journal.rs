@@ -32,6 +32,9 @@ pub(crate) enum Record {
         /// The Kubernetes ServiceAccount it ran as (`namespace/name`), inside a pod.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         service_account: Option<String>,
+        /// `--break STEP`: the step this run fails on purpose.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        break_step: Option<String>,
         pid: u32,
         at: String,
         vars: serde_json::Map<String, serde_json::Value>,

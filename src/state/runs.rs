@@ -260,6 +260,7 @@ mod tests {
             host: "host".into(),
             user: "ops".into(),
             service_account: None,
+            break_step: None,
             pid: 1,
             at: "2026-12-02T00:00:00Z".into(),
             vars: serde_json::Map::default(),

@@ -1074,3 +1074,61 @@ fn evidence_writes_a_bundle_that_sha256sum_verifies() {
     );
     assert!(!dir.path().join("empty").exists());
 }
+
+/// `--break STEP`, a drill's self-test: the step fails as it starts, its dependents are
+/// skipped, `finally` runs, the drill exits 1, and the report says it was deliberate. An
+/// unknown step is refused before anything runs.
+#[test]
+fn break_makes_a_step_fail_on_purpose_and_the_drill_go_red() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "b.yaml",
+        r"
+version: 1
+name: selftest
+steps:
+  fetch: { kind: exec, with: { argv: [touch, fetched] } }
+  restore: { kind: exec, needs: [fetch], with: { argv: [touch, restored] } }
+  smoke: { kind: exec, needs: [restore], with: { argv: [touch, smoked] } }
+finally:
+  cleanup: { kind: exec, with: { argv: [touch, cleaned] } }
+",
+    );
+    let refused = run_in(dir.path(), &["b.yaml", "--break", "restroe"]);
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("has no step `restroe`")
+            && refused.stderr.contains("did you mean `restore`"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!dir.path().join("fetched").exists(), "nothing ran");
+
+    let out = run_in(dir.path(), &["b.yaml", "--break", "restore"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("deliberate break (--break restore)"),
+        "{}",
+        out.stderr
+    );
+    let exists = |f: &str| dir.path().join(f).exists();
+    assert!(exists("fetched") && exists("cleaned"));
+    assert!(!exists("restored"), "the broken step's command never ran");
+    assert!(!exists("smoked"), "its dependent was skipped");
+    let run = std::fs::read_dir(state(dir.path(), "b.yaml").join("runs"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["deliberate_break"], "restore");
+    assert_eq!(report["status"], "failed");
+    let md = std::fs::read_to_string(run.join("report.md")).unwrap();
+    assert!(
+        md.starts_with("# DR drill `selftest`: FAILED (deliberate break of `restore`"),
+        "{md}"
+    );
+}

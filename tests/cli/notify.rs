@@ -171,6 +171,18 @@ fn pings_and_messages_say_exactly_how_each_drill_went() {
     );
     assert!(seen[2].body.contains("FAILED"), "{}", seen[2].body);
 
+    // A deliberate break (`--break`) says so in every message.
+    playbook(dir.path(), "true");
+    let out = run_cmd(cmd(dir.path(), &hc, &slack, &hook).args(["--break", "smoke"]));
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let seen = rx.take();
+    assert_eq!(seen[1].path, "/ping/5e1f-uuid/1");
+    for r in &seen[1..3] {
+        assert!(r.body.contains("deliberate break of `smoke`"), "{}", r.body);
+    }
+    let hooked: serde_json::Value = serde_json::from_str(&seen[3].body).unwrap();
+    assert_eq!(hooked["report"]["deliberate_break"], "smoke");
+
     // Interrupted (SIGTERM, as a pod's eviction): exit 143, and the ping says 143.
     playbook(dir.path(), "touch started; sleep 30");
     let child = cmd(dir.path(), &hc, &slack, &hook)
