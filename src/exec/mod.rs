@@ -167,7 +167,10 @@ pub(crate) async fn run(
             Some(store) => format!("{}/runs/{}/report.md", store.url(), session.run_id),
             None => {
                 let path = session.state.run_dir(&session.run_id).join("report.md");
-                std::fs::canonicalize(&path).unwrap_or(path).display().to_string()
+                std::fs::canonicalize(&path)
+                    .unwrap_or(path)
+                    .display()
+                    .to_string()
             }
         };
         let end = notify::Ending {

@@ -28,12 +28,16 @@ pub(crate) fn rule(
     }
 }
 
-/// A Job run from a Deployment's pod template (`kube.job`, and `kube.deploy`'s
-/// `pre_jobs`): the template read, the Job created, polled and deleted, its pods' logs
+/// A Job run from a Deployment's pod template or a CronJob's job template (`kube.job`,
+/// and `kube.deploy`'s `pre_jobs`): the template read, the Job created, polled and deleted, its pods' logs
 /// kept, and admission refusals read from the events.
-pub(crate) fn job_rules(namespace: &str) -> Vec<ApiRule> {
+pub(crate) fn job_rules(namespace: &str, from_cronjob: bool) -> Vec<ApiRule> {
     vec![
-        rule(namespace, "apps", "deployments", &["get"]),
+        if from_cronjob {
+            rule(namespace, "batch", "cronjobs", &["get"])
+        } else {
+            rule(namespace, "apps", "deployments", &["get"])
+        },
         rule(namespace, "batch", "jobs", &["create", "get", "delete"]),
         rule(namespace, "", "pods", &["list"]),
         rule(namespace, "", "pods/log", &["get"]),

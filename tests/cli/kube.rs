@@ -985,3 +985,128 @@ fn the_kubernetes_manifests_are_accepted_with_every_field_and_their_pods_are_res
     });
     assert!(problems.is_empty(), "{problems:#?}");
 }
+
+/// A fresh backup on demand: `kube.job` with `from_cronjob` runs the backup CronJob's job
+/// template now (as `kubectl create job --from=cronjob/...`), waits, keeps its log; the
+/// namespace is a write, so guards refuse it before anything when they protect it.
+#[test]
+fn a_job_from_the_backup_cronjob_takes_a_backup_now_and_guards_still_apply() {
+    use k8s_openapi::api::batch::v1::{CronJob, Job};
+    use kube::api::{Api, ListParams, PostParams};
+    let c = cluster();
+    let hosting = c.namespace("hosting");
+    let cronjob: CronJob = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "backup-job-daily" },
+        "spec": {
+            "schedule": "0 3 * * *",
+            // Only the drill starts it here.
+            "suspend": true,
+            "jobTemplate": { "spec": {
+                "backoffLimit": 0,
+                "template": { "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{
+                        "name": "backup",
+                        "image": BUSYBOX,
+                        "command": ["sh", "-c", "echo uploaded daily-acme-202612030300.pgdump"],
+                    }],
+                } },
+            } },
+        },
+    }))
+    .unwrap();
+    let ns = hosting.name.clone();
+    c.client(|client| async move {
+        Api::<CronJob>::namespaced(client, &ns)
+            .create(&PostParams::default(), &cronjob)
+            .await
+            .unwrap()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let body = |guards: &str| {
+        format!(
+            r#"
+version: 1
+name: fresh-backup
+{guards}
+steps:
+  backup_now:
+    kind: kube.job
+    with: {{ namespace: "{}", from_cronjob: backup-job-daily, wait: 60s, keep: true }}
+"#,
+            hosting.name
+        )
+    };
+    let pb = write(dir.path(), "fresh.yaml", &body(""));
+    let p = plan(dir.path(), &c.kubeconfig, &pb);
+    assert_eq!(p.code, 0, "{}{}", p.stdout, p.stderr);
+    assert!(
+        p.stdout.contains("job from cronjob `backup-job-daily`")
+            && p.stdout
+                .contains("echo uploaded daily-acme-202612030300.pgdump")
+            && p.stdout.contains("server-side dry run: accepted"),
+        "{}",
+        p.stdout
+    );
+    let out = drrun_kube(dir.path(), &c.kubeconfig, &[], &pb);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let o = outputs(dir.path(), "backup_now");
+    assert_eq!(o["succeeded"], true);
+    assert!(
+        o["logs_tail"]
+            .as_str()
+            .unwrap()
+            .contains("uploaded daily-acme-202612030300.pgdump"),
+        "{o}"
+    );
+    // Made as kubectl makes it: owned by the CronJob, marked as started by hand.
+    let ns = hosting.name.clone();
+    let jobs = c.client(|client| async move {
+        Api::<Job>::namespaced(client, &ns)
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+    });
+    let job = &jobs.items[0];
+    assert_eq!(
+        job.metadata.annotations.as_ref().unwrap()["cronjob.kubernetes.io/instantiate"],
+        "manual"
+    );
+    assert_eq!(
+        job.metadata.owner_references.as_ref().unwrap()[0].kind,
+        "CronJob"
+    );
+
+    // RBAC for it: read the CronJob, create Jobs, in that namespace.
+    let rbac = run_cmd(drrun().arg("rbac").arg(&pb));
+    assert!(
+        rbac.stdout.contains("- cronjobs\n  verbs:\n  - get") && rbac.stdout.contains("- jobs\n"),
+        "{}",
+        rbac.stdout
+    );
+
+    // Guarded, it is refused before any request.
+    let guarded = write(
+        dir.path(),
+        "guarded.yaml",
+        &body(&format!(
+            "guards: {{ kube_namespaces: [\"{}\"] }}",
+            hosting.name
+        )),
+    );
+    let out = run_cmd(
+        drrun()
+            .current_dir(dir.path())
+            .env("KUBECONFIG", &c.kubeconfig)
+            .arg(&guarded)
+            .arg("--state-dir")
+            .arg(dir.path().join("state-guarded")),
+    );
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr
+            .contains("refusing to touch Kubernetes namespace"),
+        "{}",
+        out.stderr
+    );
+}

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::batch::v1::{Job, JobSpec as K8sJobSpec};
+use k8s_openapi::api::batch::v1::{CronJob, Job, JobSpec as K8sJobSpec};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams};
@@ -22,20 +22,28 @@ const DEFAULT_WAIT: Duration = Duration::from_secs(600);
 const LOG_LINES: i64 = 20;
 
 /// A one-off Job built from a Deployment's pod template (same image, env, volumes and
-/// secrets) with the command replaced. Only the chosen container runs (sidecars would keep
-/// the Job from completing); probes are dropped and the pod gets its own labels, so the
-/// Deployment's Services never route to it.
+/// secrets) with the command replaced, or from a CronJob's job template as it is (what
+/// `kubectl create job --from=cronjob/NAME` makes: a backup taken now). From a Deployment
+/// only the chosen container runs (sidecars would keep the Job from completing); probes
+/// are dropped and the pod gets its own labels, so the Deployment's Services never route
+/// to it.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct JobSpec {
-    /// Deployment whose pod template is copied.
-    pub from_deployment: String,
+    /// Deployment whose pod template is copied (with `command`).
+    #[serde(default)]
+    pub from_deployment: Option<String>,
+    /// CronJob whose job template is run now, e.g. the production backup
+    /// (`backup-job-daily`); `command` optionally replaces its container's command.
+    #[serde(default)]
+    pub from_cronjob: Option<String>,
     /// Container to run the command in (default: the only container, or the first).
     #[serde(default)]
     pub container: Option<String>,
     /// Command (argv) replacing the container's entrypoint, e.g. `[python, manage.py, migrate, --noinput]`.
+    #[serde(default)]
     pub command: Vec<String>,
-    /// Job name prefix (default: `<deployment>-drrun`); a unique suffix is added.
+    /// Job name prefix (default: `<deployment>-drrun`, `<cronjob>-drrun`); a unique suffix is added.
     #[serde(default)]
     pub name: Option<String>,
     /// How long to wait for completion (default `10m`).
@@ -52,9 +60,37 @@ pub(crate) struct JobSpec {
 impl JobSpec {
     /// The settings problem, if any, as (field, message).
     pub(crate) fn problem(&self) -> Option<(&'static str, &'static str)> {
-        self.command
-            .is_empty()
-            .then_some(("command", "`command` must name a program"))
+        match (&self.from_deployment, &self.from_cronjob) {
+            (Some(_), Some(_)) => Some((
+                "from_cronjob",
+                "a Job comes from `from_deployment` or `from_cronjob`, not both",
+            )),
+            (None, None) => Some((
+                "from_deployment",
+                "say where the Job comes from: `from_deployment` (with `command`) or `from_cronjob`",
+            )),
+            (Some(_), None) if self.command.is_empty() => Some((
+                "command",
+                "`command` must name a program (a Job from a Deployment runs it in place of the entrypoint)",
+            )),
+            _ => None,
+        }
+    }
+
+    /// `deployment `app`` or `cronjob `backup-job-daily``, for messages.
+    pub(crate) fn source(&self) -> String {
+        match (&self.from_deployment, &self.from_cronjob) {
+            (_, Some(c)) => format!("cronjob `{c}`"),
+            (Some(d), _) => format!("deployment `{d}`"),
+            _ => "nothing".into(),
+        }
+    }
+
+    fn source_name(&self) -> &str {
+        self.from_cronjob
+            .as_deref()
+            .or(self.from_deployment.as_deref())
+            .unwrap_or("job")
     }
 
     fn wait(&self) -> Duration {
@@ -69,7 +105,7 @@ impl JobSpec {
         image: Option<&str>,
         labels: BTreeMap<String, String>,
     ) -> Result<Job, Failure> {
-        let owner = format!("deployment `{}`", self.from_deployment);
+        let owner = self.source();
         let mut template = deployment
             .spec
             .as_ref()
@@ -97,7 +133,7 @@ impl JobSpec {
         let prefix = self
             .name
             .clone()
-            .unwrap_or_else(|| format!("{}-drrun", self.from_deployment));
+            .unwrap_or_else(|| format!("{}-drrun", self.source_name()));
         let wait_secs = self.wait().as_secs().max(1) as i64;
         Ok(Job {
             metadata: ObjectMeta {
@@ -118,6 +154,122 @@ impl JobSpec {
             status: None,
         })
     }
+}
+
+impl JobSpec {
+    /// The Job a CronJob would start now, as `kubectl create job --from=cronjob/NAME`
+    /// makes it: its job template as written (owned by the CronJob, marked as started by
+    /// hand), `command` replacing the container's when given, drrun's labels added, and a
+    /// deadline when the template has none.
+    pub(crate) fn build_from_cronjob(
+        &self,
+        cronjob: &CronJob,
+        labels: BTreeMap<String, String>,
+    ) -> Result<Job, Failure> {
+        let owner = self.source();
+        let template = cronjob
+            .spec
+            .as_ref()
+            .map(|s| s.job_template.clone())
+            .ok_or_else(|| Failure::config(format!("{owner} has no job template")))?;
+        let mut spec = template
+            .spec
+            .ok_or_else(|| Failure::config(format!("{owner} has no job spec")))?;
+        if !self.command.is_empty() {
+            let pod = spec
+                .template
+                .spec
+                .as_mut()
+                .ok_or_else(|| Failure::config(format!("{owner} has no pod template")))?;
+            let name = pick_container(&pod.containers, self.container.as_deref(), &owner)?
+                .name
+                .clone();
+            for c in &mut pod.containers {
+                if c.name == name {
+                    c.command = Some(self.command.clone());
+                    c.args = None;
+                }
+            }
+        }
+        if let Some(limit) = self.backoff_limit {
+            spec.backoff_limit = Some(limit as i32);
+        }
+        if spec.active_deadline_seconds.is_none() {
+            spec.active_deadline_seconds = Some(self.wait().as_secs().max(1) as i64);
+        }
+        let mut meta = template.metadata.unwrap_or_default();
+        let mut all_labels = meta.labels.take().unwrap_or_default();
+        all_labels.extend(labels.clone());
+        // The pods carry drrun's labels too: the logs are found by them.
+        let pod_meta = spec.template.metadata.get_or_insert_with(Default::default);
+        pod_meta
+            .labels
+            .get_or_insert_with(Default::default)
+            .extend(labels);
+        let mut annotations = meta.annotations.take().unwrap_or_default();
+        annotations.insert("cronjob.kubernetes.io/instantiate".into(), "manual".into());
+        let prefix = self
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{}-drrun", self.source_name()));
+        let owner_ref = cronjob.metadata.uid.clone().map(|uid| {
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                api_version: "batch/v1".into(),
+                kind: "CronJob".into(),
+                name: cronjob.metadata.name.clone().unwrap_or_default(),
+                uid,
+                controller: Some(true),
+                ..Default::default()
+            }
+        });
+        Ok(Job {
+            metadata: ObjectMeta {
+                generate_name: Some(format!("{}-", prefix.trim_end_matches('-'))),
+                labels: Some(all_labels),
+                annotations: Some(annotations),
+                owner_references: owner_ref.map(|o| vec![o]),
+                ..Default::default()
+            },
+            spec: Some(spec),
+            status: None,
+        })
+    }
+}
+
+/// The Job `spec` describes, read from its Deployment or CronJob in `namespace`.
+async fn job_for(
+    kube: &Kube,
+    namespace: &str,
+    spec: &JobSpec,
+    image: Option<&str>,
+    labels: BTreeMap<String, String>,
+) -> Result<Job, Failure> {
+    if let Some(name) = &spec.from_cronjob {
+        let api: Api<CronJob> = kube.api(namespace);
+        let cronjob = api
+            .get_opt(name)
+            .await
+            .map_err(|e| {
+                kube.error(
+                    &format!("get cronjob `{name}` in namespace `{namespace}`"),
+                    false,
+                    e,
+                )
+            })?
+            .ok_or_else(|| {
+                Failure::config(format!(
+                    "cronjob `{name}` not found in namespace `{namespace}`"
+                ))
+            })?;
+        return spec.build_from_cronjob(&cronjob, labels);
+    }
+    let deployment = kube
+        .deployment(
+            namespace,
+            spec.from_deployment.as_deref().unwrap_or_default(),
+        )
+        .await?;
+    spec.build(&deployment, image, labels)
 }
 
 /// How a Job ended.
@@ -205,8 +357,7 @@ pub(crate) async fn run_job(
     image: Option<&str>,
     run: &JobRun<'_>,
 ) -> Result<JobOutcome, Failure> {
-    let deployment = kube.deployment(namespace, &spec.from_deployment).await?;
-    let job = spec.build(&deployment, image, run.labels.clone())?;
+    let job = job_for(kube, namespace, spec, image, run.labels.clone()).await?;
     let jobs: Api<Job> = kube.api(namespace);
     let started = Instant::now();
     let created = jobs
@@ -215,8 +366,13 @@ pub(crate) async fn run_job(
         .map_err(|e| kube.error(&format!("create a job in namespace `{namespace}`"), true, e))?;
     let name = created.metadata.name.clone().unwrap_or_default();
     (run.note)(format!(
-        "job {namespace}/{name} started: {}",
-        spec.command.join(" ")
+        "job {namespace}/{name} started from {}{}",
+        spec.source(),
+        if spec.command.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", spec.command.join(" "))
+        }
     ));
     let result = wait_job(kube, &jobs, namespace, &name, spec.wait(), run.cancel).await;
     let duration = started.elapsed();
@@ -351,12 +507,11 @@ pub(crate) async fn preview_job(
     image: Option<&str>,
     server_dry_run: bool,
 ) -> Result<Vec<String>, Failure> {
-    let deployment = kube.deployment(namespace, &spec.from_deployment).await?;
     let labels = BTreeMap::from([(
         "app.kubernetes.io/managed-by".to_string(),
         "drrun".to_string(),
     )]);
-    let job = spec.build(&deployment, image, labels)?;
+    let job = job_for(kube, namespace, spec, image, labels).await?;
     let shown_image = job
         .spec
         .as_ref()
@@ -364,10 +519,20 @@ pub(crate) async fn preview_job(
         .and_then(|p| p.containers.first())
         .and_then(|c| c.image.clone())
         .unwrap_or_default();
+    let command = job
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|p| p.containers.first())
+        .map(|c| {
+            let mut argv = c.command.clone().unwrap_or_default();
+            argv.extend(c.args.clone().unwrap_or_default());
+            argv.join(" ")
+        })
+        .unwrap_or_default();
     let mut lines = vec![format!(
-        "job from deployment {namespace}/{} (image {shown_image}): {}",
-        spec.from_deployment,
-        spec.command.join(" ")
+        "job from {} in {namespace} (image {shown_image}): {command}",
+        spec.source()
     )];
     if !server_dry_run {
         lines.push("server-side dry run skipped: the image is only known at run time".into());

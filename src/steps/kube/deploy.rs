@@ -130,7 +130,9 @@ impl KubeDeploy {
     /// The image a pre-job from `deployment` should run: the new one, when that Deployment
     /// is being changed.
     fn job_image<'a>(&self, changes: &'a [Change], job: &JobSpec) -> Option<&'a str> {
-        let change = changes.iter().find(|c| c.name == job.from_deployment)?;
+        let change = changes
+            .iter()
+            .find(|c| Some(c.name.as_str()) == job.from_deployment.as_deref())?;
         let (_, (_, after)) = match &job.container {
             Some(name) => change.images.iter().find(|(c, _)| *c == name)?,
             None => change.images.first()?,
@@ -203,8 +205,11 @@ impl StepKind for KubeDeploy {
             rule(ns, "", "pods", &["list"]),
             rule(ns, "", "events", &["list"]),
         ];
-        if !self.pre_jobs.is_empty() {
-            rules.extend(crate::steps::access::job_rules(ns));
+        for job in &self.pre_jobs {
+            rules.extend(crate::steps::access::job_rules(
+                ns,
+                job.from_cronjob.is_some(),
+            ));
         }
         rules
     }

@@ -12,7 +12,10 @@ use crate::steps::{
     ConfigIssue, Effect, OutputDoc, Preview, PreviewCtx, StepCtx, StepKind, output,
 };
 
-/// Runs a one-off Job in `namespace` and waits for it to finish.
+/// Runs a one-off Job in `namespace` and waits for it to finish. A Job from a CronJob
+/// (`from_cronjob`) runs where that CronJob is, often a hosting-services namespace rather
+/// than the DR one: it is a write there, so guards apply to that namespace, and
+/// `drrun rbac` grants Jobs there.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct KubeJob {
@@ -28,7 +31,7 @@ pub(crate) struct KubeJob {
 
 impl StepKind for KubeJob {
     const NAME: &'static str = "kube.job";
-    const SUMMARY: &'static str = "Run a one-off Job from a Deployment's pod template with a command override, wait, collect logs.";
+    const SUMMARY: &'static str = "Run a one-off Job from a Deployment's pod template with a command override, or from a CronJob's job template (a backup taken now), wait, collect logs.";
     const EFFECT: Effect = Effect::Destructive;
     const EXAMPLE: &'static str = r#"reindex:
   kind: kube.job
@@ -59,7 +62,7 @@ impl StepKind for KubeJob {
     }
 
     fn api_rules(&self) -> Vec<crate::steps::access::ApiRule> {
-        crate::steps::access::job_rules(&self.namespace)
+        crate::steps::access::job_rules(&self.namespace, self.job.from_cronjob.is_some())
     }
 
     fn check(&self) -> Vec<ConfigIssue> {
