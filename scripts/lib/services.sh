@@ -54,6 +54,21 @@ ensure_metrics_tools() {
   export DRRUN_TEST_PROM_CLIENT=$dir
 }
 
+# moto (PyPI), the AWS look-alike that keeps bucket settings (replication, public access
+# block, ownership) that SeaweedFS has no API for: tests/cli/compare.rs.
+# 5.1.22: 5.2.5 answers GetBucketVersioning with a <GetBucketVersioningResponse> root (seen here), which no SDK parses.
+MOTO_VERSION=5.1.22
+ensure_moto() {
+  local dir=$HOME/.cache/drrun/moto-$MOTO_VERSION
+  if [ ! -f "$dir/.complete" ]; then
+    rm -rf "$dir"
+    python3 -m venv "$dir"
+    "$dir/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+    touch "$dir/.complete"
+  fi
+  export DRRUN_TEST_MOTO=$dir/bin/moto_server
+}
+
 _as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 
 # start_postgres DIR PASSWORD [extra server options]: a cluster on a unix socket in DIR/sock.

@@ -2,6 +2,7 @@
 //! registry or the engine: they take settings and return results or a classified
 //! [`Failure`](crate::outcome::Failure). The kinds in `steps/` are written as calls of these.
 
+pub(crate) mod buckets;
 pub(crate) mod http;
 pub(crate) mod kube;
 pub(crate) mod pg;

@@ -223,6 +223,8 @@ pub(crate) struct Listed {
     pub key: String,
     pub size: u64,
     pub last_modified: Option<DateTime<Utc>>,
+    /// Without quotes.
+    pub etag: String,
 }
 
 /// Every object under `prefix` (the listing is fully paginated).
@@ -254,11 +256,30 @@ pub(crate) async fn list(
                     key: k.to_string(),
                     size: o.size().unwrap_or(0).max(0) as u64,
                     last_modified: o.last_modified().and_then(to_chrono),
+                    etag: o.e_tag().unwrap_or_default().trim_matches('"').to_string(),
                 });
             }
         }
     }
     Ok(all)
+}
+
+/// The replication status S3 reports for an object (`x-amz-replication-status`:
+/// `COMPLETED`, `PENDING`, `FAILED`, `REPLICA`), `None` where the store reports none.
+pub(crate) async fn replication_status(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+) -> Result<Option<String>, Failure> {
+    let h = client
+        .s3
+        .head_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(|e| classify(&e, &format!("s3://{bucket}/{key}"), client, bucket))?;
+    Ok(h.replication_status().map(|s| s.as_str().to_string()))
 }
 
 /// What a HEAD request says about one object version.

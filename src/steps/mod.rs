@@ -304,6 +304,7 @@ macro_rules! registry {
 registry! {
     "exec" => Exec(exec::Exec),
     "s3.fetch" => S3Fetch(s3::S3Fetch),
+    "s3.compare" => S3Compare(s3::S3Compare),
     "pg.restore" => PgRestore(pg::PgRestore),
     "pg.sql" => PgSql(pg::PgSql),
     "kube.image" => KubeImage(kube::KubeImage),

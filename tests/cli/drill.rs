@@ -73,6 +73,41 @@ fn services() -> Services {
     // of the assets bucket.
     let media = tempfile::tempdir().unwrap();
     production.copy_media(media.path());
+    // The assets and their replicated DR copy hold the same media (one bucket, two
+    // prefixes: a SeaweedFS test server has room for the volumes of two buckets).
+    rt.block_on(async {
+        client
+            .create_bucket()
+            .bucket("acme-assets")
+            .send()
+            .await
+            .unwrap();
+        for copy in ["prod", "dr"] {
+            let mut dirs = vec![media.path().to_path_buf()];
+            while let Some(dir) = dirs.pop() {
+                for e in std::fs::read_dir(&dir).unwrap().filter_map(Result::ok) {
+                    let path = e.path();
+                    if path.is_dir() {
+                        dirs.push(path);
+                        continue;
+                    }
+                    let key = path
+                        .strip_prefix(media.path())
+                        .unwrap()
+                        .to_string_lossy()
+                        .to_string();
+                    client
+                        .put_object()
+                        .bucket("acme-assets")
+                        .key(format!("{copy}/{key}"))
+                        .body(std::fs::read(&path).unwrap().into())
+                        .send()
+                        .await
+                        .unwrap();
+                }
+            }
+        }
+    });
     let web = Site::serve(&pg.url("acme_dr"), media.path());
     Services {
         pg,
@@ -141,6 +176,27 @@ steps:
       pg_bin: "{{{{ vars.pg_bin }}}}"
       sql: SELECT max(last_login) FROM auth_user
       expect: {{ scalar: {{ newer_than: "{{{{ objectives.rpo }}}}" }} }}
+  image_file:
+    kind: pg.sql
+    needs: [restore]
+    with:
+      url: "{{{{ secrets.db_url }}}}"
+      pg_bin: "{{{{ vars.pg_bin }}}}"
+      sql: SELECT file FROM wagtailimages_image ORDER BY id LIMIT 1
+      expect: {{ rows: 1 }}
+  media:
+    kind: s3.compare
+    needs: [image_file]
+    with:
+      endpoint: {endpoint}
+      path_style: true
+      region: us-east-1
+      bucket: "{{{{ vars.project }}}}-assets"
+      prefix: prod/
+      copy: {{ bucket: "{{{{ vars.project }}}}-assets", prefix: dr/ }}
+      # SeaweedFS has no API for most bucket settings (tests/cli/compare.rs checks them on moto).
+      settings: false
+      keys: ["dr/{{{{ steps.image_file.outputs.scalar }}}}"]
   prod_tag:
     kind: kube.image
     with: {{ namespace: "{{{{ vars.prod_ns }}}}", deployment: app }}
@@ -305,7 +361,7 @@ fn the_reference_drill_passes_fails_honestly_and_resumes_after_sigkill() {
         .iter()
         .map(|st| (st["id"].as_str().unwrap(), st["state"].as_str().unwrap()))
         .collect();
-    assert_eq!(states.len(), 8, "{states:?}");
+    assert_eq!(states.len(), 10, "{states:?}");
     assert!(
         states.iter().all(|(_, state)| *state == "succeeded"),
         "{states:?}"
@@ -332,6 +388,9 @@ fn the_reference_drill_passes_fails_honestly_and_resumes_after_sigkill() {
         " tables, ",
         "largest tables: `public.",
         "- `smoke` (http.smoke): succeeded in ",
+        // The DR assets copy holds the image the restored database names.
+        "- `media` (s3.compare): succeeded in ",
+        "compared with the copy: 0 missing, 0 differing",
         " → 200",
         "## Cleanup (finally)",
         " (kube.scale): succeeded in ",
@@ -344,8 +403,8 @@ fn the_reference_drill_passes_fails_honestly_and_resumes_after_sigkill() {
     let junit = std::fs::read_to_string(reports.join("junit.xml")).unwrap();
     assert_eq!(
         junit.matches("<testcase ").count(),
-        10,
-        "8 steps + 2 objectives"
+        12,
+        "10 steps + 2 objectives"
     );
     assert!(junit.contains("failures=\"0\""));
     // The restored database has the DR hostname; DR is back at zero replicas.

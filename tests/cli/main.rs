@@ -1,6 +1,7 @@
 //! The one integration-test binary: drives the real `drrun` executable.
 
 mod cancel;
+mod compare;
 mod drill;
 mod engine;
 mod http;

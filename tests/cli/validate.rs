@@ -364,7 +364,7 @@ fn a_guarded_namespace_through_a_var_override_is_refused_before_step_one() {
             out.stderr
         );
         // Every step that writes to the namespace is named, each at its own line.
-        for line in ["caktus-wagtail.yaml:95:", "(steps.deploy.with.namespace)"] {
+        for line in ["caktus-wagtail.yaml:124:", "(steps.deploy.with.namespace)"] {
             assert!(out.stderr.contains(line), "{cmd}: {line}: {}", out.stderr);
         }
         assert!(
