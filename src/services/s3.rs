@@ -574,3 +574,53 @@ pub(crate) async fn fetch_range(
         tokio::time::sleep(Duration::from_millis(250 * u64::from(attempt))).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    /// A HEAD response as S3 sends it for a source object whose replication failed (AWS's
+    /// documented HeadObject example, with its `x-amz-replication-status`), replayed by a
+    /// local socket: the status must come through the SDK's parsing as S3 says it.
+    const RECORDED: &str = "HTTP/1.1 200 OK\r\n\
+        x-amz-id-2: ef8yU9AS1ed4OpIszj7UDNEHGran\r\n\
+        x-amz-request-id: 318BC8BC143432E5\r\n\
+        x-amz-replication-status: FAILED\r\n\
+        Date: Wed, 28 Oct 2009 22:32:00 GMT\r\n\
+        Last-Modified: Sun, 01 Jan 2006 12:00:00 GMT\r\n\
+        ETag: \"fba9dede5f27731c9771645a39863328\"\r\n\
+        Content-Length: 434234\r\n\
+        Content-Type: text/plain\r\n\
+        Connection: close\r\n\
+        Server: AmazonS3\r\n\r\n";
+
+    #[tokio::test]
+    async fn the_replication_status_of_a_recorded_head_response() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            if let Ok((mut s, _)) = listener.accept() {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf);
+                let _ = s.write_all(RECORDED.as_bytes());
+            }
+        });
+        let conf = aws_sdk_s3::config::Builder::new()
+            .behavior_version_latest()
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .endpoint_url(format!("http://127.0.0.1:{port}"))
+            .force_path_style(true)
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                "k", "s", None, None, "test",
+            ))
+            .build();
+        let client = super::Client {
+            s3: aws_sdk_s3::Client::from_conf(conf),
+            principal: "test".into(),
+        };
+        let status = super::replication_status(&client, "assets", "media/a.jpg")
+            .await
+            .unwrap();
+        assert_eq!(status.as_deref(), Some("FAILED"));
+    }
+}
