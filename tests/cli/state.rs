@@ -326,6 +326,24 @@ fn the_lease_refuses_a_second_run_is_renewed_and_an_expired_one_is_taken_over() 
         ["s1", "s2", "s3", "s4", "cleanup"],
         "a new run from the start"
     );
+    // `drrun resume` continues the interrupted one from the store, anywhere.
+    let interrupted = fleet
+        .objects()
+        .into_iter()
+        .find(|(k, body)| {
+            k.contains("/journal/")
+                && String::from_utf8_lossy(body).contains("\"type\":\"interrupted\"")
+        })
+        .map(|(k, _)| k.split('/').nth(3).unwrap().to_string())
+        .expect("the SIGTERM'd run is in the store");
+    let third = tempfile::tempdir().unwrap();
+    let resumed = run_cmd(&mut fleet.cmd(third.path(), &["resume", &interrupted]));
+    assert_eq!(resumed.code, 0, "{}", resumed.stderr);
+    assert_eq!(
+        lines(&side)[9..],
+        ["s3", "s4", "cleanup"],
+        "only what was left"
+    );
 
     // A lease whose holder stopped renewing (a pod killed outright) is taken over...
     fleet.put_lease(
