@@ -237,6 +237,27 @@ fn bucket_settings_parity_replication_and_expectations_on_moto() {
         "{}",
         out.stderr
     );
+    // Read only: `plan` runs the same comparison.
+    let plan = run_cmd(
+        drrun()
+            .current_dir(dir.path())
+            .env("AWS_ACCESS_KEY_ID", creds.0)
+            .env("AWS_SECRET_ACCESS_KEY", creds.1)
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_CONFIG_FILE", dir.path().join("none"))
+            .env("AWS_SHARED_CREDENTIALS_FILE", dir.path().join("none"))
+            .arg("plan")
+            .arg(dir.path().join("compare.yaml")),
+    );
+    assert_eq!(plan.code, 0, "{}{}", plan.stdout, plan.stderr);
+    assert!(
+        plan.stdout.contains("default encryption the same: AES256")
+            && plan.stdout.contains(
+                "replication rule `assets-to-dr` copies acme-assets to acme-assets-dr, enabled"
+            ),
+        "{}",
+        plan.stdout
+    );
 
     // A replication rule to somewhere else is not one to the DR copy.
     let elsewhere = "      bucket: acme-assets\n      copy: { bucket: acme-hosting-services }\n";
