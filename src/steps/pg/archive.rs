@@ -82,26 +82,86 @@ pub(super) fn detect_format(path: &Path) -> Result<Format, Failure> {
 
 /// Restore errors from stderr: pg_restore's `pg_restore: error: ...` and psql's
 /// `psql:FILE:LINE: ERROR: ...`, each with its `Command was:` context when given.
+///
+/// Parallel jobs (`--jobs`) share one stderr, and pg_restore writes its `pg_restore: `
+/// prefix, the level and the message in separate writes: another job's line can land in
+/// the middle of an error (`pg_restore: error: pg_restore: processing data for table
+/// "x"`, the error's text then alone on the next line). Lines are split where a prefix
+/// begins, and an error cut off takes the next text that is not another job's chatter;
+/// one whose text is lost still counts, so the drill fails closed. (pg_restore's own
+/// `errors ignored on restore: N` is no check: with jobs it counts more than it prints.)
 pub(super) fn restore_errors(stderr: &str) -> Vec<String> {
     let mut errors: Vec<String> = Vec::new();
-    for line in stderr.lines() {
-        if let Some(rest) = line.strip_prefix("pg_restore: error: ") {
-            errors.push(rest.trim().to_string());
-        } else if line.starts_with("psql:") && line.contains("ERROR:") {
-            errors.push(
-                line.splitn(4, ':')
-                    .nth(3)
-                    .unwrap_or(line)
-                    .trim()
-                    .to_string(),
-            );
-        } else if let Some(cmd) = line.strip_prefix("Command was: ")
-            && let Some(last) = errors.last_mut()
-        {
-            last.push_str(&format!(" (command: {})", cmd.trim()));
+    let mut pending = false;
+    for raw in stderr.lines() {
+        for line in segments(raw) {
+            if let Some(rest) = line.strip_prefix("pg_restore: error: ") {
+                let rest = rest.trim();
+                pending = rest.is_empty();
+                if !pending {
+                    errors.push(rest.to_string());
+                }
+                continue;
+            }
+            if let Some(rest) = line.strip_prefix("pg_restore: ") {
+                let context = ["warning:", "from TOC entry", "while PROCESSING", "error:"]
+                    .iter()
+                    .any(|c| rest.starts_with(c));
+                if pending
+                    && !rest.trim().is_empty()
+                    && !context
+                    && !super::progress::is_chatter(rest)
+                {
+                    errors.push(rest.trim().to_string());
+                    pending = false;
+                }
+                continue;
+            }
+            if pending && !line.trim().is_empty() && !line.starts_with("Command was: ") {
+                // The message of the error another job's line cut off.
+                errors.push(line.trim().to_string());
+                pending = false;
+                continue;
+            }
+            parse_other(line, &mut errors);
         }
     }
+    if pending {
+        errors.push("an error whose text was lost in pg_restore's interleaved output".into());
+    }
     errors
+}
+
+/// `line` cut before every `pg_restore: ` that does not begin it.
+fn segments(line: &str) -> Vec<&str> {
+    let mut cuts: Vec<usize> = line
+        .match_indices("pg_restore: ")
+        .map(|(i, _)| i)
+        .filter(|i| *i > 0)
+        .collect();
+    cuts.insert(0, 0);
+    cuts.push(line.len());
+    cuts.windows(2)
+        .map(|w| &line[w[0]..w[1]])
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// psql's errors and the `Command was:` context of the last error.
+fn parse_other(line: &str, errors: &mut Vec<String>) {
+    if line.starts_with("psql:") && line.contains("ERROR:") {
+        errors.push(
+            line.splitn(4, ':')
+                .nth(3)
+                .unwrap_or(line)
+                .trim()
+                .to_string(),
+        );
+    } else if let Some(cmd) = line.strip_prefix("Command was: ")
+        && let Some(last) = errors.last_mut()
+    {
+        last.push_str(&format!(" (command: {})", cmd.trim()));
+    }
 }
 
 /// "12 tables, 12 table data, 20 indexes; dumped by pg_dump 15.18 from 15.18".
@@ -166,5 +226,32 @@ mod tests {
             restore_errors("psql:/x.sql:12: ERROR:  syntax error at or near \"x\"\n"),
             vec!["ERROR:  syntax error at or near \"x\""]
         );
+    }
+
+    /// Two jobs writing at once, as seen in a CI run: another job's line inside an error.
+    #[test]
+    fn an_error_cut_by_another_jobs_line_keeps_its_text() {
+        let stderr = "pg_restore: error: pg_restore: processing data for table \"public.pages\"\n\
+            could not execute query: ERROR:  relation \"pages\" already exists\n\
+            Command was: CREATE TABLE public.pages ();\n\
+            pg_restore: warning: errors ignored on restore: 1\n";
+        assert_eq!(
+            restore_errors(stderr),
+            vec![
+                "could not execute query: ERROR:  relation \"pages\" already exists (command: CREATE TABLE public.pages ();)"
+            ]
+        );
+        // Another job's prefix before an error: the error is still read.
+        let stderr = "pg_restore: pg_restore: error: could not execute query: ERROR:  x\n\
+            processing data for table \"public.t\"\n\
+            pg_restore: warning: errors ignored on restore: 1\n";
+        assert_eq!(
+            restore_errors(stderr),
+            vec!["could not execute query: ERROR:  x"]
+        );
+        // An error whose text is lost entirely still counts.
+        let errors = restore_errors("pg_restore: error: pg_restore: creating INDEX \"public.i\"\n");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].contains("text was lost"), "{errors:?}");
     }
 }

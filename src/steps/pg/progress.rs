@@ -70,7 +70,12 @@ const CHATTER: &[&str] = &[
 /// (errors, warnings, their details and the `from TOC entry` context are kept).
 fn verbose_line(line: &str) -> Option<&str> {
     let what = line.strip_prefix("pg_restore: ")?;
-    CHATTER.iter().any(|c| what.starts_with(c)).then_some(what)
+    is_chatter(what).then_some(what)
+}
+
+/// Whether `what` (after `pg_restore: `) is progress chatter.
+pub(super) fn is_chatter(what: &str) -> bool {
+    CHATTER.iter().any(|c| what.starts_with(c))
 }
 
 #[cfg(test)]
