@@ -115,7 +115,7 @@ pub(crate) fn readable(store: &str, playbook: Option<&Path>) -> Result<Readable,
                 None => fleet.playbooks()?,
             };
             for name in names {
-                let one = S3State::connect(&loc.join(&name))?;
+                let one = fleet.join(&name);
                 let dir = root.join(&name);
                 one.pull(&dir)?;
                 // Whether a run is alive is its lease's to say (the fleet view reads it).

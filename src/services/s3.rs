@@ -389,7 +389,7 @@ pub(crate) async fn open_parallel(
     let client = client(access).await?;
     let h = head(&client, bucket, key, None).await?;
     if h.size <= STREAM_PART_SIZE {
-        return open_object(access, url).await;
+        return one_get(&client, bucket, key, url).await;
     }
     let object = ObjectVersion {
         bucket: bucket.to_string(),
@@ -457,13 +457,13 @@ async fn fetch_part(
     }
 }
 
-/// Opens `s3://bucket/key` as a byte stream (for restoring straight from S3).
-pub(crate) async fn open_object(
-    access: &S3Access,
+/// The whole object as one GET's byte stream, and its size.
+async fn one_get(
+    client: &Client,
+    bucket: &str,
+    key: &str,
     url: &str,
 ) -> Result<(Box<dyn tokio::io::AsyncRead + Send + Unpin>, u64), Failure> {
-    let (bucket, key) = split_url(url)?;
-    let client = client(access).await?;
     let out = client
         .s3
         .get_object()
@@ -471,7 +471,7 @@ pub(crate) async fn open_object(
         .key(key)
         .send()
         .await
-        .map_err(|e| classify(&e, url, &client, bucket))?;
+        .map_err(|e| classify(&e, url, client, bucket))?;
     let size = out.content_length().unwrap_or(0).max(0) as u64;
     Ok((Box::new(out.body.into_async_read()), size))
 }

@@ -182,6 +182,15 @@ impl S3State {
         })
     }
 
+    /// The store of one playbook inside this one, on the same connection.
+    pub(crate) fn join(&self, name: &str) -> Self {
+        Self {
+            loc: self.loc.join(name),
+            s3: self.s3.clone(),
+            lost: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
     pub(crate) fn url(&self) -> String {
         self.loc.url()
     }
@@ -322,16 +331,53 @@ impl S3State {
 
     /// The names directly under the root that hold a `runs/` folder: the playbooks of a
     /// fleet's store.
+    /// One delimited listing of the root's folders, then one small listing each: never
+    /// every record of every run.
     pub(crate) fn playbooks(&self) -> Result<Vec<String>, StateError> {
-        let mut names: Vec<String> = self
-            .list("")?
-            .into_iter()
-            .filter_map(|k| {
-                let (name, rest) = k.split_once('/')?;
-                rest.starts_with("runs/").then(|| name.to_string())
-            })
-            .collect();
-        names.dedup();
+        let root = self.loc.key("");
+        let folders: Vec<String> = block(async {
+            let mut pages = self
+                .s3
+                .list_objects_v2()
+                .bucket(&self.loc.bucket)
+                .prefix(&root)
+                .delimiter("/")
+                .into_paginator()
+                .send();
+            let mut names = Vec::new();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(|e| self.err(&format!("listing {root}"), describe(&e)))?;
+                for p in page.common_prefixes() {
+                    if let Some(name) = p
+                        .prefix()
+                        .and_then(|p| p.strip_prefix(&root))
+                        .map(|p| p.trim_end_matches('/'))
+                        .filter(|p| !p.is_empty())
+                    {
+                        names.push(name.to_string());
+                    }
+                }
+            }
+            Ok::<_, StateError>(names)
+        })?;
+        let mut names = Vec::new();
+        for name in folders {
+            let one = self.join(&name);
+            let has_runs = block(async {
+                one.s3
+                    .list_objects_v2()
+                    .bucket(&one.loc.bucket)
+                    .prefix(one.loc.key("runs/"))
+                    .max_keys(1)
+                    .send()
+                    .await
+                    .map(|o| o.key_count().unwrap_or(0) > 0)
+                    .map_err(|e| one.err("listing runs/", describe(&e)))
+            })?;
+            if has_runs {
+                names.push(name);
+            }
+        }
         Ok(names)
     }
 

@@ -68,6 +68,30 @@ impl Drop for Moto {
     }
 }
 
+/// Default encryption (AES256) on `bucket`.
+async fn encrypt(s3: &aws_sdk_s3::Client, bucket: &str) {
+    s3.put_bucket_encryption()
+        .bucket(bucket)
+        .server_side_encryption_configuration(
+            ServerSideEncryptionConfiguration::builder()
+                .rules(
+                    ServerSideEncryptionRule::builder()
+                        .apply_server_side_encryption_by_default(
+                            ServerSideEncryptionByDefault::builder()
+                                .sse_algorithm(ServerSideEncryption::Aes256)
+                                .build()
+                                .unwrap(),
+                        )
+                        .build(),
+                )
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+}
+
 fn compare(dir: &Path, endpoint: &str, with: &str, creds: (&str, &str)) -> crate::support::Out {
     let pb = dir.join("compare.yaml");
     std::fs::write(
@@ -142,26 +166,7 @@ fn bucket_settings_parity_replication_and_expectations_on_moto() {
                 .unwrap();
         }
         // Only the source is encrypted by default: "the same as the source" does not hold.
-        s3.put_bucket_encryption()
-            .bucket("acme-assets")
-            .server_side_encryption_configuration(
-                ServerSideEncryptionConfiguration::builder()
-                    .rules(
-                        ServerSideEncryptionRule::builder()
-                            .apply_server_side_encryption_by_default(
-                                ServerSideEncryptionByDefault::builder()
-                                    .sse_algorithm(ServerSideEncryption::Aes256)
-                                    .build()
-                                    .unwrap(),
-                            )
-                            .build(),
-                    )
-                    .build()
-                    .unwrap(),
-            )
-            .send()
-            .await
-            .unwrap();
+        encrypt(&s3, "acme-assets").await;
         s3.put_bucket_replication()
             .bucket("acme-assets")
             .replication_configuration(
@@ -209,26 +214,7 @@ fn bucket_settings_parity_replication_and_expectations_on_moto() {
     );
     // Make the copy match; now it passes, and plan (read only) says the same.
     rt.block_on(async {
-        s3.put_bucket_encryption()
-            .bucket("acme-assets-dr")
-            .server_side_encryption_configuration(
-                ServerSideEncryptionConfiguration::builder()
-                    .rules(
-                        ServerSideEncryptionRule::builder()
-                            .apply_server_side_encryption_by_default(
-                                ServerSideEncryptionByDefault::builder()
-                                    .sse_algorithm(ServerSideEncryption::Aes256)
-                                    .build()
-                                    .unwrap(),
-                            )
-                            .build(),
-                    )
-                    .build()
-                    .unwrap(),
-            )
-            .send()
-            .await
-            .unwrap();
+        encrypt(&s3, "acme-assets-dr").await;
     });
     let out = compare(dir.path(), &moto.endpoint, parity, creds);
     assert_eq!(out.code, 0, "{}", out.stderr);
