@@ -1,5 +1,6 @@
 //! The one integration-test binary: drives the real `drrun` executable.
 
+mod archive;
 mod cancel;
 mod compare;
 mod drill;

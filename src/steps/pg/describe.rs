@@ -3,7 +3,7 @@
 
 use super::archive::{detect_format, toc_summary};
 use super::restore::PgRestore;
-use super::transfer::decide;
+use super::transfer::{Transfer, decide};
 use super::tuning::{Jobs, choose_jobs};
 use crate::outcome::Outputs;
 use crate::services::pg::{Conn, list_archive, literal, parse_url, psql};
@@ -38,6 +38,15 @@ pub(super) async fn preview(cfg: &PgRestore, ctx: &PreviewCtx) -> Preview {
     if cfg.recreate {
         lines.push("would terminate other sessions, drop and recreate it".into());
     }
+    let streamed = if cfg.archive.starts_with("s3://") && cfg.transfer != Transfer::Download {
+        " (none if it is streamed from S3: the restore reads it once)"
+    } else {
+        ""
+    };
+    lines.push(format!(
+        "archive check before anything is dropped: {}{streamed}",
+        cfg.verify_mode().describe()
+    ));
     lines.push(format!(
         "jobs: {}; session: {}",
         match cfg.jobs {

@@ -22,6 +22,8 @@ pub(super) struct HowRestored<'a> {
     pub mode_reason: &'a str,
     pub started: Instant,
     pub tuning: &'a Tuning,
+    /// How the archive was checked first: `blocks`, `full` or `off`.
+    pub verified: &'a str,
 }
 
 /// Judges the restore's errors, analyzes, and gathers the outputs.
@@ -38,6 +40,7 @@ pub(super) async fn finish_restore(
         mode_reason,
         started,
         tuning,
+        verified,
     } = how;
     let stderr = out.stderr_text();
     let errors = restore_errors(&stderr);
@@ -110,6 +113,7 @@ pub(super) async fn finish_restore(
     outputs.insert("format".into(), json!(format));
     outputs.insert("mode".into(), json!(mode));
     outputs.insert("mode_reason".into(), json!(mode_reason));
+    outputs.insert("verified".into(), json!(verified));
     outputs.insert(
         "duration".into(),
         json!((duration * 1000.0).round() / 1000.0),

@@ -10,6 +10,7 @@ mod stream;
 mod target;
 mod transfer;
 mod tuning;
+mod verify;
 
 pub(crate) use restore::PgRestore;
 pub(crate) use sql::PgSql;

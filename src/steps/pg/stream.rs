@@ -55,6 +55,8 @@ pub(super) async fn restore_streamed(
             mode_reason: why,
             started,
             tuning: &tuning,
+            // A stream is read once, by the restore itself.
+            verified: "off",
         };
         finish_restore(cfg, ctx, conn, &out, how).await
     }
