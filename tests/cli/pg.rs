@@ -268,6 +268,34 @@ fn the_restore_sessions_run_with_the_settings_the_outputs_list() {
     )
     .unwrap();
     assert!(log.contains("probe sc=on"), "{log}");
+
+    // A DR server (here its role) set up with more maintenance_work_mem keeps it: the
+    // tuning never lowers what the sessions would have anyway.
+    c.sql(
+        "postgres",
+        "ALTER ROLE postgres SET maintenance_work_mem = '1GB'",
+    );
+    std::fs::remove_dir_all(dir.path().join("state")).unwrap();
+    let pb = playbook(dir.path(), &c, &body(true));
+    let out = run_playbook(dir.path(), &c.url("dr_probe"), &pb);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        outputs(dir.path(), "restore")["session_settings"],
+        serde_json::json!([
+            "synchronous_commit=off",
+            "maintenance_work_mem=1GB (the server's)"
+        ])
+    );
+    let log = run_cmd(
+        drrun()
+            .args(["status", "--log", "restore", "--state-dir"])
+            .arg(dir.path().join("state")),
+    );
+    assert!(
+        log.stdout.contains("probe sc=off mwm=1GB"),
+        "{}",
+        log.stdout
+    );
 }
 
 #[test]

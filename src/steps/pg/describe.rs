@@ -55,8 +55,10 @@ pub(super) async fn preview(cfg: &PgRestore, ctx: &PreviewCtx) -> Preview {
             Jobs::Fixed(n) => n.to_string(),
         },
         if cfg.tune_session {
-            super::tuning::settings_text(&super::tuning::session_settings(2))
-                .replace("512MB", "512MB (256MB each above 4 jobs)")
+            super::tuning::settings_text(&super::tuning::session_settings(2)).replace(
+                "512MB",
+                "512MB (256MB each above 4 jobs; never less than the server's)",
+            )
         } else {
             "server defaults".into()
         }

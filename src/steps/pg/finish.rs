@@ -120,16 +120,7 @@ pub(super) async fn finish_restore(
     );
     outputs.insert("jobs".into(), json!(tuning.jobs));
     outputs.insert("jobs_reason".into(), json!(tuning.why));
-    outputs.insert(
-        "session_settings".into(),
-        json!(
-            tuning
-                .settings
-                .iter()
-                .map(|(n, v)| format!("{n}={v}"))
-                .collect::<Vec<_>>()
-        ),
-    );
+    outputs.insert("session_settings".into(), json!(tuning.all_settings()));
     outputs.insert("errors_ignored".into(), json!(allowed.len()));
     outputs.insert("warnings".into(), json!(allowed));
     outputs.insert("tables".into(), stats["tables"].clone());

@@ -367,7 +367,7 @@ pub(super) async fn restore_file(
     ctx.phase(format!("preparing the database `{}`", conn.database));
     prepare_target(cfg, ctx, conn, maintenance, target).await?;
     let parallel = matches!(format, Format::Custom | Format::Directory) && !cfg.single_transaction;
-    let tuning = if parallel {
+    let (jobs, why) = if parallel {
         let choice = choose_jobs(
             cfg.jobs,
             cfg.server_cores,
@@ -377,14 +377,22 @@ pub(super) async fn restore_file(
             &ctx.cancel,
         )
         .await;
-        Tuning::new(cfg.tune_session, choice.jobs, choice.why)
+        (choice.jobs, choice.why)
     } else {
-        Tuning::new(
-            cfg.tune_session,
+        (
             1,
             format!("one job: a {} archive restores serially", format.as_str()),
         )
     };
+    let tuning = Tuning::for_restore(
+        cfg.tune_session,
+        jobs,
+        why,
+        conn,
+        cfg.pg_bin.as_deref(),
+        &ctx.cancel,
+    )
+    .await;
     ctx.note(tuning.describe());
     // From here on the target holds whatever the restore got to: say so if it stops.
     let restored = async {

@@ -28,11 +28,15 @@ pub(super) async fn restore_streamed(
     }
     let started = Instant::now();
     prepare_target(cfg, ctx, conn, maintenance, target).await?;
-    let tuning = super::tuning::Tuning::new(
+    let tuning = super::tuning::Tuning::for_restore(
         cfg.tune_session,
         1,
         "one job: a streamed archive is read once, in order".into(),
-    );
+        conn,
+        cfg.pg_bin.as_deref(),
+        &ctx.cancel,
+    )
+    .await;
     ctx.note(tuning.describe());
     let cmd = pg_restore_command(cfg, conn, &tuning);
     let lines = super::progress::restore_lines(ctx, None);
