@@ -203,7 +203,8 @@ async fn write_copy(
     }
     ctx.phase("downloading the archive");
     let mut file = tokio::fs::File::create(path).await.map_err(io)?;
-    let mut buf = vec![0u8; 1 << 20];
+    // A whole ranged part (8 MiB) per write: each tokio write is a blocking-pool hop.
+    let mut buf = vec![0u8; 8 << 20];
     let mut done = 0u64;
     loop {
         let n = tokio::select! {
