@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::support::pg::Cluster;
 use crate::support::{drrun, journal, wait_for};
 
-fn signal(child: &Child, sig: i32) {
+pub(crate) fn signal(child: &Child, sig: i32) {
     // SAFETY: signalling our own child.
     unsafe {
         libc::kill(child.id() as i32, sig);
@@ -20,7 +20,7 @@ fn alive(pid: i32) -> bool {
     unsafe { libc::kill(pid, 0) == 0 }
 }
 
-fn spawn(dir: &Path, pb: &Path, env: &[(&str, String)]) -> Child {
+pub(crate) fn spawn(dir: &Path, pb: &Path, env: &[(&str, String)]) -> Child {
     drrun()
         .current_dir(dir)
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))

@@ -13,6 +13,7 @@ mod notify;
 mod output;
 mod pg;
 mod s3;
+mod split;
 mod state;
 mod support;
 mod validate;

@@ -30,6 +30,28 @@ pub(crate) struct Walk {
     pub data_bytes: u64,
     /// The entry with the most data: `TABLE DATA public.events` and its bytes.
     pub largest: Option<(String, u64)>,
+    /// Tables' data blocks, the largest first: what a parallel load can read directly.
+    pub tables: Vec<TableData>,
+    /// The archive's `client_encoding` (its `ENCODING` entry), which its COPY data is in.
+    pub encoding: Option<String>,
+    /// The header's integer size, which a block's framing is written with.
+    pub int_size: u8,
+}
+
+/// One table's data block: where it is and the COPY statement that loads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TableData {
+    /// The TOC entry's id (the first field of its `pg_restore -l` line).
+    pub id: i64,
+    /// `TABLE DATA public.events`.
+    pub name: String,
+    /// `COPY public.events (id, at) FROM stdin;`
+    pub copy: String,
+    /// The schema the entry is in (for an unqualified COPY of an old archive).
+    pub namespace: String,
+    /// Where the block starts, and its length as stored.
+    pub start: u64,
+    pub bytes: u64,
 }
 
 /// Why a walk did not vouch for an archive.
@@ -57,6 +79,9 @@ const ARCH_CUSTOM: u8 = 1;
 struct Entry {
     id: i64,
     name: String,
+    desc: String,
+    namespace: String,
+    copy: Option<String>,
     data: u8,
     pos: u64,
 }
@@ -94,6 +119,7 @@ fn walk_from<R: Read + Seek>(
         }
     }
     let mut seen: BTreeMap<i64, u64> = BTreeMap::new();
+    let mut tables = Vec::new();
     let mut chunks = 0u64;
     // Blocks follow the TOC back to back until the end of the file.
     loop {
@@ -132,6 +158,18 @@ fn walk_from<R: Read + Seek>(
                 "the data of {what} appears twice"
             )));
         }
+        if let (BLK_DATA, "TABLE DATA", Some(copy)) = (kind, entry.desc.as_str(), &entry.copy)
+            && copy.starts_with("COPY ")
+        {
+            tables.push(TableData {
+                id,
+                name: entry.name.clone(),
+                copy: copy.trim_end().to_string(),
+                namespace: entry.namespace.clone(),
+                start,
+                bytes: r.pos - start,
+            });
+        }
     }
     let missing: Vec<&str> = data
         .values()
@@ -161,6 +199,14 @@ fn walk_from<R: Read + Seek>(
         .iter()
         .max_by_key(|(id, bytes)| (**bytes, -**id))
         .and_then(|(id, bytes)| data.get(id).map(|e| (e.name.clone(), *bytes)));
+    tables.sort_by_key(|t| (std::cmp::Reverse(t.bytes), t.id));
+    // `SET client_encoding = 'UTF8';`
+    let encoding = entries
+        .iter()
+        .find(|e| e.desc == "ENCODING")
+        .and_then(|e| e.copy.as_deref())
+        .and_then(|d| d.split('\'').nth(1))
+        .map(str::to_string);
     Ok(Walk {
         version: format!("{}.{}", version.0, version.1),
         compression,
@@ -168,6 +214,9 @@ fn walk_from<R: Read + Seek>(
         blocks: seen.len(),
         data_bytes: seen.values().sum(),
         largest,
+        tables,
+        encoding,
+        int_size: r.int_size,
     })
 }
 
@@ -326,9 +375,9 @@ impl<R: Read + Seek> Reader<R> {
             if self.at_least(11) {
                 self.int(what)?; // section
             }
-            self.string(what)?; // definition
+            let definition = self.string(what)?;
             self.string(what)?; // drop statement
-            self.string(what)?; // copy statement
+            let copy = self.string(what)?;
             let namespace = self.string(what)?;
             self.string(what)?; // tablespace
             if self.at_least(14) {
@@ -360,14 +409,20 @@ impl<R: Read + Seek> Reader<R> {
                 // Its data would start past the end: it was cut off.
                 flag = K_OFFSET_POS_NOT_SET;
             }
-            let name = match namespace.filter(|n| !n.is_empty()) {
+            let namespace = namespace.unwrap_or_default();
+            let name = match namespace.as_str() {
                 _ if desc == "BLOBS" => "the large objects".to_string(),
-                Some(ns) => format!("{desc} {ns}.{tag}"),
-                None => format!("{desc} {tag}"),
+                "" => format!("{desc} {tag}"),
+                ns => format!("{desc} {ns}.{tag}"),
             };
+            // The ENCODING entry's statement is all that is kept of any definition.
+            let copy = if desc == "ENCODING" { definition } else { copy };
             entries.push(Entry {
                 id,
                 name,
+                desc,
+                namespace,
+                copy,
                 data: flag,
                 pos,
             });

@@ -12,6 +12,7 @@ use crate::outcome::{Failure, FailureClass};
 use crate::util::process::{self, Finished, Limits, RunError, Stdin};
 
 mod conninfo;
+pub(crate) mod copydata;
 pub(crate) mod dump;
 pub(crate) use conninfo::parse_url;
 use conninfo::{LIBPQ_ENV, libpq_env, service_entries};

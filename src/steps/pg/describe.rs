@@ -63,6 +63,12 @@ pub(super) async fn preview(cfg: &PgRestore, ctx: &PreviewCtx) -> Preview {
             "server defaults".into()
         }
     ));
+    if cfg.split_tables && cfg.jobs != Jobs::Fixed(1) {
+        lines.push(
+            "a table holding more than its share of a custom-format file's data: loaded through the jobs' sessions at once (split_tables)"
+                .into(),
+        );
+    }
     let cancel = tokio_util::sync::CancellationToken::new();
     if ctx.is_pending("archive") {
         lines.push(format!("archive: {} (known only at run time)", cfg.archive));
@@ -201,6 +207,13 @@ pub(super) fn summary(o: &Outputs) -> Vec<String> {
     {
         let list: Vec<&str> = settings.iter().filter_map(|v| v.as_str()).collect();
         lines.push(format!("session: {}", list.join(", ")));
+    }
+    if let Some(split) = o.get("split_table").filter(|v| !v.is_null()) {
+        lines.push(format!(
+            "{} loaded through {} sessions at once (split_tables)",
+            split["table"].as_str().unwrap_or("?"),
+            split["sessions"].as_u64().unwrap_or(0)
+        ));
     }
     let largest: Vec<String> = o
         .get("largest_tables")

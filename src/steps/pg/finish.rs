@@ -24,6 +24,8 @@ pub(super) struct HowRestored<'a> {
     pub tuning: &'a Tuning,
     /// How the archive was checked first: `blocks`, `full` or `off`.
     pub verified: &'a str,
+    /// The table loaded through several sessions (`split_tables`), with how many.
+    pub split: Option<(&'a str, u32)>,
 }
 
 /// Judges the restore's errors, analyzes, and gathers the outputs.
@@ -41,6 +43,7 @@ pub(super) async fn finish_restore(
         started,
         tuning,
         verified,
+        split,
     } = how;
     let stderr = out.stderr_text();
     let errors = restore_errors(&stderr);
@@ -121,6 +124,13 @@ pub(super) async fn finish_restore(
     outputs.insert("jobs".into(), json!(tuning.jobs));
     outputs.insert("jobs_reason".into(), json!(tuning.why));
     outputs.insert("session_settings".into(), json!(tuning.all_settings()));
+    outputs.insert(
+        "split_table".into(),
+        split.map_or(
+            json!(null),
+            |(table, sessions)| json!({ "table": table, "sessions": sessions }),
+        ),
+    );
     outputs.insert("errors_ignored".into(), json!(allowed.len()));
     outputs.insert("warnings".into(), json!(allowed));
     outputs.insert("tables".into(), stats["tables"].clone());

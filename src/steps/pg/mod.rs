@@ -5,6 +5,7 @@ mod describe;
 mod finish;
 mod progress;
 mod restore;
+mod split;
 mod sql;
 mod stream;
 mod target;

@@ -9,12 +9,13 @@ use serde::{Deserialize, Serialize};
 use super::archive::{Format, detect_format};
 use super::finish::{HowRestored, finish_restore};
 use super::progress::restore_lines;
+use super::split;
 use super::target::{
     PreSqlAs, RestoreInto, left_behind, prepare_target, swap_into_place, temporary_name,
 };
 use super::transfer::Transfer;
 use super::tuning::{Jobs, Tuning, apply_settings, choose_jobs};
-use super::verify::{Verify, VerifySetting, verify};
+use super::verify::{Verify, VerifySetting, verify, walk_quietly};
 use crate::outcome::{Failure, FailureClass, Outputs};
 use crate::services::pg::{
     Conn, PgConnection, list_archive, local_version, major_version, parse_url, run_client_with,
@@ -129,6 +130,14 @@ pub(crate) struct PgRestore {
     /// the previous DR database intact).
     #[serde(default)]
     pub restore_into: RestoreInto,
+    /// With parallel jobs, load a table that holds more than its share of a
+    /// custom-format file's data through `jobs` sessions at once (default true):
+    /// pg_restore gives each table's data to one job, so such a table is the whole
+    /// restore's critical path. The restore then runs in pg_restore's three sections
+    /// (schema, data, indexes and constraints); the table's rows are counted in and out,
+    /// and any failure fails the step.
+    #[serde(default = "yes")]
+    pub split_tables: bool,
 }
 
 fn yes() -> bool {
@@ -362,7 +371,8 @@ pub(super) async fn restore_file(
             format.as_str()
         ));
     }
-    let verified = verify(cfg.verify_mode(), format, path, cfg.pg_bin.as_deref(), ctx).await?;
+    let (verified, walked) =
+        verify(cfg.verify_mode(), format, path, cfg.pg_bin.as_deref(), ctx).await?;
 
     ctx.phase(format!("preparing the database `{}`", conn.database));
     prepare_target(cfg, ctx, conn, maintenance, target).await?;
@@ -394,14 +404,31 @@ pub(super) async fn restore_file(
     )
     .await;
     ctx.note(tuning.describe());
+    let split = if format == Format::Custom {
+        let walked = match walked {
+            Some(w) => Some(w),
+            None if cfg.split_tables && tuning.jobs > 1 => walk_quietly(path).await,
+            None => None,
+        };
+        walked.and_then(|w| match split::plan(cfg, Some(&w), tuning.jobs) {
+            Ok(s) => Some((w, s)),
+            Err(_) => None,
+        })
+    } else {
+        None
+    };
     // From here on the target holds whatever the restore got to: say so if it stops.
     let restored = async {
         let out = if format.uses_pg_restore() {
-            let mut cmd = pg_restore_command(cfg, conn, &tuning);
-            cmd.arg(path);
-            ctx.phase("restoring");
             let lines = restore_lines(ctx, entries);
-            let ran = run_client_with(cmd, "pg_restore", None, &ctx.cancel, Some(lines)).await;
+            let ran = if let Some((walk, split)) = &split {
+                split::restore(cfg, ctx, (path, walk, split), conn, &tuning, &lines).await
+            } else {
+                let mut cmd = pg_restore_command(cfg, conn, &tuning);
+                cmd.arg(path);
+                ctx.phase("restoring");
+                run_client_with(cmd, "pg_restore", None, &ctx.cancel, Some(lines)).await
+            };
             super::confirm_if_cancelled(ctx, maintenance, cfg.pg_bin.as_deref(), ran).await?
         } else {
             let mut cmd = conn.command(cfg.pg_bin.as_deref(), "psql");
@@ -443,6 +470,9 @@ pub(super) async fn restore_file(
             started,
             tuning: &tuning,
             verified: verified.as_str(),
+            split: split
+                .as_ref()
+                .map(|(_, s)| (s.table.name.as_str(), s.streams)),
         };
         finish_restore(cfg, ctx, conn, &out, how).await
     }

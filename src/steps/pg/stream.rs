@@ -60,6 +60,7 @@ pub(super) async fn restore_streamed(
             started,
             tuning: &tuning,
             // A stream is read once, by the restore itself.
+            split: None,
             verified: "off",
         };
         finish_restore(cfg, ctx, conn, &out, how).await

@@ -86,14 +86,14 @@ impl Verify {
 }
 
 /// Checks the archive at `path` as `mode` says; returns how it was checked in the end
-/// (`blocks` falls back to `full` for what the walk does not read).
+/// (`blocks` falls back to `full` for what the walk does not read), and the walk.
 pub(super) async fn verify(
     mode: Verify,
     format: Format,
     path: &Path,
     bin: Option<&str>,
     ctx: &StepCtx,
-) -> Result<Verify, Failure> {
+) -> Result<(Verify, Option<dump::Walk>), Failure> {
     let damaged = |why: String| {
         Failure::new(
             FailureClass::Assertion,
@@ -101,7 +101,7 @@ pub(super) async fn verify(
         )
     };
     if mode == Verify::Off || !format.uses_pg_restore() {
-        return Ok(Verify::Off);
+        return Ok((Verify::Off, None));
     }
     if mode == Verify::Blocks && format == Format::Custom {
         ctx.phase("verifying the archive (every data block, before anything is dropped)");
@@ -129,7 +129,7 @@ pub(super) async fn verify(
                     w.compression,
                     began.elapsed().as_secs_f64()
                 ));
-                return Ok(Verify::Blocks);
+                return Ok((Verify::Blocks, Some(w)));
             }
             Err(WalkError::Damaged(why)) => return Err(damaged(why)),
             Err(WalkError::Cancelled) => {
@@ -158,5 +158,14 @@ pub(super) async fn verify(
     if out.code() != Some(0) {
         return Err(damaged(clean(&out.stderr_text())));
     }
-    Ok(Verify::Full)
+    Ok((Verify::Full, None))
+}
+
+/// The walk of a custom-format file, for what reads it (a split restore), or `None`.
+pub(super) async fn walk_quietly(path: &Path) -> Option<dump::Walk> {
+    let owned = path.to_path_buf();
+    tokio::task::spawn_blocking(move || dump::walk(&owned, &|| false).ok())
+        .await
+        .ok()
+        .flatten()
 }
