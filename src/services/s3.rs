@@ -416,6 +416,67 @@ pub(crate) async fn open_parallel(
     Ok((Box::new(tokio_util::io::StreamReader::new(parts)), h.size))
 }
 
+/// Parts of [`download_to`] in flight at once: each is written where it belongs as its
+/// bytes arrive, so none waits for the one before it and none is held in memory.
+const DOWNLOAD_PARTS: usize = 8;
+
+/// Downloads `s3://bucket/key` to `path` (created, or truncated) with ranged GETs of
+/// [`STREAM_PART_SIZE`], [`DOWNLOAD_PARTS`] at once, every part pinned to the version the
+/// HEAD saw; `progress` gets the bytes written so far. Returns the object's size. A copy
+/// for one use: nothing is hashed or synced (a copy that was interrupted is deleted and
+/// fetched again), unlike the `s3.download` kind's.
+pub(crate) async fn download_to(
+    access: &S3Access,
+    url: &str,
+    path: &std::path::Path,
+    progress: &(dyn Fn(u64) + Send + Sync),
+) -> Result<u64, Failure> {
+    let (bucket, key) = split_url(url)?;
+    let client = client(access).await?;
+    let h = head(&client, bucket, key, None).await?;
+    let object = ObjectVersion {
+        bucket: bucket.to_string(),
+        key: key.to_string(),
+        etag: h.etag.clone(),
+        version: h.version_id.clone(),
+    };
+    let write = |e: std::io::Error| Failure::config(format!("writing {}: {e}", path.display()));
+    let file = std::fs::File::create(path).map_err(write)?;
+    let ranges: Vec<(u64, u64)> = (0..h.size)
+        .step_by(STREAM_PART_SIZE as usize)
+        .map(|start| (start, (start + STREAM_PART_SIZE).min(h.size) - 1))
+        .collect();
+    let (s3, object, file) = (&client.s3, &object, &file);
+    let mut parts = futures::stream::iter(ranges)
+        .map(|(start, end)| async move {
+            fetch_range(s3, object, start, end, file)
+                .await
+                .map(|()| end + 1 - start)
+                .map_err(|e| (start, e))
+        })
+        .buffer_unordered(DOWNLOAD_PARTS);
+    let mut done = 0u64;
+    while let Some(part) = parts.next().await {
+        match part {
+            Ok(len) => {
+                done += len;
+                progress(done);
+            }
+            Err((start, e)) => {
+                let at = format!("{url} (bytes {start}-)");
+                return Err(match e {
+                    RangeError::Sdk(e) => classify(&e, &at, &client, bucket),
+                    RangeError::Body(m) => {
+                        Failure::new(FailureClass::Ambiguous, format!("{at}: {m}"))
+                    }
+                    RangeError::Write(e) => write(e),
+                });
+            }
+        }
+    }
+    Ok(h.size)
+}
+
 /// Bytes `start..=end` of one object version, in memory, retried as a part download is.
 async fn fetch_part(
     s3: &aws_sdk_s3::Client,

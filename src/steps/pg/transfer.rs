@@ -7,13 +7,12 @@ use std::path::{Path, PathBuf};
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use super::restore::PgRestore;
 use super::tuning::choose_jobs;
 use crate::outcome::{Failure, FailureClass, Outputs};
 use crate::services::pg::Conn;
-use crate::services::s3::open_parallel;
+use crate::services::s3::{S3Access, download_to, open_parallel, peek};
 use crate::steps::StepCtx;
 use crate::util::human_bytes;
 
@@ -113,8 +112,9 @@ pub(crate) fn copy_path(ctx: &StepCtx) -> PathBuf {
     ctx.work_dir.join(format!("{}.archive", ctx.step_id))
 }
 
-/// Restores `cfg.archive` (an `s3://` URL) into `conn`'s database: one GET, whose first
-/// bytes say the format; the rest of the same response is streamed or written to a file.
+/// Restores `cfg.archive` (an `s3://` URL) into `conn`'s database: a ranged GET of its
+/// first bytes says the format, then the object is streamed in order into pg_restore or
+/// downloaded to a file with parallel parts written where they belong.
 pub(super) async fn restore_from_s3(
     cfg: &PgRestore,
     ctx: &StepCtx,
@@ -124,16 +124,8 @@ pub(super) async fn restore_from_s3(
 ) -> Result<Outputs, Failure> {
     let access = cfg.s3.clone().unwrap_or_default();
     ctx.phase(format!("opening {}", cfg.archive));
-    let (mut stream, size) = open_parallel(&access, &cfg.archive).await?;
-    let mut first = [0u8; 5];
-    stream.read_exact(&mut first).await.map_err(|e| {
-        Failure::new(
-            FailureClass::Connection,
-            format!("reading {}: {e}", cfg.archive),
-        )
-    })?;
-    // The bytes read are put back in front of the same stream: nothing is read twice.
-    let stream = AsyncReadExt::chain(std::io::Cursor::new(first), stream);
+    // The header says the format; the archive is then streamed or downloaded whole.
+    let (first, size) = peek(&access, &cfg.archive, 5).await?;
     let jobs = choose_jobs(
         cfg.jobs,
         cfg.server_cores,
@@ -146,7 +138,7 @@ pub(super) async fn restore_from_s3(
     let dir = &ctx.work_dir;
     let choice = decide(
         cfg.transfer,
-        &first == b"PGDMP",
+        first == b"PGDMP",
         size,
         jobs.jobs,
         crate::util::fs::free_bytes(dir),
@@ -158,10 +150,11 @@ pub(super) async fn restore_from_s3(
             "streaming {} into pg_restore ({})",
             cfg.archive, choice.why
         ));
+        let (stream, size) = open_parallel(&access, &cfg.archive).await?;
         return super::stream::restore_streamed(
             cfg,
             ctx,
-            (Box::new(stream), size),
+            (stream, size),
             &choice.why,
             (conn, maintenance, target),
         )
@@ -175,7 +168,7 @@ pub(super) async fn restore_from_s3(
         choice.why
     ));
     let restored = async {
-        write_copy(stream, size, &path, ctx).await?;
+        write_copy(&access, &cfg.archive, size, &path, ctx).await?;
         let how = super::restore::FileRead {
             path: &path,
             mode: "download",
@@ -190,47 +183,26 @@ pub(super) async fn restore_from_s3(
     restored
 }
 
-/// Writes the rest of the response to `path`, checking it is the whole object.
+/// Downloads the archive (`size` bytes, as far as is known) to `path`, cancellable.
 async fn write_copy(
-    mut stream: impl AsyncRead + Unpin,
+    access: &S3Access,
+    url: &str,
     size: u64,
     path: &Path,
     ctx: &StepCtx,
 ) -> Result<(), Failure> {
-    let io = |e: std::io::Error| Failure::config(format!("writing {}: {e}", path.display()));
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io)?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Failure::config(format!("writing {}: {e}", path.display())))?;
     }
     ctx.phase("downloading the archive");
-    let mut file = tokio::fs::File::create(path).await.map_err(io)?;
-    // A whole ranged part (8 MiB) per write: each tokio write is a blocking-pool hop.
-    let mut buf = vec![0u8; 8 << 20];
-    let mut done = 0u64;
-    loop {
-        let n = tokio::select! {
-            r = stream.read(&mut buf) => r.map_err(|e| Failure::new(
-                FailureClass::Connection,
-                format!("reading the archive after {done} of {size} bytes: {e}"),
-            ))?,
-            () = ctx.cancel.cancelled() => {
-                return Err(Failure::new(FailureClass::Other, "download cancelled"));
-            }
-        };
-        if n == 0 {
-            break;
+    let progress = |done| ctx.progress(done, Some(size));
+    tokio::select! {
+        r = download_to(access, url, path, &progress) => r.map(|_| ()),
+        () = ctx.cancel.cancelled() => {
+            Err(Failure::new(FailureClass::Other, "download cancelled"))
         }
-        file.write_all(&buf[..n]).await.map_err(io)?;
-        done += n as u64;
-        ctx.progress(done, Some(size));
     }
-    file.flush().await.map_err(io)?;
-    if done != size {
-        return Err(Failure::new(
-            FailureClass::Connection,
-            format!("the archive ended after {done} of its {size} bytes"),
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]
