@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::cancel::{signal, spawn};
-use crate::support::pg::Cluster;
+use crate::support::pg::{Cluster, PASSWORD};
 use crate::support::{drrun, journal, run_cmd, wait_for};
 
 /// `big` holds nearly all the data, with the values COPY text escapes: newlines, tabs,
@@ -43,7 +43,17 @@ fn source(dir: &Path) -> (Cluster, PathBuf) {
     let c = Cluster::start();
     c.sql("postgres", "CREATE DATABASE src");
     c.sql("src", SOURCE_SQL);
-    c.sql("postgres", "CREATE DATABASE dr");
+    // The roles a managed server gives: an admin that is not a superuser, and the
+    // application role that owns the DR database and runs the restore.
+    c.sql(
+        "postgres",
+        &format!(
+            "CREATE ROLE dradmin LOGIN CREATEDB NOSUPERUSER PASSWORD '{PASSWORD}';\
+             CREATE ROLE drapp LOGIN NOSUPERUSER PASSWORD '{PASSWORD}';\
+             GRANT drapp TO dradmin;"
+        ),
+    );
+    c.sql("postgres", "CREATE DATABASE dr OWNER drapp");
     let archive = dir.join("daily.pgdump");
     let out = c
         .client("pg_dump")
@@ -59,6 +69,21 @@ fn source(dir: &Path) -> (Cluster, PathBuf) {
     (c, archive)
 }
 
+/// The restore's connections, as `drapp` (url) and `dradmin` (maintenance_url).
+fn role_env(c: &Cluster) -> Vec<(&'static str, String)> {
+    let as_role = |role: &str, db: &str| {
+        c.url(db).replacen(
+            "postgresql://postgres:",
+            &format!("postgresql://{role}:"),
+            1,
+        )
+    };
+    vec![
+        ("DRRUN_TEST_DB_URL", as_role("drapp", "dr")),
+        ("DRRUN_TEST_ADMIN_URL", as_role("dradmin", "postgres")),
+    ]
+}
+
 fn playbook(dir: &Path, c: &Cluster, archive: &Path, extra: &str) -> PathBuf {
     let pb = dir.join("restore.yaml");
     std::fs::write(
@@ -66,11 +91,13 @@ fn playbook(dir: &Path, c: &Cluster, archive: &Path, extra: &str) -> PathBuf {
         format!(
             r#"version: 1
 name: split
-secrets: {{ db_url: {{ env: DRRUN_TEST_DB_URL }} }}
+secrets:
+  db_url: {{ env: DRRUN_TEST_DB_URL }}
+  admin_url: {{ env: DRRUN_TEST_ADMIN_URL }}
 steps:
   restore:
     kind: pg.restore
-    with: {{ archive: {}, url: "{{{{ secrets.db_url }}}}", pg_bin: {}, recreate: true, no_owner: true, jobs: 2{extra} }}
+    with: {{ archive: {}, url: "{{{{ secrets.db_url }}}}", maintenance_url: "{{{{ secrets.admin_url }}}}", pg_bin: {}, recreate: true, no_owner: true, jobs: 2{extra} }}
 "#,
             archive.display(),
             c.bin.display()
@@ -91,7 +118,7 @@ fn run(
     let _ = std::fs::remove_dir_all(&state);
     let out = run_cmd(
         drrun()
-            .env("DRRUN_TEST_DB_URL", c.url("dr"))
+            .envs(role_env(c))
             .arg(&pb)
             .arg("--state-dir")
             .arg(&state),
@@ -161,11 +188,8 @@ fn stopped_in_the_load_then_resumed(sig: i32) {
     let (c, archive) = source(dir.path());
     let want = c.sql("src", DIGEST_SQL);
     let pb = playbook(dir.path(), &c, &archive, "");
-    let url = c.url("dr");
-    let paused = [
-        ("DRRUN_TEST_DB_URL", url.clone()),
-        ("PGOPTIONS", "-c drrun_test.pause=on".to_string()),
-    ];
+    let mut paused = role_env(&c);
+    paused.push(("PGOPTIONS", "-c drrun_test.pause=on".to_string()));
     let child = spawn(dir.path(), &pb, &paused);
     let pausing = || {
         c.sql(
@@ -201,7 +225,7 @@ fn stopped_in_the_load_then_resumed(sig: i32) {
     }
     let out = run_cmd(
         drrun()
-            .env("DRRUN_TEST_DB_URL", &url)
+            .envs(role_env(&c))
             .args(["resume", "--state-dir"])
             .arg(dir.path().join("state")),
     );

@@ -341,6 +341,8 @@ pub(super) async fn restore_file(
 
     let mut entries = None;
     let mut data_items = 0;
+    // `pg_restore -l`, read once: the checks below and a split restore's list use it.
+    let mut listing = String::new();
     if format.uses_pg_restore() {
         ctx.phase("reading the archive's table of contents");
         let toc = list_archive(path, cfg.pg_bin.as_deref(), &ctx.cancel).await?;
@@ -370,6 +372,7 @@ pub(super) async fn restore_file(
             "archive: {} format, {count} TOC entries",
             format.as_str()
         ));
+        listing = toc;
     }
     let (verified, walked) =
         verify(cfg.verify_mode(), format, path, cfg.pg_bin.as_deref(), ctx).await?;
@@ -410,10 +413,7 @@ pub(super) async fn restore_file(
             None if cfg.split_tables && tuning.jobs > 1 => walk_quietly(path).await,
             None => None,
         };
-        walked.and_then(|w| match split::plan(cfg, Some(&w), tuning.jobs) {
-            Ok(s) => Some((w, s)),
-            Err(_) => None,
-        })
+        walked.and_then(|w| split::plan(cfg, &w, tuning.jobs).map(|s| (w, s)))
     } else {
         None
     };
@@ -422,7 +422,8 @@ pub(super) async fn restore_file(
         let out = if format.uses_pg_restore() {
             let lines = restore_lines(ctx, entries);
             let ran = if let Some((walk, split)) = &split {
-                split::restore(cfg, ctx, (path, walk, split), conn, &tuning, &lines).await
+                let archive = (path, listing.as_str(), walk, split);
+                split::restore(cfg, ctx, archive, conn, &tuning, &lines).await
             } else {
                 let mut cmd = pg_restore_command(cfg, conn, &tuning);
                 cmd.arg(path);

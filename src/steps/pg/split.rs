@@ -40,50 +40,31 @@ pub(super) struct Split {
     pub streams: u32,
 }
 
-/// Whether the restore of a custom-format file `walk` describes is split, with `jobs`
-/// jobs: `Err` says why not (for the notes).
-pub(super) fn plan(cfg: &PgRestore, walk: Option<&Walk>, jobs: u32) -> Result<Split, String> {
-    if !cfg.split_tables {
-        return Err("split_tables: false".into());
-    }
-    if jobs < 2 {
-        return Err("one job".into());
-    }
-    // Options that select or reorder what pg_restore does: its own run is left alone.
-    if cfg.schema.is_some() || cfg.clean || cfg.single_transaction || !cfg.extra_args.is_empty() {
-        return Err("schema, clean, single_transaction or extra_args is set".into());
-    }
-    let Some(walk) = walk else {
-        return Err("the archive's blocks were not read".into());
-    };
-    if !matches!(walk.compression, "gzip" | "none") || walk.encoding.is_none() {
-        return Err(format!("a {} archive", walk.compression));
-    }
-    let Some(table) = walk.tables.first() else {
-        return Err("no table data".into());
-    };
+/// The split of a restore of the custom-format file `walk` describes, with `jobs` jobs,
+/// if it has one.
+pub(super) fn plan(cfg: &PgRestore, walk: &Walk, jobs: u32) -> Option<Split> {
+    // Options that select or reorder what pg_restore does leave its own run alone.
+    let plain =
+        cfg.schema.is_none() && !cfg.clean && !cfg.single_transaction && cfg.extra_args.is_empty();
+    let readable = matches!(walk.compression, "gzip" | "none") && walk.encoding.is_some();
+    let table = walk.tables.first()?;
     // Worth it only when the table alone is more than a fair share of the jobs' work:
     // otherwise pg_restore's jobs are already busy with the other tables.
-    if table.bytes < MIN_BYTES || table.bytes.saturating_mul(u64::from(jobs)) <= walk.data_bytes {
-        return Err(format!(
-            "the largest table, {}, is {} of {}",
-            table.name,
-            human_bytes(table.bytes),
-            human_bytes(walk.data_bytes)
-        ));
-    }
-    Ok(Split {
+    let big =
+        table.bytes >= MIN_BYTES && table.bytes.saturating_mul(u64::from(jobs)) > walk.data_bytes;
+    (cfg.split_tables && jobs > 1 && plain && readable && big).then(|| Split {
         table: table.clone(),
         streams: jobs,
     })
 }
 
-/// Restores `path` into `conn`'s database as the module says; returns pg_restore's
-/// three runs as one (their kept output together, the first failing status).
+/// Restores `path` (whose `pg_restore -l` is `listing`) into `conn`'s database as the
+/// module says; returns pg_restore's three runs as one (their kept output together, the
+/// first failing status).
 pub(super) async fn restore(
     cfg: &PgRestore,
     ctx: &StepCtx,
-    (path, walk, split): (&Path, &Walk, &Split),
+    (path, listing, walk, split): (&Path, &str, &Walk, &Split),
     conn: &Conn,
     tuning: &Tuning,
     lines: &LineObserver,
@@ -104,9 +85,8 @@ pub(super) async fn restore(
 
     // Every entry but the big table's, in a list pg_restore reads.
     let list_path = ctx.work_dir.join(format!("{}.list", ctx.step_id));
-    let toc = crate::services::pg::list_archive(path, cfg.pg_bin.as_deref(), &ctx.cancel).await?;
     let own = format!("{};", split.table.id);
-    let list: String = toc
+    let list: String = listing
         .lines()
         .map(|l| {
             if l.starts_with(&own) {
